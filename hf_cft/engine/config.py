@@ -1,0 +1,160 @@
+"""`CFTConfig`: every setting of a CFT run, documented, saved as ``cft_config.json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CFT_CONFIG_NAME", "CFTConfig"]
+
+CFT_CONFIG_NAME = "cft_config.json"
+VARIANTS = ("bp", "ga", "pygad")
+METRICS = ("ap", "auroc")
+
+
+@dataclass
+class CFTConfig:
+    """How the classifier rows are re-fitted and selected.
+
+    Defaults are the paper's MS-COCO settings (CFT-BP: ASL γ−=4, γ+=0, clip 0.05, Adam lr 1e-4,
+    up to 5000 epochs; CFT-GA: population 50, up to 5000 generations) with the reference code's early-stop
+    patience of 300, and the paper's CheXpert PyGAD settings for ``variant="pygad"``.
+    """
+
+    variant: str = field(
+        default="bp",
+        metadata={"help": "How each row is re-fitted: 'bp' (Adam on the asymmetric loss), 'ga' (batched genetic "
+                  "algorithm maximizing `metric`) or 'pygad' (the same GA problem through PyGAD)."},
+    )
+    metric: str = field(
+        default="ap",
+        metadata={"help": "Per-category score used for selection and as GA fitness: 'ap' (mAP datasets such as "
+                  "COCO, OpenImages) or 'auroc' (mAUC datasets such as CheXpert)."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the selection hold-out and of the GA."})
+    selection_fraction: float = field(
+        default=0.15,
+        metadata={"help": "Share of the training images held out (with `seed`) to choose each row's best version "
+                  "when no selection split is given. Must be in (0, 1)."},
+    )
+    patience: int | None = field(
+        default=300,
+        metadata={"help": "Stop a row after this many epochs/generations without a strictly better selection "
+                  "score (None or 0: never stop early)."},
+    )
+    # --- CFT-BP -------------------------------------------------------------------------------------------
+    epochs: int = field(default=5000, metadata={"help": "bp: maximum full-batch Adam epochs."})
+    lr: float = field(default=1e-4, metadata={"help": "bp: Adam learning rate."})
+    gamma_neg: float = field(default=4.0, metadata={"help": "bp: ASL focusing parameter of negatives (γ−)."})
+    gamma_pos: float = field(default=0.0, metadata={"help": "bp: ASL focusing parameter of positives (γ+)."})
+    clip: float = field(default=0.05, metadata={"help": "bp: ASL probability margin of negatives (0: none)."})
+    # --- CFT-GA (batched) ---------------------------------------------------------------------------------
+    generations: int = field(default=5000, metadata={"help": "ga: maximum generations."})
+    population_size: int = field(default=50, metadata={"help": "ga: individuals per category (all start as the "
+                                                                 "trained row)."})
+    elitism: int = field(default=1, metadata={"help": "ga: best individuals copied unchanged to the next "
+                                                      "generation."})
+    crossover_rate: float = field(
+        default=0.2,
+        metadata={"help": "ga: uniform crossover; each gene of a child comes from its first parent with this "
+                  "probability, else from the second."},
+    )
+    mutation_probability: float = field(default=0.5, metadata={"help": "ga: chance that a child is mutated."})
+    mutation_range: float = field(
+        default=0.001, metadata={"help": "ga: a mutated child gets U(-r, r) added to every gene."}
+    )
+    # --- PyGAD (the paper's CheXpert configuration) -------------------------------------------------------
+    pygad_generations: int = field(default=500, metadata={"help": "pygad: number of generations."})
+    pygad_population_size: int = field(default=30, metadata={"help": "pygad: individuals per category."})
+    pygad_num_parents_mating: int = field(default=14, metadata={"help": "pygad: parents chosen by roulette."})
+    pygad_keep_parents: int = field(default=10, metadata={"help": "pygad: parents kept in the next generation."})
+    pygad_crossover_probability: float = field(default=0.8, metadata={"help": "pygad: 2-point crossover chance."})
+    pygad_mutation_probability: float = field(default=0.02, metadata={"help": "pygad: per-gene mutation chance."})
+    pygad_mutation_range: float = field(
+        default=0.001, metadata={"help": "pygad: a mutated gene gets U(-r, r) added."}
+    )
+    # --- Execution ----------------------------------------------------------------------------------------
+    device: str = field(default="auto", metadata={"help": "'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1'."})
+    dense_threshold: float = field(
+        default=0.5,
+        metadata={"help": "A category whose known-label share of a split is at least this is scored as a masked "
+                  "column of the shared feature matrix; below it its known rows are gathered into padded blocks "
+                  "(memory grows with known pairs, never with N×C)."},
+    )
+    block_memory_mb: float = field(
+        default=512.0,
+        metadata={"help": "Memory budget of one block of categories (gathered features and candidate scores)."},
+    )
+    show_progress: bool = field(default=True, metadata={"help": "Show tqdm progress bars."})
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"`variant` must be one of {VARIANTS}, got {self.variant!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"`metric` must be one of {METRICS}, got {self.metric!r}")
+        if not 0.0 < self.selection_fraction < 1.0:
+            raise ValueError(f"`selection_fraction` must be in (0, 1), got {self.selection_fraction}")
+        if self.patience is not None and self.patience < 0:
+            raise ValueError(f"`patience` must be >= 0 or None, got {self.patience}")
+        for name in ("epochs", "generations", "pygad_generations"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}")
+        if self.population_size < 2:
+            raise ValueError(f"`population_size` must be >= 2, got {self.population_size}")
+        if not 0 <= self.elitism < self.population_size:
+            raise ValueError(f"`elitism` must be in [0, population_size), got {self.elitism}")
+        for name in ("crossover_rate", "mutation_probability", "pygad_crossover_probability",
+                     "pygad_mutation_probability", "dense_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1], got {getattr(self, name)}")
+        if self.pygad_num_parents_mating < 2 or self.pygad_num_parents_mating > self.pygad_population_size:
+            raise ValueError("`pygad_num_parents_mating` must be in [2, pygad_population_size]")
+        if self.pygad_keep_parents > self.pygad_num_parents_mating:
+            raise ValueError("`pygad_keep_parents` must be <= pygad_num_parents_mating")
+        if self.lr <= 0:
+            raise ValueError(f"`lr` must be > 0, got {self.lr}")
+        if self.block_memory_mb <= 0:
+            raise ValueError(f"`block_memory_mb` must be > 0, got {self.block_memory_mb}")
+
+    @property
+    def max_steps(self) -> int:
+        """Epochs or generations of the chosen variant."""
+        return {"bp": self.epochs, "ga": self.generations, "pygad": self.pygad_generations}[self.variant]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CFTConfig:
+        """Build from a dict; keys this version does not know are dropped with a warning."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            logger.warning("Ignoring unknown CFTConfig keys (saved by another version?): %s", ", ".join(unknown))
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def save_pretrained(self, directory: str | os.PathLike) -> str:
+        """Write ``cft_config.json`` into ``directory`` (atomically) and return its path."""
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, CFT_CONFIG_NAME)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(self.to_json_string())
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> CFTConfig:
+        """Read a ``cft_config.json`` file, or the one inside a folder."""
+        if os.path.isdir(path):
+            path = os.path.join(path, CFT_CONFIG_NAME)
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))

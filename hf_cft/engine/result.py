@@ -1,0 +1,155 @@
+"""`CFTResult`: the new rows and a per-category report."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from .config import CFTConfig
+
+__all__ = ["CFT_REPORT_NAME", "CFTResult", "CategoryReport"]
+
+CFT_REPORT_NAME = "cft_report.json"
+
+
+@dataclass
+class CategoryReport:
+    """What happened to one category's row.
+
+    Attributes:
+        index: the category's row in the classifier.
+        name: its name when known.
+        n_fit: known labels used to fit (training images outside the selection hold-out).
+        n_fit_pos: known positives among them.
+        n_sel: known labels of the selection split.
+        n_sel_pos: known positives among them.
+        original_score: selection score of the trained row (candidate 0).
+        best_score: selection score of the row kept (equals ``original_score`` when unchanged).
+        best_step: epoch / generation of the row kept (0: the trained row was kept).
+        steps_run: epochs / generations run before the row stopped.
+        variant: the variant that produced the kept row ("original" when unchanged).
+        skipped: why the category was not fitted (None when it was).
+    """
+
+    index: int
+    name: str | None = None
+    n_fit: int = 0
+    n_fit_pos: int = 0
+    n_sel: int = 0
+    n_sel_pos: int = 0
+    original_score: float | None = None
+    best_score: float | None = None
+    best_step: int = 0
+    steps_run: int = 0
+    variant: str = "original"
+    skipped: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.best_step > 0
+
+    @property
+    def gain(self) -> float | None:
+        if self.original_score is None or self.best_score is None:
+            return None
+        return self.best_score - self.original_score
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
+        return None
+    return x
+
+
+@dataclass
+class CFTResult:
+    """New classifier rows and the report of how each was chosen.
+
+    Attributes:
+        weight: C×d new weight (a new tensor; the input is never modified).
+        bias: C new bias.
+        report: one :class:`CategoryReport` per category, in row order.
+        config: the configuration used.
+        selection: a plain statement of the selection protocol.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    report: list[CategoryReport]
+    config: CFTConfig
+    selection: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_changed(self) -> int:
+        return sum(r.changed for r in self.report)
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(r.skipped is not None for r in self.report)
+
+    def summary(self) -> dict[str, Any]:
+        fitted = [r for r in self.report if r.skipped is None]
+        orig = [r.original_score for r in fitted]
+        best = [r.best_score for r in fitted]
+        return {
+            "categories": len(self.report),
+            "fitted": len(fitted),
+            "changed": self.n_changed,
+            "skipped": self.n_skipped,
+            "selection_score_original": _mean(orig),
+            "selection_score_best": _mean(best),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: config, selection protocol, summary and the per-category report."""
+        cats = []
+        for r in self.report:
+            row = {k: _clean(v) for k, v in asdict(r).items()}
+            row["changed"] = r.changed
+            cats.append(row)
+        return {
+            "config": self.config.to_dict(),
+            "selection": self.selection,
+            "summary": self.summary(),
+            "categories": cats,
+            **self.extra,
+        }
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        """Write the report as JSON, atomically."""
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+
+    def to_markdown(self) -> str:
+        """A per-category markdown table (selection scores, in percent)."""
+        metric = self.config.metric.upper()
+        lines = [
+            f"| # | category | fit (pos) | selection (pos) | {metric} before | {metric} after | gain | step | kept |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in self.report:
+            gain = r.gain
+            kept = r.skipped and f"skipped: {r.skipped}" or r.variant
+            lines.append(
+                f"| {r.index} | {r.name or r.index} | {r.n_fit} ({r.n_fit_pos}) | {r.n_sel} ({r.n_sel_pos}) | "
+                f"{_pct(r.original_score)} | {_pct(r.best_score)} | {'–' if gain is None else f'{100 * gain:+.2f}'} | "
+                f"{r.best_step} | {kept} |"
+            )
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,319 @@
+"""Exact AP and AUROC on known labels only, in torch, batched over any leading shape.
+
+Both functions score along the **last** dimension: ``scores`` of shape ``(..., L)`` against ``labels``
+and ``mask`` broadcastable to it, and return one value per leading index (shape ``...``). One call
+therefore evaluates C categories, or a population of P candidate rows for each of B categories
+(``(B, P, L)`` scores against ``(B, 1, L)`` labels), with one sort.
+
+Ties are handled exactly as scikit-learn does: all entries with the same score form one threshold
+(``average_precision_score``: the precision at a threshold counts every tied entry; ``roc_auc_score``:
+a tied positive/negative pair counts one half). Entries where ``mask`` is False are ignored wherever
+they sort. A row without a known positive (AP) or without a known positive and a known negative
+(AUROC) is undefined and returned as NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+__all__ = [
+    "MacroScore",
+    "auroc",
+    "average_precision",
+    "macro_score",
+    "partial_auroc",
+    "partial_average_precision",
+]
+
+
+def _prepare(scores, labels, mask):
+    scores = torch.as_tensor(scores)
+    if not torch.is_floating_point(scores):
+        scores = scores.float()
+    acc = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    labels = torch.as_tensor(labels, device=scores.device)
+    mask = torch.ones_like(labels, dtype=torch.bool) if mask is None else torch.as_tensor(mask, device=scores.device)
+    shape = torch.broadcast_shapes(scores.shape, labels.shape, mask.shape)
+    scores = scores.expand(shape)
+    known = mask.to(torch.bool).expand(shape)
+    pos = (labels.expand(shape) > 0) & known
+    return scores, pos.to(acc), known.to(acc)
+
+
+def _sort_known(scores: torch.Tensor, pos: torch.Tensor, known: torch.Tensor, descending: bool):
+    """Sort the last dimension; return a tie key (equal iff tied) and sorted pos / known.
+
+    Unknown entries become NaN, so they never join a tie group of known entries.
+    """
+    masked = torch.where(known.bool(), scores, float("nan"))
+    s, order = torch.sort(masked, dim=-1, descending=descending)
+    return s, torch.gather(pos, -1, order), torch.gather(known, -1, order)
+
+
+def _fast_cpu(scores: torch.Tensor, labels, mask, kind: str) -> torch.Tensor:
+    """AP / AUROC of float32 CPU scores through a numpy value sort; rows with tied known scores are redone.
+
+    The scores are widened to float64 (exact) and each entry's label is packed into the two lowest mantissa
+    bits (1 positive, 2 negative; unknown entries become NaN, which sort last and carry code 0). Packing never
+    changes the order of distinct float32 values, so one SIMD value sort replaces a much slower arg-sort.
+    Without ties, AP = mean over positives of TP@i / (i + 1) and AUROC is the Mann–Whitney rank sum.
+    """
+    labels = torch.as_tensor(labels)
+    mask = torch.ones_like(labels, dtype=torch.bool) if mask is None else torch.as_tensor(mask).bool()
+    shape = torch.broadcast_shapes(scores.shape, labels.shape, mask.shape)
+    small = torch.broadcast_shapes(labels.shape, mask.shape)
+    known_s = mask.expand(small).numpy()
+    code = np.where(known_s, np.where(labels.expand(small).numpy() > 0, 1, 2), 0).astype(np.int64)
+    a = scores.expand(shape).numpy()
+    wide = np.negative(a, dtype=np.float64) if kind == "ap" else a.astype(np.float64)
+    wide += 0.0  # -0.0 → +0.0, so equal scores get equal bits
+    bits = wide.view(np.int64)
+    bits |= code
+    if not known_s.all():
+        np.copyto(wide, np.nan, where=~known_s)
+    wide.sort(axis=-1)
+    code = bits & 3
+    length = shape[-1]
+    if length > 1:
+        cleared = bits & ~3
+        tied = (cleared[..., 1:] == cleared[..., :-1]) & (code[..., 1:] != 0)
+        redo = tied.any(-1)
+    else:
+        redo = np.zeros(shape[:-1], dtype=bool)
+    pos = code == 1
+    n_known = np.broadcast_to(known_s.sum(-1), shape[:-1])
+    if kind == "ap":
+        posf = pos.astype(np.float32)
+        cum_tp = torch.from_numpy(posf).cumsum(-1).numpy()  # torch's cumsum is several times numpy's
+        n_pos = cum_tp[..., -1]
+        ranks = np.arange(1, length + 1, dtype=np.float32)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = ((posf * cum_tp) @ (1.0 / ranks)) / n_pos
+        out = np.where(n_pos > 0, out, np.nan)
+    else:
+        posf = pos.astype(np.float64)
+        n_pos = posf.sum(-1)
+        n_neg = n_known - n_pos
+        rank_sum = posf @ np.arange(1, length + 1, dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+        out = np.where((n_pos > 0) & (n_neg > 0), out, np.nan)
+    result = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+    if redo.any():
+        idx = torch.from_numpy(np.flatnonzero(redo))
+        flat = lambda t: t.expand(shape).reshape(-1, length)[idx]  # noqa: E731
+        exact = _exact(kind, scores.expand(shape).reshape(-1, length)[idx], flat(labels), flat(mask))
+        result.view(-1)[idx] = exact.to(result.dtype)
+    return result
+
+
+def _group_bounds(key: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """First and last index of the tie group of every position of a sorted last dimension (None: no ties)."""
+    length = key.shape[-1]
+    idx = torch.arange(length, device=key.device).expand(key.shape)
+    tied = key[..., 1:] == key[..., :-1]
+    if not bool(tied.any()):
+        return None, None
+    differs = ~tied
+    edge = torch.ones(key.shape[:-1] + (1,), dtype=torch.bool, device=key.device)
+    is_first = torch.cat([edge, differs], dim=-1)
+    is_last = torch.cat([differs, edge], dim=-1)
+    start = torch.cummax(torch.where(is_first, idx, torch.zeros_like(idx)), dim=-1).values
+    end_marks = torch.where(is_last, idx, torch.full_like(idx, length - 1)).flip(-1)
+    end = torch.cummin(end_marks, dim=-1).values.flip(-1)
+    return start, end
+
+
+def _exact_ap(scores, labels, mask) -> torch.Tensor:
+    scores, pos, known = _prepare(scores, labels, mask)
+    if scores.shape[-1] == 0:
+        return torch.full(scores.shape[:-1], float("nan"), dtype=pos.dtype, device=scores.device)
+    key, pos, known = _sort_known(scores, pos, known, descending=True)
+    _, end = _group_bounds(key)
+    cum_tp, cum_n = pos.cumsum(-1), known.cumsum(-1)
+    if end is not None:
+        cum_tp, cum_n = torch.gather(cum_tp, -1, end), torch.gather(cum_n, -1, end)
+    n_pos = pos.sum(-1)
+    precision_sum = (pos * cum_tp / cum_n.clamp(min=1)).sum(-1)
+    return torch.where(n_pos > 0, precision_sum / n_pos.clamp(min=1), torch.full_like(n_pos, float("nan")))
+
+
+def _exact_auroc(scores, labels, mask) -> torch.Tensor:
+    scores, pos, known = _prepare(scores, labels, mask)
+    if scores.shape[-1] == 0:
+        return torch.full(scores.shape[:-1], float("nan"), dtype=pos.dtype, device=scores.device)
+    key, pos, known = _sort_known(scores, pos, known, descending=False)
+    neg = known - pos
+    start, end = _group_bounds(key)
+    cum_neg = neg.cumsum(-1)
+    neg_below = cum_neg - neg
+    if start is None:  # no ties: a positive has no tied negative
+        neg_tied = torch.zeros_like(neg_below)
+    else:
+        neg_below = torch.gather(neg_below, -1, start)
+        neg_tied = torch.gather(cum_neg, -1, end) - neg_below
+    n_pos, n_neg = pos.sum(-1), neg.sum(-1)
+    wins = (pos * (neg_below + 0.5 * neg_tied)).sum(-1)
+    ok = (n_pos > 0) & (n_neg > 0)
+    return torch.where(ok, wins / (n_pos * n_neg).clamp(min=1), torch.full_like(wins, float("nan")))
+
+
+def _exact(kind: str, scores, labels, mask) -> torch.Tensor:
+    return _exact_ap(scores, labels, mask) if kind == "ap" else _exact_auroc(scores, labels, mask)
+
+
+def _dispatch(kind: str, scores, labels, mask) -> torch.Tensor:
+    scores = torch.as_tensor(scores)
+    if scores.dtype == torch.float32 and scores.device.type == "cpu" and scores.shape[-1] > 0:
+        return _fast_cpu(scores, labels, mask, kind)
+    return _exact(kind, scores, labels, mask)
+
+
+@torch.no_grad()
+def average_precision(scores, labels, mask=None) -> torch.Tensor:
+    """Average precision along the last dimension, known entries only (NaN without a known positive)."""
+    return _dispatch("ap", scores, labels, mask)
+
+
+@torch.no_grad()
+def auroc(scores, labels, mask=None) -> torch.Tensor:
+    """Area under the ROC curve along the last dimension, known entries only (NaN without both classes)."""
+    return _dispatch("auroc", scores, labels, mask)
+
+
+METRICS = {"ap": average_precision, "auroc": auroc}
+
+
+@dataclass
+class MacroScore:
+    """A macro mean over categories and what went into it.
+
+    Attributes:
+        value: mean over the categories that have a known positive and a known negative (NaN if none).
+        per_category: one value per category, NaN where excluded.
+        n_included: categories in the mean.
+        n_excluded: categories left out for lack of a known positive or a known negative.
+    """
+
+    value: float
+    per_category: list[float]
+    n_included: int
+    n_excluded: int
+    excluded: list[int] = field(default_factory=list)
+
+
+def macro_score(per_category, n_pos=None, n_neg=None) -> MacroScore:
+    """Macro mean of per-category values; categories without both a known positive and negative excluded."""
+    v = torch.as_tensor(per_category, dtype=torch.float64).flatten()
+    ok = ~torch.isnan(v)
+    if n_pos is not None:
+        ok &= torch.as_tensor(n_pos).flatten() > 0
+    if n_neg is not None:
+        ok &= torch.as_tensor(n_neg).flatten() > 0
+    value = float(v[ok].mean()) if ok.any() else float("nan")
+    per = [float(x) if k else float("nan") for x, k in zip(v.tolist(), ok.tolist())]
+    excluded = [i for i, k in enumerate(ok.tolist()) if not k]
+    return MacroScore(value, per, int(ok.sum()), len(excluded), excluded)
+
+
+def _per_category(fn, scores, labels, label_mask) -> MacroScore:
+    """Samples × categories inputs → macro score over categories."""
+    scores = torch.as_tensor(np.asarray(scores) if not isinstance(scores, torch.Tensor) else scores)
+    labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+    if scores.ndim != 2 or labels.shape != scores.shape:
+        raise ValueError(f"`scores` and `labels` must be N×C, got {tuple(scores.shape)} and {tuple(labels.shape)}")
+    if label_mask is None:
+        mask = torch.ones_like(labels, dtype=torch.bool)
+    else:
+        mask = torch.as_tensor(np.asarray(label_mask) if not isinstance(label_mask, torch.Tensor) else label_mask)
+        if mask.shape != scores.shape:
+            raise ValueError(f"`label_mask` must be N×C like `scores` {tuple(scores.shape)}, got {tuple(mask.shape)}")
+    mask = mask.bool()
+    pos = ((labels > 0) & mask).sum(0)
+    neg = ((labels <= 0) & mask).sum(0)
+    values = fn(scores.T.double(), labels.T, mask.T)
+    return macro_score(values, pos, neg)
+
+
+def partial_average_precision(scores, labels, label_mask=None) -> MacroScore:
+    """mAP of N×C ``scores`` on known labels only (macro over categories with a known positive and negative)."""
+    return _per_category(average_precision, scores, labels, label_mask)
+
+
+def partial_auroc(scores, labels, label_mask=None) -> MacroScore:
+    """mAUC of N×C ``scores`` on known labels only (macro over categories with a known positive and negative)."""
+    return _per_category(auroc, scores, labels, label_mask)
+
+
+def compute_partial_metric(
+    kind: str,
+    predictions,
+    references,
+    categories=None,
+    category_names=None,
+    groups: int | None = None,
+    known_counts=None,
+) -> dict:
+    """What the ``partial_map`` / ``partial_mauc`` ``evaluate`` modules return.
+
+    Args:
+        kind: "ap" or "auroc".
+        predictions: N×C scores (logits or probabilities).
+        references: N×C label codes, 1 positive / 0 negative / -1 unknown (:func:`hf_cft.labels.to_code`).
+        categories: restrict the mean to these categories (indices, or names with ``category_names``), e.g.
+            CheXpert's five competition categories.
+        category_names: the C names, in order (needed to select categories by name; echoed in the output).
+        groups: split the categories into this many equal groups by known-label count, ascending (the
+            OpenImages G1–G5 protocol uses 5); each group's macro mean is returned as "G1", "G2", ….
+        known_counts: the per-category known-label counts that order the groups (the protocol uses the
+            training set's); default: the known references counted here.
+    """
+    scores = torch.as_tensor(np.asarray(predictions, dtype=np.float64))
+    codes = torch.as_tensor(np.asarray(references, dtype=np.int64))
+    if scores.ndim != 2 or codes.shape != scores.shape:
+        raise ValueError(
+            f"predictions and references must both be N×C, got {tuple(scores.shape)} and {tuple(codes.shape)}"
+        )
+    if not bool(((codes >= -1) & (codes <= 1)).all()):
+        raise ValueError("references must be label codes: 1 positive, 0 negative, -1 unknown")
+    n_cat = scores.shape[1]
+    mask = codes >= 0
+    fn = average_precision if kind == "ap" else auroc
+    macro = _per_category(fn, scores, (codes > 0).to(torch.int8), mask)
+    if category_names is not None and len(category_names) != n_cat:
+        raise ValueError(f"category_names has {len(category_names)} names for {n_cat} columns")
+    chosen = list(range(n_cat))
+    if categories is not None:
+        chosen = []
+        for c in categories:
+            if isinstance(c, str):
+                if category_names is None or c not in list(category_names):
+                    raise ValueError(f"category {c!r} is not among category_names; pass category_names in order")
+                chosen.append(list(category_names).index(c))
+            else:
+                if not 0 <= int(c) < n_cat:
+                    raise ValueError(f"category index {c} is outside [0, {n_cat})")
+                chosen.append(int(c))
+    per = np.array(macro.per_category)
+    name = "map" if kind == "ap" else "mauc"
+    sub = per[chosen]
+    ok = ~np.isnan(sub)
+    out = {
+        name: float(sub[ok].mean()) if ok.any() else float("nan"),
+        "n_categories": int(ok.sum()),
+        "n_excluded": int((~ok).sum()),
+        "per_category": [None if np.isnan(v) else float(v) for v in sub],
+    }
+    if category_names is not None:
+        out["category_names"] = [str(category_names[i]) for i in chosen]
+    if groups:
+        counts = np.asarray(known_counts if known_counts is not None else mask.sum(0).numpy())[chosen]
+        order = np.argsort(counts, kind="stable")
+        for g, part in enumerate(np.array_split(order, groups), start=1):
+            vals = sub[part]
+            good = ~np.isnan(vals)
+            out[f"G{g}"] = float(vals[good].mean()) if good.any() else float("nan")
+    return out

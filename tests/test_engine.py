@@ -1,0 +1,246 @@
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from hf_cft import CFTConfig, CFTEngine, fit_cft
+from hf_cft.engine.data import Split, ViewFactory, make_blocks
+from hf_cft.losses import asymmetric_loss
+
+FAST = dict(show_progress=False, patience=None)
+
+
+def _holdout(n, cfg):
+    perm = np.random.default_rng(cfg.seed).permutation(n)
+    k = int(round(cfg.selection_fraction * n))
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def _score(metric, w, b, x, y, m):
+    s = x @ w + b
+    fn = average_precision_score if metric == "ap" else roc_auc_score
+    return fn(y[m], s[m])
+
+
+def test_bp_batched_equals_independent_per_row_loop(planted):
+    x, y, m, w0, b0 = planted(n=400, d=10, c=4, known=0.5)
+    x, w0, b0 = x.astype(np.float64), w0.astype(np.float64), b0.astype(np.float64)
+    cfg = CFTConfig(variant="bp", epochs=60, lr=0.05, patience=5, show_progress=False)
+    res = fit_cft(x, y, m, w0, b0, cfg)
+    fit_rows, sel_rows = _holdout(len(x), cfg)
+    for c in range(4):  # an independent, plain per-row implementation
+        rf, rs = fit_rows[m[fit_rows, c]], sel_rows[m[sel_rows, c]]
+        xf, yf = torch.from_numpy(x[rf]), torch.from_numpy(y[rf, c])
+        w = torch.tensor(w0[c], requires_grad=True)
+        b = torch.tensor(b0[c], requires_grad=True)
+        opt = torch.optim.Adam([w, b], lr=cfg.lr)
+        best = _score("ap", w0[c], b0[c], x[rs], y[rs, c], np.ones(len(rs), bool))
+        best_w, best_b, best_step, stale = w0[c].copy(), b0[c], 0, 0
+        for epoch in range(1, cfg.epochs + 1):
+            opt.zero_grad()
+            asymmetric_loss(xf @ w + b, yf, None, cfg.gamma_neg, cfg.gamma_pos, cfg.clip).backward()
+            opt.step()
+            s = _score("ap", w.detach().numpy(), float(b.detach()), x[rs], y[rs, c], np.ones(len(rs), bool))
+            if s > best:
+                best, best_w, best_b, best_step, stale = s, w.detach().numpy().copy(), float(b.detach()), epoch, 0
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+        r = res.report[c]
+        assert r.best_step == best_step
+        assert r.best_score == pytest.approx(best, abs=1e-9)
+        np.testing.assert_allclose(res.weight[c].numpy(), best_w, atol=1e-9)
+        assert float(res.bias[c]) == pytest.approx(best_b, abs=1e-9)
+    assert res.n_changed > 0
+
+
+@pytest.mark.parametrize("metric", ["ap", "auroc"])
+def test_ga_raises_fitness_and_never_worsens_selection(planted, metric):
+    x, y, m, w0, b0 = planted(n=1200, d=16, c=4, known=0.5, noise=1.5)
+    cfg = CFTConfig(variant="ga", metric=metric, generations=150, population_size=20, mutation_range=0.05,
+                    **FAST)
+    res = fit_cft(x, y, m, w0, b0, cfg)
+    fit_rows, sel_rows = _holdout(len(x), cfg)
+    w, b = res.weight.numpy(), res.bias.numpy()
+    gains = []
+    for c, r in enumerate(res.report):
+        assert r.skipped is None
+        sel = _score(metric, w[c], b[c], x[sel_rows], y[sel_rows, c], m[sel_rows, c])
+        orig = _score(metric, w0[c], b0[c], x[sel_rows], y[sel_rows, c], m[sel_rows, c])
+        assert r.original_score == pytest.approx(orig, abs=1e-5)
+        assert sel == pytest.approx(r.best_score, abs=1e-5)
+        assert sel >= orig - 1e-6
+        fit_before = _score(metric, w0[c], b0[c], x[fit_rows], y[fit_rows, c], m[fit_rows, c])
+        fit_after = _score(metric, w[c], b[c], x[fit_rows], y[fit_rows, c], m[fit_rows, c])
+        gains.append(fit_after - fit_before)
+        if r.best_step == 0:
+            np.testing.assert_array_equal(w[c], w0[c])
+    assert res.n_changed >= 2
+    assert np.mean(gains) > 0.005  # the GA climbs its fitness on the planted problem
+    assert not np.allclose(b, b0)  # the bias evolves too (the reference code's bug is not reproduced)
+
+
+def test_pygad_backend_selection_rule_and_determinism(planted):
+    x, y, m, w0, b0 = planted(n=600, d=8, c=3, known=0.6)
+    cfg = CFTConfig(variant="pygad", metric="auroc", pygad_generations=30, pygad_mutation_range=0.05, **FAST)
+    res = fit_cft(x, y, m, w0, b0, cfg)
+    again = fit_cft(x, y, m, w0, b0, cfg)
+    assert torch.equal(res.weight, again.weight) and torch.equal(res.bias, again.bias)
+    for r in res.report:
+        assert r.best_score >= r.original_score
+        assert r.steps_run == 30
+    assert res.n_changed >= 1
+
+
+def test_sparse_labels_are_gathered_and_match_dense(planted):
+    x, y, m, w0, b0 = planted(n=3000, d=8, c=6, known=0.02, seed=4)
+    x, w0, b0 = x.astype(np.float64), w0.astype(np.float64), b0.astype(np.float64)
+    base = dict(variant="bp", epochs=40, lr=0.05, **FAST)
+    split = Split.from_arrays(x, y, m, "training")
+    factory = ViewFactory(split, torch.device("cpu"), torch.float64, dense_threshold=0.5)
+    assert not factory.dense.any()
+    blocks = make_blocks(list(range(6)), factory, factory, 8, 1, 1e9)
+    views = [factory.view(b) for b in blocks]
+    assert all(v.kind == "gathered" for v in views)
+    # memory follows the known pairs: padded rows are at most the largest known count per category
+    assert sum(v.x.shape[0] * v.x.shape[1] for v in views) <= 6 * int(m.sum(0).max())
+    assert sum(v.x.shape[0] * v.x.shape[1] for v in views) < 0.1 * m.size
+    sparse = fit_cft(x, y, m, w0, b0, CFTConfig(**base))
+    dense = fit_cft(x, y, m, w0, b0, CFTConfig(dense_threshold=0.0, **base))
+    np.testing.assert_allclose(sparse.weight.numpy(), dense.weight.numpy(), atol=1e-10)
+    assert [r.best_step for r in sparse.report] == [r.best_step for r in dense.report]
+
+
+def test_ga_is_deterministic_by_seed(planted):
+    x, y, m, w0, b0 = planted(n=500, d=8, c=5, known=0.3)
+    cfg = dict(variant="ga", generations=20, population_size=8, mutation_range=0.1, **FAST)
+    a = fit_cft(x, y, m, w0, b0, CFTConfig(**cfg))
+    b = fit_cft(x, y, m, w0, b0, CFTConfig(**cfg))
+    assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+    assert a.n_changed > 0
+    c = fit_cft(x, y, m, w0, b0, CFTConfig(**{**cfg, "seed": 1}))
+    assert not torch.equal(a.weight, c.weight)
+
+
+def test_block_partition_does_not_change_bp(planted):
+    x, y, m, w0, b0 = planted(n=500, d=8, c=6, known=0.3)
+    x, w0, b0 = x.astype(np.float64), w0.astype(np.float64), b0.astype(np.float64)
+    cfg = dict(variant="bp", epochs=30, lr=0.05, **FAST)
+    one = fit_cft(x, y, m, w0, b0, CFTConfig(**cfg))
+    many = fit_cft(x, y, m, w0, b0, CFTConfig(block_memory_mb=0.05, **cfg))
+    np.testing.assert_allclose(one.weight.numpy(), many.weight.numpy(), atol=1e-12)
+    part = fit_cft(x, y, m, w0, b0, CFTConfig(**cfg), categories=[1, 4])
+    np.testing.assert_allclose(part.weight[[1, 4]].numpy(), one.weight[[1, 4]].numpy(), atol=1e-12)
+    assert part.report[0].skipped == "not requested"
+    np.testing.assert_array_equal(part.weight[0].numpy(), w0[0])
+
+
+def test_skipped_categories_keep_their_rows(planted):
+    x, y, m, w0, b0 = planted(n=300, d=6, c=4)
+    y[:, 1] = 0  # no positive anywhere
+    y[:, 2] = 1  # no negative anywhere
+    m[:, 3] = False
+    res = fit_cft(x, y, m, w0, b0, CFTConfig(variant="bp", epochs=5, **FAST))
+    assert res.report[1].skipped == "no known positive in the fit split"
+    assert res.report[2].skipped == "no known negative in the fit split"
+    assert res.report[3].skipped == "no known positive in the fit split"
+    for c in (1, 2, 3):
+        np.testing.assert_array_equal(res.weight[c].numpy(), w0[c])
+    assert res.n_skipped == 3
+
+
+def test_explicit_selection_split_and_skip_on_selection(planted):
+    x, y, m, w0, b0 = planted(n=400, d=6, c=3)
+    xs, ys, ms = x[:50], y[:50].copy(), m[:50].copy()
+    ys[:, 0] = 0
+    res = fit_cft(x, y, m, w0, b0, CFTConfig(variant="bp", epochs=5, **FAST), selection=(xs, ys, ms))
+    assert res.report[0].skipped == "no known positive in the selection split"
+    assert res.report[1].n_fit == int(m[:, 1].sum())
+    assert "given selection split (50 images)" in res.selection
+
+
+def test_inputs_not_modified_and_memmap_features(planted, tmp_path):
+    x, y, m, w0, b0 = planted(n=300, d=6, c=3)
+    path = tmp_path / "z.npy"
+    np.save(path, x)
+    xm = np.load(path, mmap_mode="r")
+    w_copy, b_copy, y_copy, m_copy = w0.copy(), b0.copy(), y.copy(), m.copy()
+    wt = torch.from_numpy(w0)
+    res = fit_cft(xm, y, m, wt, b0, CFTConfig(variant="bp", epochs=20, lr=0.05, **FAST))
+    np.testing.assert_array_equal(w0, w_copy)
+    np.testing.assert_array_equal(b0, b_copy)
+    np.testing.assert_array_equal(y, y_copy)
+    np.testing.assert_array_equal(m, m_copy)
+    assert res.weight.data_ptr() != wt.data_ptr()
+    ref = fit_cft(x, y, m, w0, b0, CFTConfig(variant="bp", epochs=20, lr=0.05, **FAST))
+    assert torch.equal(ref.weight, res.weight)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda a: {**a, "labels": np.full_like(a["labels"], 2)}, "`labels` must hold 1"),
+        (lambda a: {**a, "features": np.where(np.arange(6) == 2, np.nan, a["features"])}, "NaN or inf"),
+        (lambda a: {**a, "features": np.full_like(a["features"], np.inf)}, "NaN or inf"),
+        (lambda a: {**a, "features": a["features"][:-1]}, "rows but its `labels` have"),
+        (lambda a: {**a, "weight": a["weight"][:, :-1]}, "`weight` must be C×d"),
+        (lambda a: {**a, "weight": a["weight"][:-1]}, "`weight` must be C×d"),
+        (lambda a: {**a, "bias": a["bias"][:-1]}, "`bias` must have C=3"),
+        (lambda a: {**a, "label_mask": a["label_mask"][:, :-1]}, "same shape"),
+        (lambda a: {**a, "selection": (a["features"][:0], a["labels"][:0], a["label_mask"][:0])}, "empty"),
+        (lambda a: {**a, "selection": (a["features"][:5, :-1], a["labels"][:5], a["label_mask"][:5])}, "d=5"),
+        (lambda a: {**a, "selection": (a["features"][:5],)}, "tuple"),
+    ],
+)
+def test_bad_input_errors(planted, change, match):
+    x, y, m, w0, b0 = planted(n=100, d=6, c=3)
+    args = dict(features=x, labels=y, label_mask=m, weight=w0, bias=b0, selection=None)
+    args = change(args)
+    with pytest.raises(ValueError, match=match):
+        fit_cft(config=CFTConfig(epochs=1, **FAST), **args)
+
+
+def test_tiny_dataset_selection_fraction_error(planted):
+    x, y, m, w0, b0 = planted(n=3, d=4, c=2)
+    with pytest.raises(ValueError, match="selection_fraction"):
+        fit_cft(x, y, m, w0, b0, CFTConfig(selection_fraction=0.1, **FAST))
+
+
+@pytest.mark.parametrize("field, value", [("selection_fraction", 0.0), ("selection_fraction", 1.0),
+                                          ("variant", "sgd"), ("metric", "f1"), ("population_size", 1),
+                                          ("crossover_rate", 1.5), ("patience", -1)])
+def test_config_validation(field, value):
+    with pytest.raises(ValueError, match=field):
+        CFTConfig(**{field: value})
+
+
+def test_config_json_round_trip_and_unknown_keys(tmp_path, caplog):
+    cfg = CFTConfig(variant="ga", metric="auroc", generations=7, seed=3)
+    cfg.save_pretrained(tmp_path)
+    assert CFTConfig.from_pretrained(tmp_path) == cfg
+    data = json.loads((tmp_path / "cft_config.json").read_text())
+    data["from_the_future"] = 1
+    with caplog.at_level(logging.WARNING):
+        assert CFTConfig.from_dict(data) == cfg
+    assert "from_the_future" in caplog.text
+
+
+def test_result_report_json_and_markdown(planted, tmp_path):
+    x, y, m, w0, b0 = planted(n=300, d=6, c=3)
+    y[:, 2] = 0
+    res = CFTEngine(CFTConfig(variant="bp", epochs=10, lr=0.05, **FAST)).fit(
+        x, y, m, w0, b0, category_names=["cat", "dog", "none"]
+    )
+    res.to_json(tmp_path / "r.json")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["config"]["variant"] == "bp"
+    assert data["summary"]["categories"] == 3 and data["summary"]["skipped"] == 1
+    assert data["categories"][2]["skipped"] == "no known positive in the fit split"
+    assert data["categories"][0]["name"] == "cat"
+    assert "held out 45 of the 300 training images" in data["selection"]
+    md = res.to_markdown()
+    assert md.count("\n") == 5 and "| 1 | dog |" in md and "skipped: no known positive" in md

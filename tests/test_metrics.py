@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from hf_cft.metrics import (
+    PARTIAL_MAP_PATH,
+    PARTIAL_MAUC_PATH,
+    auroc,
+    average_precision,
+    partial_auroc,
+    partial_average_precision,
+)
+
+
+def _reference(fn, s, y, m):
+    out = []
+    for i in range(s.shape[0]):
+        yy, ss = y[i][m[i]], s[i][m[i]]
+        out.append(fn(yy, ss) if yy.sum() > 0 and (yy == 0).sum() > 0 else np.nan)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("ties", [False, True])
+def test_ap_and_auroc_match_sklearn_with_ties_and_masks(dtype, ties):
+    rng = np.random.default_rng(1 + ties)
+    for _ in range(60):
+        n = int(rng.integers(2, 80))
+        s = rng.integers(-3, 4, size=(4, n)) if ties else rng.normal(size=(4, n))
+        s = s.astype(dtype)
+        y = rng.integers(0, 2, size=(4, n))
+        m = rng.random((4, n)) < 0.7
+        ap = average_precision(torch.from_numpy(s), torch.from_numpy(y), torch.from_numpy(m)).numpy()
+        au = auroc(torch.from_numpy(s), torch.from_numpy(y), torch.from_numpy(m)).numpy()
+        ref_ap = _reference(average_precision_score, s, y, m)
+        ref_au = _reference(roc_auc_score, s, y, m)
+        ok = ~np.isnan(ref_ap)
+        tol = 1e-10 if dtype == np.float64 else 1e-5
+        np.testing.assert_allclose(ap[ok], ref_ap[ok], atol=tol)
+        np.testing.assert_allclose(au[ok], ref_au[ok], atol=tol)
+        assert np.isnan(au[~ok]).all()
+
+
+def test_signed_zero_and_duplicates_tie():
+    s = torch.tensor([[0.0, -0.0, 1.0, 1.0, -2.0]])
+    y = torch.tensor([[1, 0, 0, 1, 0]])
+    assert float(average_precision(s, y)) == pytest.approx(average_precision_score(y[0], s[0]))
+    assert float(auroc(s, y)) == pytest.approx(roc_auc_score(y[0], s[0]))
+
+
+def test_batched_over_population_leading_shape():
+    rng = np.random.default_rng(0)
+    s = torch.from_numpy(rng.normal(size=(3, 7, 40)).astype(np.float32))  # B categories × P candidates × L
+    y = torch.from_numpy(rng.integers(0, 2, size=(3, 1, 40)))
+    m = torch.from_numpy(rng.random((3, 1, 40)) < 0.8)
+    ap = average_precision(s, y, m)
+    assert ap.shape == (3, 7)
+    for b in range(3):
+        for p in range(7):
+            keep = m[b, 0].numpy()
+            ref = average_precision_score(y[b, 0].numpy()[keep], s[b, p].numpy()[keep])
+            assert float(ap[b, p]) == pytest.approx(ref, abs=1e-5)
+
+
+def test_macro_mean_excludes_and_counts_categories():
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(30, 4))
+    labels = rng.integers(0, 2, size=(30, 4))
+    mask = np.ones((30, 4), dtype=bool)
+    labels[:, 1] = 1  # no negative
+    mask[:, 3] = False  # nothing known
+    res = partial_average_precision(scores, labels, mask)
+    assert res.n_excluded == 2 and res.n_included == 2
+    assert res.excluded == [1, 3]
+    ref = np.mean([average_precision_score(labels[:, c], scores[:, c]) for c in (0, 2)])
+    assert res.value == pytest.approx(ref)
+    auc = partial_auroc(scores, labels, mask)
+    assert auc.value == pytest.approx(np.mean([roc_auc_score(labels[:, c], scores[:, c]) for c in (0, 2)]))
+
+
+def test_evaluate_modules_offline_with_groups_and_subset():
+    evaluate = pytest.importorskip("evaluate")
+    rng = np.random.default_rng(0)
+    p = rng.random((60, 6)).astype(np.float32)
+    codes = rng.integers(-1, 2, size=(60, 6))
+    metric = evaluate.load(PARTIAL_MAP_PATH)
+    for i in range(0, 60, 20):
+        metric.add_batch(predictions=p[i:i + 20], references=codes[i:i + 20])
+    names = list("abcdef")
+    out = metric.compute(groups=2, category_names=names, known_counts=[6, 5, 4, 3, 2, 1])
+    per = [average_precision_score(codes[codes[:, c] >= 0, c], p[codes[:, c] >= 0, c]) for c in range(6)]
+    assert out["map"] == pytest.approx(np.mean(per), abs=1e-6)
+    assert out["G1"] == pytest.approx(np.mean(per[3:]), abs=1e-6)  # the 3 categories with fewest known
+    assert out["G2"] == pytest.approx(np.mean(per[:3]), abs=1e-6)
+    mauc = evaluate.load(PARTIAL_MAUC_PATH)
+    sub = mauc.compute(predictions=p, references=codes, categories=["b", "e"], category_names=names)
+    ref = np.mean([roc_auc_score(codes[codes[:, c] >= 0, c], p[codes[:, c] >= 0, c]) for c in (1, 4)])
+    assert sub["mauc"] == pytest.approx(ref, abs=1e-6)
+    assert sub["category_names"] == ["b", "e"]
+    with pytest.raises(ValueError, match="label codes"):
+        mauc.compute(predictions=p, references=codes + 2)
