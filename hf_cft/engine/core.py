@@ -207,8 +207,7 @@ class CFTEngine:
         if cfg.variant == "bp":
             out = run_bp(w, b, fit_v, sel_v, original, metric, cfg, progress)
         elif cfg.variant == "ga":
-            gen = torch.Generator(device=device).manual_seed(_block_seed(cfg.seed, block))
-            out = run_ga(w, b, fit_v, sel_v, original, metric, cfg, gen, progress)
+            out = run_ga(w, b, fit_v, sel_v, original, metric, cfg, _block_seed(cfg.seed, block), progress)
         else:
             seeds = [(cfg.seed * 1_000_003 + c) % (2**32) for c in block]
             out = run_pygad(w, b, fit_v, sel_v, original, metric, cfg, seeds, progress)

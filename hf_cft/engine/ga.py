@@ -12,12 +12,38 @@ U(−0.001, 0.001) to every gene.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .config import CFTConfig
 from .selection import BestTracker, BlockOutcome
 
 __all__ = ["run_ga"]
+
+
+class _Random:
+    """Uniform draws from one seeded stream: numpy's PCG64 on the CPU (about twice torch's speed), torch's
+    generator on an accelerator."""
+
+    def __init__(self, seed: int, device: torch.device, dtype: torch.dtype):
+        self.device, self.dtype = device, dtype
+        if device.type == "cpu":
+            self.np = np.random.default_rng(seed)
+        else:
+            self.np = None
+            self.torch = torch.Generator(device=device).manual_seed(seed)
+
+    def uniform(self, *shape: int) -> torch.Tensor:
+        if self.np is not None:
+            return torch.from_numpy(self.np.random(shape, dtype=np.float32)).to(self.dtype)
+        return torch.rand(*shape, generator=self.torch, device=self.device, dtype=self.dtype)
+
+    def roulette(self, fitness: torch.Tensor, k: int) -> torch.Tensor:
+        """``k`` indices per row drawn with probability ∝ fitness (uniform where all fitnesses are 0)."""
+        probs = fitness.nan_to_num(0.0).clamp(min=0).double() + 1e-12
+        cum = probs.cumsum(-1)
+        u = self.uniform(fitness.shape[0], k).double() * cum[:, -1:]
+        return torch.searchsorted(cum, u, right=True).clamp(max=fitness.shape[1] - 1)
 
 
 def run_ga(
@@ -28,7 +54,7 @@ def run_ga(
     original_score: torch.Tensor,
     metric,
     config: CFTConfig,
-    generator: torch.Generator,
+    seed: int,
     progress=None,
 ) -> BlockOutcome:
     """Evolve a block of rows (``weight`` B×d, ``bias`` B); keep each row's best elite on ``sel``."""
@@ -36,47 +62,47 @@ def run_ga(
     pop_size, n_elite = config.population_size, config.elitism
     n_child = pop_size - n_elite
     device, dtype = weight.device, weight.dtype
-    genes = torch.cat([weight, bias.unsqueeze(1)], dim=1)  # B × G
-    pop = genes.unsqueeze(1).repeat(1, pop_size, 1)  # B × P × G
-    fitness = metric(fit.scores(pop[..., :d], pop[..., d]), fit.labels, fit.mask)  # B × P
+    rng = _Random(seed, device, dtype)
+    pop_w = weight.unsqueeze(1).repeat(1, pop_size, 1)  # B × P × d
+    pop_b = bias.unsqueeze(1).repeat(1, pop_size)  # B × P
+    fitness = metric(fit.scores(pop_w, pop_b), fit.labels, fit.mask)  # B × P
     tracker = BestTracker(weight, bias, original_score, config.patience)
-    rows = torch.arange(n_cat, device=device).unsqueeze(1)
-
-    def rand(*shape):
-        return torch.rand(*shape, generator=generator, device=device, dtype=dtype)
+    offset = (torch.arange(n_cat, device=device) * pop_size).unsqueeze(1)
+    cat_idx = torch.arange(n_cat, device=device)
+    rate, r = config.crossover_rate, config.mutation_range
 
     for gen in range(1, config.generations + 1):
-        # roulette wheel: parents drawn with probability ∝ fitness (uniform where all fitnesses are 0)
-        probs = fitness.nan_to_num(0.0).clamp(min=0) + 1e-12
-        parents = torch.multinomial(probs, 2 * n_child, replacement=True, generator=generator)  # B × 2K
-        first = pop[rows, parents[:, :n_child]]  # B × K × G
-        second = pop[rows, parents[:, n_child:]]
-        u = rand(n_cat, n_child, first.shape[-1])
-        take_first = u < config.crossover_rate
-        children = torch.where(take_first, first, second)
-        mutate = (rand(n_cat, n_child, 1) < config.mutation_probability).to(dtype)
-        if 0.0 < config.crossover_rate < 1.0:
-            # one draw serves both: given either branch of the crossover test, u rescaled is U(0, 1) and
-            # independent of the parents, so the mutation noise has exactly its intended distribution
-            c = config.crossover_rate
-            unit = torch.where(take_first, u / c, (u - c) / (1 - c))
-        else:
-            unit = rand(n_cat, n_child, first.shape[-1])
-        noise = (unit * 2 - 1).mul_(config.mutation_range)
-        children = torch.addcmul(children, noise, mutate)
+        parents = (rng.roulette(fitness, 2 * n_child) + offset).reshape(-1)  # flat indices into B·P
+        flat_w, flat_b = pop_w.reshape(-1, d), pop_b.reshape(-1)
+        pw, pb = flat_w.index_select(0, parents), flat_b.index_select(0, parents)
+        half = n_cat * n_child
+        # uniform crossover: each gene from the first parent with probability `crossover_rate`
+        u = rng.uniform(half, d + 1)
+        take_first = u < rate
+        child_w = torch.where(take_first[:, :d], pw.view(n_cat, 2, n_child, d)[:, 0].reshape(half, d),
+                              pw.view(n_cat, 2, n_child, d)[:, 1].reshape(half, d))
+        child_b = torch.where(take_first[:, d], pb.view(n_cat, 2, n_child)[:, 0].reshape(half),
+                              pb.view(n_cat, 2, n_child)[:, 1].reshape(half))
+        # mutation: a child, with probability `mutation_probability`, gets U(-r, r) added to every gene
+        mutants = (rng.uniform(half) < config.mutation_probability).nonzero().squeeze(1)
+        if mutants.numel():
+            noise = rng.uniform(mutants.numel(), d + 1).mul_(2 * r).sub_(r)
+            child_w.index_add_(0, mutants, noise[:, :d])
+            child_b.index_add_(0, mutants, noise[:, d])
+        child_w, child_b = child_w.view(n_cat, n_child, d), child_b.view(n_cat, n_child)
+        child_fit = metric(fit.scores(child_w, child_b), fit.labels, fit.mask)
         if n_elite:
-            elite_idx = fitness.nan_to_num(-1.0).topk(n_elite, dim=1).indices
-            pop = torch.cat([pop[rows, elite_idx], children], dim=1)
-            fitness_elite = fitness.gather(1, elite_idx)
-            fitness = torch.cat([fitness_elite, metric(fit.scores(children[..., :d], children[..., d]),
-                                                       fit.labels, fit.mask)], dim=1)
+            elite = fitness.nan_to_num(-1.0).topk(n_elite, dim=1).indices
+            keep = (elite + offset).reshape(-1)
+            pop_w = torch.cat([flat_w.index_select(0, keep).view(n_cat, n_elite, d), child_w], dim=1)
+            pop_b = torch.cat([flat_b.index_select(0, keep).view(n_cat, n_elite), child_b], dim=1)
+            fitness = torch.cat([fitness.gather(1, elite), child_fit], dim=1)
         else:
-            pop = children
-            fitness = metric(fit.scores(pop[..., :d], pop[..., d]), fit.labels, fit.mask)
+            pop_w, pop_b, fitness = child_w, child_b, child_fit
         best = fitness.nan_to_num(-1.0).argmax(dim=1)
-        champion = pop[torch.arange(n_cat, device=device), best]  # B × G
-        score = metric(sel.scores(champion[:, None, :d], champion[:, None, d]), sel.labels, sel.mask).squeeze(1)
-        running = tracker.update(gen, champion[:, :d], champion[:, d], score)
+        champ_w, champ_b = pop_w[cat_idx, best], pop_b[cat_idx, best]  # B × d, B
+        score = metric(sel.scores(champ_w.unsqueeze(1), champ_b.unsqueeze(1)), sel.labels, sel.mask).squeeze(1)
+        running = tracker.update(gen, champ_w, champ_b, score)
         if progress is not None:
             progress(gen)
         if not running:
