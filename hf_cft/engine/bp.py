@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..losses import asymmetric_loss
+from ..losses import asymmetric_loss, aucm_loss, wmw_loss
 from .config import CFTConfig
 from .selection import BestTracker, BlockOutcome
 
@@ -28,7 +28,7 @@ def run_bp(
     config: CFTConfig,
     progress=None,
 ) -> BlockOutcome:
-    """Fit a block of rows (``weight`` B×d, ``bias`` B) with Adam on ASL; keep each row's best on ``sel``."""
+    """Fit a block of rows (``weight`` B×d, ``bias`` B) with Adam on ``config.bp_loss``; keep each best on ``sel``."""
     w = weight.detach().clone().requires_grad_(True)
     b = bias.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([w, b], lr=config.lr)
@@ -37,9 +37,13 @@ def run_bp(
     for epoch in range(1, config.epochs + 1):
         opt.zero_grad(set_to_none=True)
         logits = fit.scores(w.unsqueeze(1), b.unsqueeze(1)).squeeze(1)
-        loss = asymmetric_loss(
-            logits, fit_labels, fit_mask, gamma_neg=config.gamma_neg, gamma_pos=config.gamma_pos, clip=config.clip
-        )
+        if config.bp_loss == "asl":
+            loss = asymmetric_loss(logits, fit_labels, fit_mask, gamma_neg=config.gamma_neg,
+                                   gamma_pos=config.gamma_pos, clip=config.clip)
+        elif config.bp_loss == "wmw":
+            loss = wmw_loss(logits, fit_labels, fit_mask, gamma=config.wmw_gamma).sum()
+        else:
+            loss = aucm_loss(logits, fit_labels, fit_mask, margin=config.aucm_margin).sum()
         loss.backward()
         opt.step()
         with torch.no_grad():

@@ -13,7 +13,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["CFT_CONFIG_NAME", "CFTConfig"]
 
 CFT_CONFIG_NAME = "cft_config.json"
-VARIANTS = ("bp", "ga", "pygad")
+VARIANTS = ("bp", "ga", "pygad", "refit", "auto")
+RUN_VARIANTS = ("bp", "ga", "pygad", "refit")
+BP_LOSSES = ("asl", "wmw", "aucm")
+POLICIES = ("u_ignore", "u_ones", "u_zeros")
 METRICS = ("ap", "auroc")
 
 
@@ -28,8 +31,10 @@ class CFTConfig:
 
     variant: str = field(
         default="bp",
-        metadata={"help": "How each row is re-fitted: 'bp' (Adam on the asymmetric loss), 'ga' (batched genetic "
-                  "algorithm maximizing `metric`) or 'pygad' (the same GA problem through PyGAD)."},
+        metadata={"help": "How each row is re-fitted: 'bp' (Adam on the asymmetric loss or an AUC surrogate), 'ga' "
+                  "(batched genetic algorithm maximizing `metric`), 'pygad' (the same GA problem through PyGAD), "
+                  "'refit' (L2 logistic regression solved to convergence, strength chosen on the selection split) "
+                  "or 'auto' (run every variant of `auto_variants`; keep per category the best on selection)."},
     )
     metric: str = field(
         default="ap",
@@ -53,6 +58,13 @@ class CFTConfig:
     gamma_neg: float = field(default=4.0, metadata={"help": "bp: ASL focusing parameter of negatives (γ−)."})
     gamma_pos: float = field(default=0.0, metadata={"help": "bp: ASL focusing parameter of positives (γ+)."})
     clip: float = field(default=0.05, metadata={"help": "bp: ASL probability margin of negatives (0: none)."})
+    bp_loss: str = field(
+        default="asl",
+        metadata={"help": "bp: 'asl' (asymmetric loss; γ=0, clip=0 is BCE), 'wmw' (Wilcoxon–Mann–Whitney AUC "
+                  "approximation, Yan et al. 2003, p=2) or 'aucm' (AUC-M square loss, Yuan et al. 2021)."},
+    )
+    wmw_gamma: float = field(default=0.3, metadata={"help": "bp 'wmw': margin γ in (0, 1] on sigmoid scores."})
+    aucm_margin: float = field(default=1.0, metadata={"help": "bp 'aucm': margin m on sigmoid scores."})
     # --- CFT-GA (batched) ---------------------------------------------------------------------------------
     generations: int = field(default=5000, metadata={"help": "ga: maximum generations."})
     population_size: int = field(default=50, metadata={"help": "ga: individuals per category (all start as the "
@@ -78,6 +90,30 @@ class CFTConfig:
     pygad_mutation_range: float = field(
         default=0.001, metadata={"help": "pygad: a mutated gene gets U(-r, r) added."}
     )
+    # --- CFT-refit (beyond the paper) -------------------------------------------------------------------
+    refit_l2: list[float] = field(
+        default_factory=lambda: [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+        metadata={"help": "refit: grid of L2 strengths λ (objective: mean weighted BCE + λ/2·||w − w_ref||²); each "
+                  "category keeps the λ that scores best on the selection split."},
+    )
+    refit_toward: str = field(
+        default="trained",
+        metadata={"help": "refit: regularize toward 'trained' (the trained row) or 'zero'."},
+    )
+    refit_balanced: bool = field(default=False, metadata={"help": "refit: weight positives and negatives equally."})
+    refit_max_iter: int = field(default=200, metadata={"help": "refit: L-BFGS iterations at most."})
+    refit_tol: float = field(default=1e-6, metadata={"help": "refit: stop when the largest gradient entry is below."})
+    # --- Per-category choices -----------------------------------------------------------------------------
+    auto_variants: list[str] = field(
+        default_factory=lambda: ["refit", "bp"],
+        metadata={"help": "auto: the variants to run; each category keeps the original row or the variant with "
+                  "the best selection score."},
+    )
+    uncertain_policies: list[str] | None = field(
+        default=None,
+        metadata={"help": "CheXpert greedy: uncertain-label policies to try per category ('u_ignore', 'u_ones', "
+                  "'u_zeros'), chosen on the selection split together with the variant. Needs `uncertain_mask`."},
+    )
     # --- Execution ----------------------------------------------------------------------------------------
     device: str = field(default="auto", metadata={"help": "'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1'."})
     dense_threshold: float = field(
@@ -95,6 +131,25 @@ class CFTConfig:
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"`variant` must be one of {VARIANTS}, got {self.variant!r}")
+        if self.bp_loss not in BP_LOSSES:
+            raise ValueError(f"`bp_loss` must be one of {BP_LOSSES}, got {self.bp_loss!r}")
+        if self.refit_toward not in ("trained", "zero"):
+            raise ValueError(f"`refit_toward` must be 'trained' or 'zero', got {self.refit_toward!r}")
+        self.refit_l2 = [float(v) for v in self.refit_l2]
+        if not self.refit_l2 or min(self.refit_l2) < 0:
+            raise ValueError(f"`refit_l2` must be a non-empty list of strengths >= 0, got {self.refit_l2}")
+        self.auto_variants = list(self.auto_variants)
+        bad = [v for v in self.auto_variants if v not in RUN_VARIANTS]
+        if not self.auto_variants or bad:
+            raise ValueError(f"`auto_variants` must name variants among {RUN_VARIANTS}, got {self.auto_variants}")
+        if self.uncertain_policies is not None:
+            self.uncertain_policies = list(self.uncertain_policies)
+            bad = [p for p in self.uncertain_policies if p not in POLICIES]
+            if not self.uncertain_policies or bad:
+                raise ValueError(f"`uncertain_policies` must name policies among {POLICIES}, got "
+                                 f"{self.uncertain_policies}")
+        if not 0.0 < self.wmw_gamma <= 1.0:
+            raise ValueError(f"`wmw_gamma` must be in (0, 1], got {self.wmw_gamma}")
         if self.metric not in METRICS:
             raise ValueError(f"`metric` must be one of {METRICS}, got {self.metric!r}")
         if not 0.0 < self.selection_fraction < 1.0:
@@ -124,7 +179,8 @@ class CFTConfig:
     @property
     def max_steps(self) -> int:
         """Epochs or generations of the chosen variant."""
-        return {"bp": self.epochs, "ga": self.generations, "pygad": self.pygad_generations}[self.variant]
+        return {"bp": self.epochs, "ga": self.generations, "pygad": self.pygad_generations,
+                "refit": self.refit_max_iter}.get(self.variant, 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -10,12 +10,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..labels import apply_uncertain_policy
 from ..metrics.core import METRICS
 from .bp import run_bp
 from .config import CFTConfig
 from .data import Split, ViewFactory, as_features, check_finite, make_blocks
 from .ga import run_ga
 from .pygad_backend import run_pygad
+from .refit import run_refit
 from .result import CategoryReport, CFTResult
 
 logger = logging.getLogger(__name__)
@@ -121,6 +123,7 @@ class CFTEngine:
         selection=None,
         categories: Sequence[int] | None = None,
         category_names: Sequence[str] | None = None,
+        uncertain_mask=None,
     ) -> CFTResult:
         """Re-fit the rows; see :func:`fit_cft`. ``categories`` restricts the run to those rows."""
         cfg = self.config
@@ -132,14 +135,66 @@ class CFTEngine:
         wanted = list(range(n_cat)) if categories is None else sorted({int(c) for c in categories})
         if wanted and (wanted[0] < 0 or wanted[-1] >= n_cat):
             raise ValueError(f"`categories` must be indices in [0, {n_cat}), got {wanted[0]}..{wanted[-1]}")
-
+        policies: list[str | None] = [None]
+        if cfg.uncertain_policies:
+            if uncertain_mask is None:
+                raise ValueError("`uncertain_policies` is set but no `uncertain_mask` was given")
+            policies = list(cfg.uncertain_policies)
+        if uncertain_mask is not None:
+            unc = torch.as_tensor(np.asarray(uncertain_mask, dtype=bool))
+            if tuple(unc.shape) != (fit.features.shape[0], n_cat):
+                raise ValueError(f"`uncertain_mask` must be N×C = {fit.features.shape[0]}×{n_cat} like `labels`, "
+                                 f"got {tuple(unc.shape)}")
+        variants = list(cfg.auto_variants) if cfg.variant == "auto" else [cfg.variant]
         device = _resolve_device(cfg.device)
         dtype = torch.float64 if weight0.dtype == torch.float64 else torch.float32
+
+        candidates = []
+        for policy in policies:
+            fit_p = fit if policy is None else _with_policy(fit, unc, policy)
+            for variant in variants:
+                tag = variant if policy is None else f"{variant}/{policy}"
+                w, b, rep = self._run_variant(variant, fit_p, sel, weight0, bias0, wanted, category_names,
+                                              device, dtype)
+                for r in rep:
+                    r.policy = policy if r.changed else None
+                candidates.append((tag, w, b, rep))
+        result = self._combine(candidates, weight0, bias0, protocol)
+        logger.info("CFT-%s: %d of %d rows changed", cfg.variant, result.n_changed, n_cat)
+        return result
+
+    def _combine(self, candidates, weight0, bias0, protocol) -> CFTResult:
+        """Per category, the candidate with the best selection score (strictly above the trained row)."""
+        cfg = self.config
+        if len(candidates) == 1:
+            _, w, b, rep = candidates[0]
+            return CFTResult(w, b, rep, cfg, protocol)
+        new_w, new_b = weight0.clone(), bias0.clone()
+        report = []
+        for c in range(weight0.shape[0]):
+            best_j, best_score = None, None
+            scores = {}
+            for j, (tag, _, _, rep) in enumerate(candidates):
+                r = rep[c]
+                scores[tag] = r.best_score if r.skipped is None else None
+                if r.skipped is None and r.changed and (best_score is None or r.best_score > best_score):
+                    best_j, best_score = j, r.best_score
+            first = [rep[c] for _, _, _, rep in candidates if rep[c].skipped is None]
+            chosen = candidates[best_j][3][c] if best_j is not None else (first[0] if first else candidates[0][3][c])
+            chosen.candidates = scores
+            if best_j is not None:
+                new_w[c] = candidates[best_j][1][c]
+                new_b[c] = candidates[best_j][2][c]
+            report.append(chosen)
+        return CFTResult(new_w, new_b, report, cfg, protocol)
+
+    def _run_variant(self, variant, fit, sel, weight0, bias0, wanted, category_names, device, dtype):
+        cfg = self.config
         metric = METRICS[cfg.metric]
+        n_cat, d = weight0.shape
         fit_pos, fit_known = fit.positive_counts(), fit.known_counts()
         sel_pos, sel_known = sel.positive_counts(), sel.known_counts()
-        report = []
-        todo = []
+        report, todo = [], []
         wanted_set = set(wanted)
         for c in range(n_cat):
             r = CategoryReport(
@@ -165,16 +220,17 @@ class CFTEngine:
         new_w, new_b = weight0.clone(), bias0.clone()
         fit_f = ViewFactory(fit, device, dtype, cfg.dense_threshold)
         sel_f = ViewFactory(sel, device, dtype, cfg.dense_threshold)
-        population = {"bp": 1, "ga": cfg.population_size, "pygad": cfg.pygad_population_size}[cfg.variant]
+        population = {"bp": 1, "ga": cfg.population_size, "pygad": cfg.pygad_population_size,
+                      "refit": len(cfg.refit_l2)}[variant]
         blocks = make_blocks(todo, fit_f, sel_f, d, population, cfg.block_memory_mb * 2**20)
         logger.info(
             "CFT-%s: %d of %d categories in %d block(s) on %s (%d fit / %d selection images)",
-            cfg.variant, len(todo), n_cat, len(blocks), device, fit.n, sel.n,
+            variant, len(todo), n_cat, len(blocks), device, fit.n, sel.n,
         )
         start = time.perf_counter()
-        bar = tqdm(total=len(todo), desc=f"CFT-{cfg.variant}", unit="cat", disable=not cfg.show_progress)
+        bar = tqdm(total=len(todo), desc=f"CFT-{variant}", unit="cat", disable=not cfg.show_progress)
         for block in blocks:
-            outcome = self._run_block(block, weight0, bias0, fit_f, sel_f, metric, device, dtype, bar)
+            outcome = self._run_block(variant, block, weight0, bias0, fit_f, sel_f, metric, device, dtype, bar)
             idx = torch.as_tensor(block)
             new_w[idx] = outcome.weight.to("cpu", new_w.dtype)
             new_b[idx] = outcome.bias.to("cpu", new_b.dtype)
@@ -184,15 +240,15 @@ class CFTEngine:
                 r.best_score = float(outcome.best_score[j])
                 r.best_step = int(outcome.best_step[j])
                 r.steps_run = int(outcome.steps_run[j])
-                r.variant = cfg.variant if r.best_step > 0 else "original"
+                r.variant = variant if r.best_step > 0 else "original"
+                if outcome.detail is not None and r.best_step > 0:
+                    r.detail = outcome.detail[j]
             bar.update(len(block))
         bar.close()
-        elapsed = time.perf_counter() - start
-        result = CFTResult(new_w, new_b, report, cfg, protocol)
-        logger.info("CFT-%s: %d of %d rows changed in %.1fs", cfg.variant, result.n_changed, n_cat, elapsed)
-        return result
+        logger.info("CFT-%s: done in %.1fs", variant, time.perf_counter() - start)
+        return new_w, new_b, report
 
-    def _run_block(self, block, weight0, bias0, fit_f, sel_f, metric, device, dtype, bar):
+    def _run_block(self, variant, block, weight0, bias0, fit_f, sel_f, metric, device, dtype, bar):
         cfg = self.config
         fit_v, sel_v = fit_f.view(block), sel_f.view(block)
         idx = torch.as_tensor(block)
@@ -202,17 +258,27 @@ class CFTEngine:
 
         def progress(step: int) -> None:
             if step % 50 == 0:
-                bar.set_postfix_str(f"block of {len(block)}, step {step}/{cfg.max_steps}", refresh=False)
+                bar.set_postfix_str(f"block of {len(block)}, step {step}", refresh=False)
 
-        if cfg.variant == "bp":
+        if variant == "bp":
             out = run_bp(w, b, fit_v, sel_v, original, metric, cfg, progress)
-        elif cfg.variant == "ga":
+        elif variant == "ga":
             out = run_ga(w, b, fit_v, sel_v, original, metric, cfg, _block_seed(cfg.seed, block), progress)
+        elif variant == "refit":
+            out = run_refit(w, b, fit_v, sel_v, original, metric, cfg, progress)
+            out.detail = [f"l2={cfg.refit_l2[int(s) - 1]:g}" if int(s) > 0 else None for s in out.best_step]
         else:
             seeds = [(cfg.seed * 1_000_003 + c) % (2**32) for c in block]
             out = run_pygad(w, b, fit_v, sel_v, original, metric, cfg, seeds, progress)
         out.original = original
         return out
+
+
+def _with_policy(split: Split, uncertain: torch.Tensor, policy: str) -> Split:
+    """The split with an uncertain-label policy applied to its rows."""
+    rows = split.rows if split.rows is not None else torch.arange(split.n)
+    y, m = apply_uncertain_policy(split.labels.numpy(), split.mask.numpy(), uncertain[rows].numpy(), policy)
+    return Split(split.features, split.rows, torch.from_numpy(y), torch.from_numpy(m))
 
 
 def fit_cft(
@@ -236,7 +302,9 @@ def fit_cft(
         config: a :class:`CFTConfig` (default: CFT-BP with the paper's COCO settings).
         selection: ``(features, labels, label_mask)`` of a validation split to choose each row's best
             version on, or None to hold out ``config.selection_fraction`` of the training images (seeded).
-        **kwargs: ``categories`` (restrict to these rows), ``category_names`` (for the report).
+        **kwargs: ``categories`` (restrict to these rows), ``category_names`` (for the report),
+            ``uncertain_mask`` (N×C, True where a label was uncertain; with ``config.uncertain_policies``
+            each category's policy is chosen on the selection split, CheXpert greedy).
 
     Returns:
         A :class:`CFTResult` with the new ``weight`` and ``bias`` (new tensors; the inputs are untouched)

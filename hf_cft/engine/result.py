@@ -33,6 +33,9 @@ class CategoryReport:
         best_step: epoch / generation of the row kept (0: the trained row was kept).
         steps_run: epochs / generations run before the row stopped.
         variant: the variant that produced the kept row ("original" when unchanged).
+        policy: the uncertain-label policy of the kept row (CheXpert greedy), else None.
+        detail: variant-specific detail of the kept row (refit: the L2 strength).
+        candidates: selection score of each variant / policy tried (``auto`` and greedy runs).
         skipped: why the category was not fitted (None when it was).
     """
 
@@ -47,11 +50,14 @@ class CategoryReport:
     best_step: int = 0
     steps_run: int = 0
     variant: str = "original"
+    policy: str | None = None
+    detail: str | None = None
+    candidates: dict[str, float | None] | None = None
     skipped: str | None = None
 
     @property
     def changed(self) -> bool:
-        return self.best_step > 0
+        return self.variant != "original"
 
     @property
     def gain(self) -> float | None:
@@ -119,6 +125,8 @@ class CFTResult:
         cats = []
         for r in self.report:
             row = {k: _clean(v) for k, v in asdict(r).items()}
+            if r.candidates is not None:
+                row["candidates"] = {k: _clean(v) for k, v in r.candidates.items()}
             row["changed"] = r.changed
             cats.append(row)
         return {
@@ -146,7 +154,8 @@ class CFTResult:
         ]
         for r in self.report:
             gain = r.gain
-            kept = r.skipped and f"skipped: {r.skipped}" or r.variant
+            kept = f"skipped: {r.skipped}" if r.skipped else " ".join(
+                x for x in (r.variant, r.policy, r.detail and f"({r.detail})") if x)
             lines.append(
                 f"| {r.index} | {r.name or r.index} | {r.n_fit} ({r.n_fit_pos}) | {r.n_sel} ({r.n_sel_pos}) | "
                 f"{_pct(r.original_score)} | {_pct(r.best_score)} | {'–' if gain is None else f'{100 * gain:+.2f}'} | "

@@ -18,6 +18,8 @@ class BlockOutcome:
     best_score: torch.Tensor  # B
     best_step: torch.Tensor  # B (0: original row kept)
     steps_run: torch.Tensor  # B
+    original: torch.Tensor | None = None  # B, selection score of the trained rows
+    detail: list[str | None] | None = None  # per row, e.g. the chosen L2 strength
 
 
 class BestTracker:
