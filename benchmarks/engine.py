@@ -145,7 +145,7 @@ def run_b1(args) -> None:
             extra += f"  loop/batched {baseline / per_row:6.1f}x"
         if floor is not None:
             extra += f"  vs floor {per_row / floor:5.2f}x"
-        line = f"  {name:<26} {per_row:9.3f} s/row{extra}"
+        line = f"  {name:<40} {per_row:9.3f} s/row{extra}"
         rows.append(line)
         print(line, flush=True)
 
@@ -167,6 +167,10 @@ def run_b1(args) -> None:
         report(f"matmul floor p={p}", floor)
         report(f"ga loop p={p}", ga_loop)
         report(f"ga batched p={p}", t_ga / cats, baseline=ga_loop, floor=floor)
+    cfg = CFTConfig(variant="refit", **base)
+    t_rf, res = timed(lambda: fit_cft(x, y, m, w, b, cfg))
+    iters = max(r.steps_run for r in res.report)
+    report(f"refit ({len(cfg.refit_l2)} L2 values, <= {iters} L-BFGS it.)", t_rf / cats)
     cfg = CFTConfig(variant="pygad", **base)
     t_pg, _ = timed(lambda: fit_cft(x, y, m, w, b, cfg, categories=range(args.loop_categories)))
     report(f"pygad p={cfg.pygad_population_size}", t_pg / args.loop_categories)

@@ -150,3 +150,19 @@ def test_chexpert_greedy_policy_per_category(planted):
         fit_cft(x, y, m, w0, b0, cfg)
     with pytest.raises(ValueError, match="uncertain_mask` must be N×C"):
         fit_cft(x, y, m, w0, b0, cfg, uncertain_mask=uncertain[:10])
+
+
+def test_choose_per_category_equals_auto(planted):
+    from hf_cft import choose_per_category
+
+    x, y, m, w0, b0 = planted(n=800, d=8, c=3, known=0.4, noise=1.5)
+    base = dict(lr=0.01, epochs=60, **FAST)
+    runs = {v: fit_cft(x, y, m, w0, b0, CFTConfig(variant=v, **base)) for v in ("refit", "bp")}
+    chosen = choose_per_category(runs, w0, b0)
+    auto = fit_cft(x, y, m, w0, b0, CFTConfig(variant="auto", auto_variants=["refit", "bp"], **base))
+    torch.testing.assert_close(chosen.weight, auto.weight)
+    assert [r.variant for r in chosen.report] == [r.variant for r in auto.report]
+    assert chosen.config.variant == "auto"
+    other = fit_cft(x, y, m, w0, b0, CFTConfig(variant="bp", seed=5, **base))
+    with pytest.raises(ValueError, match="different splits"):
+        choose_per_category({"a": runs["bp"], "b": other}, w0, b0)

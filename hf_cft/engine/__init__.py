@@ -1,7 +1,16 @@
 """The CFT engine: batched per-category re-fitting of a linear classifier on known labels only."""
 
 from .config import CFT_CONFIG_NAME, CFTConfig
-from .core import CFTEngine, fit_cft
+from .core import CFTEngine, choose_per_category, fit_cft
 from .result import CFT_REPORT_NAME, CategoryReport, CFTResult
 
-__all__ = ["CFT_CONFIG_NAME", "CFT_REPORT_NAME", "CFTConfig", "CFTEngine", "CFTResult", "CategoryReport", "fit_cft"]
+__all__ = [
+    "CFT_CONFIG_NAME",
+    "CFT_REPORT_NAME",
+    "CFTConfig",
+    "CFTEngine",
+    "CFTResult",
+    "CategoryReport",
+    "choose_per_category",
+    "fit_cft",
+]

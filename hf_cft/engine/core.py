@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from .result import CategoryReport, CFTResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CFTEngine", "fit_cft"]
+__all__ = ["CFTEngine", "choose_per_category", "fit_cft"]
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -164,29 +165,10 @@ class CFTEngine:
         return result
 
     def _combine(self, candidates, weight0, bias0, protocol) -> CFTResult:
-        """Per category, the candidate with the best selection score (strictly above the trained row)."""
-        cfg = self.config
         if len(candidates) == 1:
             _, w, b, rep = candidates[0]
-            return CFTResult(w, b, rep, cfg, protocol)
-        new_w, new_b = weight0.clone(), bias0.clone()
-        report = []
-        for c in range(weight0.shape[0]):
-            best_j, best_score = None, None
-            scores = {}
-            for j, (tag, _, _, rep) in enumerate(candidates):
-                r = rep[c]
-                scores[tag] = r.best_score if r.skipped is None else None
-                if r.skipped is None and r.changed and (best_score is None or r.best_score > best_score):
-                    best_j, best_score = j, r.best_score
-            first = [rep[c] for _, _, _, rep in candidates if rep[c].skipped is None]
-            chosen = candidates[best_j][3][c] if best_j is not None else (first[0] if first else candidates[0][3][c])
-            chosen.candidates = scores
-            if best_j is not None:
-                new_w[c] = candidates[best_j][1][c]
-                new_b[c] = candidates[best_j][2][c]
-            report.append(chosen)
-        return CFTResult(new_w, new_b, report, cfg, protocol)
+            return CFTResult(w, b, rep, self.config, protocol)
+        return _choose(candidates, weight0, bias0, self.config, protocol)
 
     def _run_variant(self, variant, fit, sel, weight0, bias0, wanted, category_names, device, dtype):
         cfg = self.config
@@ -272,6 +254,50 @@ class CFTEngine:
             out = run_pygad(w, b, fit_v, sel_v, original, metric, cfg, seeds, progress)
         out.original = original
         return out
+
+
+def _choose(candidates, weight0, bias0, config, protocol) -> CFTResult:
+    """Per category, the candidate with the best selection score (strictly above the trained row)."""
+    new_w, new_b = weight0.clone(), bias0.clone()
+    report = []
+    for c in range(weight0.shape[0]):
+        best_j, best_score, scores = None, None, {}
+        for j, (tag, _, _, rep) in enumerate(candidates):
+            r = rep[c]
+            scores[tag] = r.best_score if r.skipped is None else None
+            if r.skipped is None and r.changed and (best_score is None or r.best_score > best_score):
+                best_j, best_score = j, r.best_score
+        fitted = [rep[c] for _, _, _, rep in candidates if rep[c].skipped is None]
+        chosen = candidates[best_j][3][c] if best_j is not None else (fitted or [candidates[0][3][c]])[0]
+        chosen = dataclasses.replace(chosen, candidates=scores)
+        if best_j is not None:
+            new_w[c] = candidates[best_j][1][c]
+            new_b[c] = candidates[best_j][2][c]
+        else:
+            chosen.best_score, chosen.best_step, chosen.variant = chosen.original_score, 0, "original"
+        report.append(chosen)
+    return CFTResult(new_w, new_b, report, config, protocol)
+
+
+def choose_per_category(results: dict[str, CFTResult], weight, bias) -> CFTResult:
+    """Combine runs made on the same data and selection split: per category keep the best selection score.
+
+    Args:
+        results: tag → result (e.g. ``{"refit": r1, "bp": r2}``), all from the same inputs and seed.
+        weight, bias: the trained rows (kept where no run beat them).
+    """
+    if not results:
+        raise ValueError("`results` is empty")
+    first = next(iter(results.values()))
+    selections = {r.selection for r in results.values()}
+    if len(selections) != 1:
+        raise ValueError("the results were selected on different splits; run them with the same data and seed")
+    w0 = torch.as_tensor(np.asarray(weight) if not isinstance(weight, torch.Tensor) else weight).to(first.weight.dtype)
+    b0 = torch.as_tensor(np.asarray(bias) if not isinstance(bias, torch.Tensor) else bias).to(first.bias.dtype)
+    candidates = [(tag, r.weight, r.bias, r.report) for tag, r in results.items()]
+    variants = [r.config.variant for r in results.values()]
+    config = dataclasses.replace(first.config, variant="auto", auto_variants=variants)
+    return _choose(candidates, w0, b0, config, first.selection)
 
 
 def _with_policy(split: Split, uncertain: torch.Tensor, policy: str) -> Split:
