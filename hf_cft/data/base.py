@@ -1,0 +1,209 @@
+"""Shared machinery of the partially labeled dataset builders.
+
+Every builder yields examples with ``image`` (decoded lazily from the local file), ``labels``
+(``List(Value("int8"), length=C)``: 1 positive, 0 negative where known) and ``label_mask``
+(``List(Value("bool"), length=C)``: True where known). The dataset info's ``description`` is a JSON object
+(read it with :func:`partial_info`) holding the category names in canonical order, the protocol, the seed,
+and, per split, the achieved known-label ratio and other counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from typing import Any
+
+import datasets
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "PROTOCOLS", "PartialBuilder", "PartialConfig", "code_hash", "label_arrays", "partial_info", "simulate_known",
+]
+
+PROTOCOLS = ("uniform", "per_image_fixed", "positives_only")
+STATS_NAME = "hf_cft_partial_stats.json"
+
+
+def code_hash() -> str:
+    """A short hash of the data package's source, part of every cache key: a code change never reuses a cache."""
+    h = hashlib.sha1()
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in sorted(os.listdir(here)):
+        if name.endswith(".py"):
+            with open(os.path.join(here, name), "rb") as f:
+                h.update(name.encode() + f.read())
+    return h.hexdigest()[:12]
+
+
+@dataclasses.dataclass
+class PartialConfig(datasets.BuilderConfig):
+    """Options shared by the builders that simulate partial labels from full ones."""
+
+    known_ratio: float = 1.0
+    protocol: str = "uniform"
+    seed: int = 0
+    code_hash: str = ""
+
+    def check(self, protocols: tuple[str, ...] = PROTOCOLS) -> None:
+        if not 0.0 < self.known_ratio <= 1.0:
+            raise ValueError(f"`known_ratio` must be in (0, 1], got {self.known_ratio}")
+        if self.protocol not in protocols:
+            raise ValueError(f"`protocol` must be one of {protocols}, got {self.protocol!r}")
+
+
+def simulate_known(full: np.ndarray, protocol: str, known_ratio: float, rng: np.random.Generator,
+                   weights: np.ndarray | None = None) -> np.ndarray:
+    """Which labels of one image's full label vector stay known.
+
+    * ``uniform`` (the paper): each label kept independently with probability ``known_ratio``;
+    * ``per_image_fixed``: exactly ``round(known_ratio · C)`` labels of every image, chosen at random;
+    * ``positives_only``: each positive kept with probability ``known_ratio``; no negative is known;
+    * ``salient``: negatives kept with probability ``known_ratio``; a positive with probability
+      ``min(1, 2 · known_ratio · weights)``, ``weights`` in [0, 1] its conspicuousness (mean 0.5 keeps the
+      overall ratio near ``known_ratio``).
+    """
+    c = full.shape[0]
+    if known_ratio >= 1.0 and protocol in ("uniform", "per_image_fixed"):
+        return np.ones(c, dtype=bool)
+    if protocol == "uniform":
+        return rng.random(c) < known_ratio
+    if protocol == "per_image_fixed":
+        known = np.zeros(c, dtype=bool)
+        known[rng.permutation(c)[: int(round(known_ratio * c))]] = True
+        return known
+    if protocol == "positives_only":
+        return (full > 0) & (rng.random(c) < known_ratio)
+    if protocol == "salient":
+        p = np.where(full > 0, np.clip(2 * known_ratio * weights, 0, 1), known_ratio)
+        return rng.random(c) < p
+    raise ValueError(f"unknown protocol {protocol!r}")
+
+
+def image_rng(seed: int, key: int) -> np.random.Generator:
+    """A generator that depends only on the seed and the image, never on generation order."""
+    return np.random.default_rng([int(seed), int(key)])
+
+
+class PartialBuilder(datasets.GeneratorBasedBuilder):
+    """Base of hf_cft's builders: features, per-split statistics, data-folder checks."""
+
+    BUILDER_CONFIG_CLASS = PartialConfig
+    CATEGORIES: list[str] = []
+    EXTRA_FEATURES: dict[str, Any] = {}
+    HOMEPAGE = ""
+    CITATION = ""
+
+    def categories(self) -> list[str]:
+        return list(self.CATEGORIES)
+
+    def metadata(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "dataset": getattr(self, "dataset_name", None) or self.name,
+            "categories": self.categories(),
+            "protocol": getattr(cfg, "protocol", None),
+            "known_ratio": getattr(cfg, "known_ratio", None),
+            "seed": getattr(cfg, "seed", None),
+        }
+
+    def _info(self) -> datasets.DatasetInfo:
+        c = len(self.categories())
+        features = {
+            "image": datasets.Image(),
+            "labels": datasets.List(datasets.Value("int8"), length=c),
+            "label_mask": datasets.List(datasets.Value("bool"), length=c),
+            **self.EXTRA_FEATURES,
+        }
+        if "uncertain_mask" in features:
+            features["uncertain_mask"] = datasets.List(datasets.Value("bool"), length=c)
+        return datasets.DatasetInfo(
+            description=json.dumps(self.metadata()),
+            features=datasets.Features(features),
+            homepage=self.HOMEPAGE,
+            citation=self.CITATION,
+        )
+
+    # -- statistics ----------------------------------------------------------------------------------------
+    def _stats_for(self, split: str) -> dict[str, Any]:
+        if not hasattr(self, "_stats"):
+            self._stats: dict[str, dict[str, Any]] = {}
+        return self._stats.setdefault(split, {"images": 0, "known": 0, "positives": 0, "skipped": {}})
+
+    def _count(self, split: str, labels: np.ndarray, mask: np.ndarray, **extra: int) -> None:
+        s = self._stats_for(split)
+        s["images"] += 1
+        s["known"] += int(mask.sum())
+        s["positives"] += int((labels.astype(bool) & mask).sum())
+        if "known_per_category" not in s:
+            s["known_per_category"] = np.zeros(mask.shape[0], dtype=np.int64)
+        s["known_per_category"] += mask
+        for k, v in extra.items():
+            s[k] = s.get(k, 0) + v
+
+    def _skip(self, split: str, reason: str) -> None:
+        s = self._stats_for(split)
+        s["skipped"][reason] = s["skipped"].get(reason, 0) + 1
+
+    def download_and_prepare(self, *args, **kwargs):
+        super().download_and_prepare(*args, **kwargs)
+        stats = getattr(self, "_stats", None)
+        path = os.path.join(self.cache_dir, STATS_NAME)
+        if stats and not os.path.exists(path):
+            c = len(self.categories())
+            out = {}
+            for split, s in stats.items():
+                n = max(s["images"], 1)
+                out[split] = {
+                    **{k: v for k, v in s.items() if k != "known_per_category"},
+                    "achieved_known_ratio": s["known"] / (n * c),
+                    "known_per_category": [int(v) for v in s.get("known_per_category", np.zeros(c))],
+                }
+            tmp = path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(out, f)
+            os.replace(tmp, path)
+
+    def as_dataset(self, *args, **kwargs):
+        ds = super().as_dataset(*args, **kwargs)
+        path = os.path.join(self.cache_dir, STATS_NAME)
+        stats = {}
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                stats = json.load(f)
+        meta = self.metadata()
+        for split in getattr(ds, "keys", lambda: [])():
+            info = {**meta, "split": split, **stats.get(split, {})}
+            ds[split].info.description = json.dumps(info)
+        return ds
+
+    # -- files ---------------------------------------------------------------------------------------------
+    def _require(self, dl_manager, relative: list[str], how_to_get: str) -> str:
+        """The data folder, checked to hold ``relative`` files; else a clear error naming them."""
+        root = dl_manager.manual_dir or self.config.data_dir
+        if not root:
+            raise ValueError(
+                f"The {self.name} dataset needs `data_dir`: a folder holding {', '.join(relative)}. {how_to_get}"
+            )
+        root = os.path.abspath(os.path.expanduser(root))
+        missing = [r for r in relative if not os.path.exists(os.path.join(root, r))]
+        if missing:
+            raise FileNotFoundError(
+                f"`data_dir`={root} lacks {', '.join(missing)} (expected there: {', '.join(relative)}). {how_to_get}"
+            )
+        return root
+
+
+def label_arrays(dataset, columns=("labels", "label_mask")) -> tuple[np.ndarray, ...]:
+    """A split's N×C label columns as numpy arrays (labels int8, masks bool), read in one pass."""
+    data = dataset.with_format("numpy", columns=list(columns))[:]
+    return tuple(data[c].astype(np.int8 if c == "labels" else bool) for c in columns)
+
+
+def partial_info(dataset) -> dict[str, Any]:
+    """The hf_cft metadata of a split (categories, protocol, seed, achieved known ratio, counts)."""
+    return json.loads(dataset.info.description or "{}")

@@ -1,0 +1,151 @@
+"""Open Images V3 (5,000 trainable classes, real partial labels) from its CSV files.
+
+Expected files (the V3 release, https://github.com/openimages/dataset/tree/master/dataset_v3)::
+
+    data_dir/
+      classes-trainable.txt                 one class MID per line: the category order
+      class-descriptions.csv                MID,name (no header)
+      train/annotations-human.csv           ImageID,Source,LabelName,Confidence
+      train/images.csv                      ImageID,Subset,OriginalURL,... (header)
+      validation/...  test/...              the same two files
+      images/train/<ImageID>.jpg            the images you downloaded (also images/validation, images/test)
+
+Confidence 1 → positive, 0 → negative, anything else unknown; labels of classes outside the trainable list
+are ignored. Examples are generated image by image from the annotations (grouped by ImageID), so memory
+grows with one image's labels, never with images × classes. Images missing from ``images/<split>/`` are
+skipped and counted (``skipped`` in the split info), never a crash; so are images without any human label
+of a trainable class. Per-class known-label counts (for the G1–G5 groups) are in the split info
+(``known_per_category``).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+from collections.abc import Iterator
+
+import datasets
+import numpy as np
+
+from .base import PartialBuilder, PartialConfig
+
+HOW_TO_GET = ("Get the Open Images V3 CSVs (classes-trainable.txt, class-descriptions.csv and, per split, "
+              "annotations-human.csv and images.csv) from https://github.com/openimages/dataset and put the "
+              "images you downloaded under images/<split>/<ImageID>.jpg.")
+SPLITS = {"train": datasets.Split.TRAIN, "validation": datasets.Split.VALIDATION, "test": datasets.Split.TEST}
+
+
+@dataclasses.dataclass
+class OpenImagesConfig(PartialConfig):
+    image_extension: str = ".jpg"
+
+
+class OpenImagesV3(PartialBuilder):
+    """Open Images V3 with its real partial labels."""
+
+    BUILDER_CONFIG_CLASS = OpenImagesConfig
+    VERSION = datasets.Version("1.0.0")
+    HOMEPAGE = "https://storage.googleapis.com/openimages/web/index.html"
+    CITATION = "@misc{openimages2017, title={OpenImages: A public dataset for large-scale multi-label and " \
+               "multi-class image classification}, year={2017}}"
+
+    def _mids(self) -> list[str]:
+        if not hasattr(self, "_mid_list"):
+            root = self.config.data_dir
+            path = os.path.join(root, "classes-trainable.txt") if root else None
+            if not path or not os.path.exists(path):
+                return []
+            with open(path, encoding="utf-8") as f:
+                mids = [line.strip() for line in f if line.strip()]
+            if len(set(mids)) != len(mids):
+                raise ValueError(f"{path} lists a class twice")
+            self._mid_list = mids
+        return self._mid_list
+
+    def categories(self) -> list[str]:
+        mids = self._mids()
+        if not mids:
+            return []
+        names = {}
+        path = os.path.join(self.config.data_dir, "class-descriptions.csv")
+        if os.path.exists(path):
+            with open(path, newline="", encoding="utf-8") as f:
+                for line, row in enumerate(csv.reader(f), start=1):
+                    if len(row) < 2:
+                        raise ValueError(f"{path}, line {line}: expected MID,name")
+                    names[row[0]] = row[1]
+        return [names.get(m, m) for m in mids]
+
+    def metadata(self):
+        return {**super().metadata(), "protocol": "real partial labels", "mids": self._mids()}
+
+    def _split_generators(self, dl_manager):
+        files = ["classes-trainable.txt", "class-descriptions.csv"]
+        root = self._require(dl_manager, files, HOW_TO_GET)
+        out = []
+        for split, name in SPLITS.items():
+            ann = os.path.join(root, split, "annotations-human.csv")
+            if os.path.exists(ann):
+                out.append(datasets.SplitGenerator(name=name, gen_kwargs={"root": root, "split": split}))
+        if not out:
+            raise FileNotFoundError(f"`data_dir`={root} holds no <split>/annotations-human.csv. {HOW_TO_GET}")
+        return out
+
+    def _generate_examples(self, root: str, split: str):
+        index = {m: i for i, m in enumerate(self._mids())}
+        c = len(index)
+        folder = os.path.join(root, "images", split)
+        ext = self.config.image_extension
+        for image_id, rows in _grouped(os.path.join(root, split, "annotations-human.csv")):
+            labels = np.zeros(c, dtype=np.int8)
+            mask = np.zeros(c, dtype=bool)
+            for mid, conf in rows:
+                i = index.get(mid)
+                if i is None:
+                    continue
+                if conf == 1.0:
+                    labels[i], mask[i] = 1, True
+                elif conf == 0.0:
+                    labels[i], mask[i] = 0, True
+            if not mask.any():
+                self._skip(split, "no trainable human label")
+                continue
+            path = os.path.join(folder, image_id + ext)
+            if not os.path.exists(path):
+                self._skip(split, "missing image file")
+                continue
+            self._count(split, labels, mask)
+            yield image_id, {"image": path, "labels": labels.tolist(), "label_mask": mask.tolist()}
+
+
+def _grouped(path: str) -> Iterator[tuple[str, list[tuple[str, float]]]]:
+    """(ImageID, [(MID, confidence)]) per image, streamed from a file sorted by ImageID (as released)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        need = ["ImageID", "LabelName", "Confidence"]
+        if header is None or any(h not in header for h in need):
+            raise ValueError(f"{path}: header must hold ImageID, Source, LabelName, Confidence; got {header}")
+        ci, cl, cc = (header.index(h) for h in need)
+        current, rows = None, []
+        for line, row in enumerate(reader, start=2):
+            if len(row) != len(header):
+                raise ValueError(f"{path}, line {line}: {len(row)} fields, the header has {len(header)}")
+            try:
+                conf = float(row[cc])
+            except ValueError:
+                raise ValueError(f"{path}, line {line}: Confidence {row[cc]!r} is not a number") from None
+            image = row[ci]
+            if image != current:
+                if current is not None:
+                    if image < current:
+                        raise ValueError(
+                            f"{path}, line {line}: rows are not sorted by ImageID (the released files are); sort "
+                            "it first, e.g. `(head -n1 f; tail -n+2 f | sort) > sorted.csv`"
+                        )
+                    yield current, rows
+                current, rows = image, []
+            rows.append((row[cl], conf))
+        if current is not None:
+            yield current, rows

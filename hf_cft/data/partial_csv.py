@@ -1,0 +1,120 @@
+"""partial_csv: your own partially labeled data from CSV files.
+
+One CSV per split in ``data_dir`` (``train.csv``, and optionally ``validation.csv`` and ``test.csv``; or
+name them with ``splits={"train": "mine.csv", ...}``). One column holds the image path (``image_column``,
+relative to ``image_dir``, default ``data_dir``); every other column (except ``ignore_columns``) is a
+category, in file order. Cell values and their default meaning:
+
+* ``1`` / ``1.0`` → positive; ``0`` / ``0.0`` → negative;
+* ``-1`` / ``-1.0`` → ``minus_one`` = ``"uncertain"`` (unknown, flagged in ``uncertain_mask``), or
+  ``"unknown"``, or ``"negative"``;
+* blank → ``blank`` = ``"unknown"`` or ``"negative"``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+
+import datasets
+import numpy as np
+
+from .base import PartialBuilder, PartialConfig
+
+HOW_TO_GET = "Write one CSV per split: an image-path column plus one column per category (1, 0, -1 or blank)."
+
+
+@dataclasses.dataclass
+class PartialCsvConfig(PartialConfig):
+    image_column: str = "image"
+    image_dir: str | None = None
+    ignore_columns: tuple[str, ...] = ()
+    minus_one: str = "uncertain"
+    blank: str = "unknown"
+    splits: dict[str, str] | None = None
+
+
+class PartialCsv(PartialBuilder):
+    """Partially labeled images listed in CSV files."""
+
+    BUILDER_CONFIG_CLASS = PartialCsvConfig
+    VERSION = datasets.Version("1.0.0")
+    EXTRA_FEATURES = {"uncertain_mask": None}
+
+    def _files(self) -> dict[str, str]:
+        root = self.config.data_dir or ""
+        named = self.config.splits or {s: f"{s}.csv" for s in ("train", "validation", "test")}
+        return {s: os.path.join(root, f) for s, f in named.items() if os.path.exists(os.path.join(root, f))}
+
+    def categories(self) -> list[str]:
+        files = self._files()
+        if not files:
+            return []
+        first = files.get("train") or next(iter(files.values()))
+        with open(first, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+        cfg = self.config
+        if cfg.image_column not in header:
+            raise ValueError(f"{first}: no image column {cfg.image_column!r} (columns: {header}); "
+                             "set `image_column`")
+        return [h for h in header if h != cfg.image_column and h not in cfg.ignore_columns]
+
+    def metadata(self):
+        cfg = self.config
+        return {**super().metadata(), "protocol": "given partial labels", "minus_one": cfg.minus_one,
+                "blank": cfg.blank}
+
+    def _split_generators(self, dl_manager):
+        cfg = self.config
+        if cfg.minus_one not in ("uncertain", "unknown", "negative"):
+            raise ValueError(f"`minus_one` must be 'uncertain', 'unknown' or 'negative', got {cfg.minus_one!r}")
+        if cfg.blank not in ("unknown", "negative"):
+            raise ValueError(f"`blank` must be 'unknown' or 'negative', got {cfg.blank!r}")
+        files = self._files()
+        if not files:
+            wanted = list((cfg.splits or {"train": "train.csv"}).values())
+            self._require(dl_manager, wanted, HOW_TO_GET)
+        names = {"train": datasets.Split.TRAIN, "validation": datasets.Split.VALIDATION, "test": datasets.Split.TEST}
+        return [datasets.SplitGenerator(name=names.get(s, s), gen_kwargs={"path": p, "split": s})
+                for s, p in files.items()]
+
+    def _generate_examples(self, path: str, split: str):
+        cfg = self.config
+        cats = self.categories()
+        image_dir = cfg.image_dir or cfg.data_dir
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader)
+            if [h for h in header if h != cfg.image_column and h not in cfg.ignore_columns] != cats:
+                raise ValueError(f"{path}: its category columns differ from the train CSV's {cats}")
+            img_col = header.index(cfg.image_column)
+            cols = [header.index(c) for c in cats]
+            for line, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise ValueError(f"{path}, line {line}: {len(row)} fields, the header has {len(header)}")
+                labels = np.zeros(len(cats), dtype=np.int8)
+                mask = np.zeros(len(cats), dtype=bool)
+                uncertain = np.zeros(len(cats), dtype=bool)
+                for i, j in enumerate(cols):
+                    v = row[j].strip()
+                    if v in ("1", "1.0"):
+                        labels[i], mask[i] = 1, True
+                    elif v in ("0", "0.0"):
+                        mask[i] = True
+                    elif v in ("-1", "-1.0"):
+                        uncertain[i] = cfg.minus_one == "uncertain"
+                        mask[i] = cfg.minus_one == "negative"
+                    elif v == "":
+                        mask[i] = cfg.blank == "negative"
+                    else:
+                        raise ValueError(f"{path}, line {line}, column {cats[i]!r}: {v!r} is not 1, 0, -1 or blank")
+                image = os.path.join(image_dir, row[img_col])
+                if not os.path.exists(image):
+                    self._skip(split, "missing image file")
+                    continue
+                self._count(split, labels, mask)
+                yield line, {"image": image, "labels": labels.tolist(), "label_mask": mask.tolist(),
+                             "uncertain_mask": uncertain.tolist()}

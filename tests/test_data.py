@@ -1,0 +1,243 @@
+"""Builders on tiny fixtures written in the datasets' real file formats."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hf_cft.data import CHEXPERT_COMPETITION, label_arrays, load_partial_dataset, partial_info, simulate_known
+from hf_cft.data.chexpert import OBSERVATIONS
+
+
+def _jpg(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.new("RGB", (8, 8), (120, 30, 200)).save(path)
+
+
+@pytest.fixture
+def coco_dir(tmp_path):
+    root = tmp_path / "coco"
+    cats = [{"id": i, "name": f"c{i}", "supercategory": "x"} for i in (1, 2, 3, 5, 7, 9)]  # ids with gaps
+    rng = np.random.default_rng(0)
+    for subset, n in (("train2014", 400), ("val2014", 30)):
+        images, anns = [], []
+        for i in range(n):
+            file = f"COCO_{subset}_{i:012d}.jpg"
+            images.append({"id": 1000 + i, "file_name": file, "height": 8, "width": 8})
+            _jpg(str(root / subset / file))
+            if i % 10 == 9:
+                continue  # an image without annotations
+            for c in rng.choice([1, 2, 3, 5, 7, 9], size=2, replace=False):
+                anns.append({"id": len(anns), "image_id": 1000 + i, "category_id": int(c), "bbox": [0, 0, 1, 1]})
+        (root / "annotations").mkdir(parents=True, exist_ok=True)
+        with open(root / "annotations" / f"instances_{subset}.json", "w") as f:
+            json.dump({"images": images, "annotations": anns, "categories": cats[::-1]}, f)
+    return root
+
+
+def test_coco_uniform_protocol_order_masks_and_inclusion(coco_dir, tmp_path):
+    ds = load_partial_dataset("coco2014", data_dir=str(coco_dir), cache_dir=str(tmp_path / "c"), known_ratio=0.3)
+    info = partial_info(ds["train"])
+    assert info["categories"] == ["c1", "c2", "c3", "c5", "c7", "c9"]  # COCO category-id order
+    assert info["images"] == 400 and info["unannotated"] == 40  # unannotated images included, counted
+    assert abs(info["achieved_known_ratio"] - 0.3) < 0.04
+    labels, mask = label_arrays(ds["train"])
+    assert labels.shape == (400, 6) and mask.dtype == bool
+    assert (labels.sum(1)[np.arange(400) % 10 == 9] == 0).all()
+    assert abs(mask[labels == 1].mean() - mask[labels == 0].mean()) < 0.1  # positives and negatives alike
+    assert label_arrays(ds["validation"])[1].all()
+    assert ds["train"][0]["image"].size == (8, 8)
+    again = load_partial_dataset("coco2014", data_dir=str(coco_dir), cache_dir=str(tmp_path / "d"), known_ratio=0.3)
+    assert (label_arrays(again["train"])[1] == mask).all()  # deterministic by seed
+    other = load_partial_dataset("coco2014", data_dir=str(coco_dir), cache_dir=str(tmp_path / "c"),
+                                 known_ratio=0.3, seed=1)
+    assert not (label_arrays(other["train"])[1] == mask).all()
+    without = load_partial_dataset("coco2014", data_dir=str(coco_dir), cache_dir=str(tmp_path / "c"),
+                                   known_ratio=0.3, include_unannotated=False)
+    assert without["train"].num_rows == 360 and partial_info(without["train"])["skipped"] == {"no annotation": 40}
+
+
+def test_protocols_known_ratio_over_many_labels():
+    rng = np.random.default_rng(0)
+    full = (rng.random((4000, 20)) < 0.2).astype(np.int8)
+    for protocol in ("uniform", "per_image_fixed"):
+        m = np.stack([simulate_known(y, protocol, 0.3, np.random.default_rng(i)) for i, y in enumerate(full)])
+        assert abs(m.mean() - 0.3) < 0.01
+    fixed = np.stack([simulate_known(y, "per_image_fixed", 0.3, np.random.default_rng(i)) for i, y in enumerate(full)])
+    assert (fixed.sum(1) == 6).all()
+    pos_only = np.stack([simulate_known(y, "positives_only", 0.5, np.random.default_rng(i))
+                         for i, y in enumerate(full)])
+    assert not pos_only[full == 0].any() and abs(pos_only[full == 1].mean() - 0.5) < 0.03
+
+
+def test_missing_data_dir_names_files_and_source(tmp_path):
+    with pytest.raises(FileNotFoundError, match="instances_train2014.json.*cocodataset.org"):
+        load_partial_dataset("coco2014", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
+    with pytest.raises(ValueError, match="needs `data_dir`"):
+        load_partial_dataset("chexpert", cache_dir=str(tmp_path / "c"))
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        load_partial_dataset("coco2014", data_dir=str(tmp_path / "nope"))
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_partial_dataset("imagenet")
+
+
+def _chexpert(root, rows_train, rows_valid):
+    folder = root / "CheXpert-v1.0-small"
+    header = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *OBSERVATIONS]
+    for name, rows in (("train.csv", rows_train), ("valid.csv", rows_valid)):
+        split = name.split(".")[0]
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / name, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            for i, (view, values) in enumerate(rows):
+                rel = f"CheXpert-v1.0-small/{split}/patient{i:05d}/study1/view1_{view.lower()}.jpg"
+                _jpg(str(root / rel))
+                w.writerow([rel, "Female", "68", view, "AP" if view == "Frontal" else "", *values])
+    return folder
+
+
+def test_chexpert_policies_uncertain_and_frontal(tmp_path):
+    vals = ["1.0", "", "-1.0", "0.0"] + [""] * 10
+    train = [("Frontal", vals), ("Lateral", ["0.0"] * 14), ("Frontal", ["", "1.0"] + ["-1.0"] * 12)]
+    valid = [("Frontal", ["1.0"] * 7 + ["0.0"] * 7)]
+    _chexpert(tmp_path / "d", train, valid)
+    ds = load_partial_dataset("chexpert", data_dir=str(tmp_path / "d"), cache_dir=str(tmp_path / "c"))
+    ex = ds["train"][0]
+    assert ex["labels"][:4] == [1, 0, 0, 0]
+    assert ex["label_mask"][:5] == [True, False, False, True, False]  # blank unknown (the paper)
+    assert ex["uncertain_mask"][:4] == [False, False, True, False]
+    info = partial_info(ds["train"])
+    assert info["competition_categories"] == CHEXPERT_COMPETITION and info["categories"] == OBSERVATIONS
+    assert all(ds["validation"][0]["label_mask"])
+    neg = load_partial_dataset("chexpert", data_dir=str(tmp_path / "d"), cache_dir=str(tmp_path / "c"),
+                               blank_policy="negative", frontal_only=True, uncertain_policy="u_ones")
+    assert neg["train"].num_rows == 2 and partial_info(neg["train"])["skipped"] == {"lateral view": 1}
+    ex = neg["train"][0]
+    assert ex["label_mask"][:5] == [True, True, True, True, True]
+    assert ex["labels"][:4] == [1, 0, 1, 0]  # uncertain → positive under U-Ones
+
+
+def test_chexpert_malformed_row_names_file_and_line(tmp_path):
+    folder = _chexpert(tmp_path / "d", [("Frontal", ["1.0"] * 14), ("Frontal", ["2.0"] + ["1.0"] * 13)],
+                       [("Frontal", ["1.0"] * 14)])
+    with pytest.raises(ValueError, match=r"train.csv, line 3, column 'No Finding': '2.0'"):
+        load_partial_dataset("chexpert", data_dir=str(folder), cache_dir=str(tmp_path / "c"))
+
+
+@pytest.fixture
+def oi_dir(tmp_path):
+    root = tmp_path / "oi"
+    root.mkdir()
+    mids = [f"/m/0{i:03d}" for i in range(8)]
+    (root / "classes-trainable.txt").write_text("\n".join(mids) + "\n")
+    with open(root / "class-descriptions.csv", "w", newline="") as f:
+        csv.writer(f).writerows([[m, f"Class {i}"] for i, m in enumerate(mids)] + [["/m/zzz", "Other"]])
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 60), ("validation", 10), ("test", 10)):
+        (root / split).mkdir()
+        with open(root / split / "images.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["ImageID", "Subset", "OriginalURL", "OriginalLandingURL", "License", "AuthorProfileURL",
+                        "Author", "Title", "OriginalSize", "OriginalMD5", "Thumbnail300KURL"])
+            for i in range(n):
+                w.writerow([f"{split}{i:06x}", split, "", "", "", "", "", "", "", "", ""])
+        with open(root / split / "annotations-human.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["ImageID", "Source", "LabelName", "Confidence"])
+            for i in range(n):
+                for k in rng.choice(8, size=3, replace=False):
+                    w.writerow([f"{split}{i:06x}", "verification", mids[k], rng.choice(["1", "0"])])
+                if i == 0:
+                    w.writerow([f"{split}{i:06x}", "verification", "/m/zzz", "1"])  # not trainable: ignored
+        for i in range(n):
+            if not (split == "train" and i % 7 == 3):  # some images never downloaded
+                _jpg(str(root / "images" / split / f"{split}{i:06x}.jpg"))
+    return root
+
+
+def test_openimages_generates_per_image_and_counts_missing(oi_dir, tmp_path):
+    ds = load_partial_dataset("openimages_v3", data_dir=str(oi_dir), cache_dir=str(tmp_path / "c"))
+    assert set(ds) == {"train", "validation", "test"}
+    info = partial_info(ds["train"])
+    assert info["categories"][:2] == ["Class 0", "Class 1"] and info["mids"][0] == "/m/0000"
+    assert info["skipped"] == {"missing image file": 9} and ds["train"].num_rows == 51
+    _, train_mask = label_arrays(ds["train"])
+    assert (train_mask.sum(1) == 3).all()
+    assert sum(info["known_per_category"]) == 51 * 3
+    assert info["known_per_category"] == train_mask.sum(0).tolist()
+    with open(oi_dir / "train" / "annotations-human.csv") as f:
+        rows = list(csv.reader(f))[1:]
+    first = [r for r in rows if r[0] == "train000000" and r[2] != "/m/zzz"]
+    ex = ds["train"][0]
+    for _, _, mid, conf in first:
+        k = int(mid[-3:])
+        assert ex["label_mask"][k] and ex["labels"][k] == int(conf)
+
+
+def test_openimages_unsorted_annotations_error(oi_dir, tmp_path):
+    path = oi_dir / "train" / "annotations-human.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], *lines[1:][::-1]]) + "\n")
+    with pytest.raises(ValueError, match="not sorted by ImageID"):
+        load_partial_dataset("openimages_v3", data_dir=str(oi_dir), cache_dir=str(tmp_path / "c"))
+
+
+def test_digits_mosaic_deterministic_disjoint_and_salient(tmp_path):
+    a = load_partial_dataset("digits_mosaic", cache_dir=str(tmp_path / "a"), n_train=600, n_test=200,
+                             known_ratio=0.3, protocol="salient")
+    b = load_partial_dataset("digits_mosaic", cache_dir=str(tmp_path / "b"), n_train=600, n_test=200,
+                             known_ratio=0.3, protocol="salient")
+    (la, ma), (lb, mb) = label_arrays(a["train"]), label_arrays(b["train"])
+    assert (la == lb).all() and (ma == mb).all()
+    assert a["train"][0]["image"].size == (24, 24)
+    assert label_arrays(a["test"])[1].all()
+    info = partial_info(a["train"])
+    assert abs(info["achieved_known_ratio"] - 0.3) < 0.08
+    # salient: known positives are brighter than unknown ones
+    imgs = np.stack([np.asarray(a["train"][i]["image"], dtype=float) for i in range(600)])
+    lab, msk = la, ma
+    bright = imgs.reshape(600, -1).max(1)
+    known_pos = (lab == 1) & msk
+    assert bright[known_pos.any(1)].mean() > bright[((lab == 1) & ~msk).any(1) & ~known_pos.any(1)].mean()
+
+
+def test_partial_csv_meanings_and_errors(tmp_path):
+    root = tmp_path / "mine"
+    root.mkdir()
+    for i in range(3):
+        _jpg(str(root / "img" / f"{i}.jpg"))
+    (root / "train.csv").write_text("image,cat,dog,notes\nimg/0.jpg,1,,x\nimg/1.jpg,-1,0,y\nimg/2.jpg,0,1.0,z\n"
+                                    "img/9.jpg,1,1,gone\n")
+    ds = load_partial_dataset("partial_csv", data_dir=str(root), cache_dir=str(tmp_path / "c"),
+                              ignore_columns=("notes",))
+    assert partial_info(ds["train"])["categories"] == ["cat", "dog"]
+    labels, mask, unc = label_arrays(ds["train"], ("labels", "label_mask", "uncertain_mask"))
+    assert labels.tolist() == [[1, 0], [0, 0], [0, 1]]
+    assert mask.tolist() == [[True, False], [False, True], [True, True]]
+    assert unc.tolist() == [[False, False], [True, False], [False, False]]
+    assert partial_info(ds["train"])["skipped"] == {"missing image file": 1}
+    neg = load_partial_dataset("partial_csv", data_dir=str(root), cache_dir=str(tmp_path / "c"),
+                               ignore_columns=("notes",), minus_one="negative", blank="negative")
+    assert label_arrays(neg["train"])[1].all()
+    (root / "train.csv").write_text("image,cat\nimg/0.jpg,yes\n")
+    with pytest.raises(ValueError, match=r"train.csv, line 2, column 'cat': 'yes'"):
+        load_partial_dataset("partial_csv", data_dir=str(root), cache_dir=str(tmp_path / "d"))
+
+
+def test_cache_key_follows_code_and_config(tmp_path, monkeypatch):
+    import hf_cft.data
+    from hf_cft.data import DigitsMosaic
+
+    def cache(**kw):
+        return DigitsMosaic(cache_dir=str(tmp_path), dataset_name="digits_mosaic", **kw).cache_dir
+
+    assert cache(code_hash="aaa") != cache(code_hash="bbb")
+    assert cache(code_hash="aaa", seed=1) != cache(code_hash="aaa", seed=2)
+    ds = load_partial_dataset("digits_mosaic", cache_dir=str(tmp_path), n_train=20, n_test=5)
+    monkeypatch.setattr(hf_cft.data, "code_hash", lambda: "changed-code")
+    changed = load_partial_dataset("digits_mosaic", cache_dir=str(tmp_path), n_train=20, n_test=5)
+    assert ds["train"].cache_files[0]["filename"] != changed["train"].cache_files[0]["filename"]
