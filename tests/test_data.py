@@ -42,7 +42,7 @@ def test_coco_uniform_protocol_order_masks_and_inclusion(coco_dir, tmp_path):
     ds = load_partial_dataset("coco2014", data_dir=str(coco_dir), cache_dir=str(tmp_path / "c"), known_ratio=0.3)
     info = partial_info(ds["train"])
     assert info["categories"] == ["c1", "c2", "c3", "c5", "c7", "c9"]  # COCO category-id order
-    assert info["images"] == 400 and info["unannotated"] == 40  # unannotated images included, counted
+    assert info["images"] == 400 and info["unannotated"] == 40 and info["annotated"] == 360  # rule: both kinds
     assert abs(info["achieved_known_ratio"] - 0.3) < 0.04
     labels, mask = label_arrays(ds["train"])
     assert labels.shape == (400, 6) and mask.dtype == bool

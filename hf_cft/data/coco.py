@@ -103,7 +103,7 @@ class Coco2014(PartialBuilder):
                 mask = simulate_known(labels, cfg.protocol, cfg.known_ratio, image_rng(cfg.seed, im["id"]))
             else:
                 mask = np.ones(len(cats), dtype=bool)
-            self._count(split, labels, mask, unannotated=int(pos is None))
+            self._count(split, labels, mask, annotated=int(pos is not None), unannotated=int(pos is None))
             yield im["id"], {"image": file, "labels": labels.tolist(), "label_mask": mask.tolist()}
 
 

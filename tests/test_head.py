@@ -1,0 +1,148 @@
+"""CFTHead: the logits layer of every supported architecture, write-back, save and plain reload."""
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from transformers import AutoModelForImageClassification
+
+from hf_cft import CFTConfig, fit_cft
+from hf_cft.head import CFTHead, find_head
+
+warnings.filterwarnings("ignore")
+C = 3
+VIT = dict(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+           intermediate_size=32, num_labels=C)
+CONFIGS = {
+    "resnet": lambda: transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=C),
+    "regnet": lambda: transformers.RegNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                                                groups_width=8, num_labels=C),
+    "vit": lambda: transformers.ViTConfig(**VIT),
+    "beit": lambda: transformers.BeitConfig(**VIT),
+    "dinov2": lambda: transformers.Dinov2Config(**VIT),
+    "convnext": lambda: transformers.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=C),
+    "convnextv2": lambda: transformers.ConvNextV2Config(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2,
+                                                        num_labels=C),
+    "swin": lambda: transformers.SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1],
+                                            num_heads=[1, 2], window_size=4, num_labels=C),
+    "swinv2": lambda: transformers.Swinv2Config(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1],
+                                                num_heads=[1, 2], window_size=4, num_labels=C),
+    "efficientnet": lambda: transformers.EfficientNetConfig(image_size=32, width_coefficient=0.1,
+                                                            depth_coefficient=0.1, hidden_dim=128, num_labels=C),
+    "mobilenet_v2": lambda: transformers.MobileNetV2Config(image_size=32, depth_multiplier=0.25, num_labels=C),
+    "timm_wrapper": lambda: transformers.TimmWrapperConfig(architecture="resnet18", num_labels=C),
+}
+
+
+def _model(name):
+    torch.manual_seed(0)
+    if name == "deit":
+        return transformers.DeiTForImageClassification(transformers.DeiTConfig(**VIT)).eval()
+    if name == "deit_teacher":
+        return transformers.DeiTForImageClassificationWithTeacher(transformers.DeiTConfig(**VIT)).eval()
+    if name == "timm":
+        import timm
+
+        return timm.create_model("resnet18", num_classes=C, pretrained=False).eval()
+    return AutoModelForImageClassification.from_config(CONFIGS[name]()).eval()
+
+
+ALL = [*CONFIGS, "deit", "deit_teacher", "timm"]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_features_times_rows_equal_logits_and_write_back(name):
+    head = CFTHead(_model(name))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        z, logits = head.forward_with_features(x)
+    torch.testing.assert_close(z @ head.weight.T + head.bias, logits, atol=1e-4, rtol=1e-4)
+    new_w = torch.randn_like(head.weight)
+    new_b = torch.randn_like(head.bias)
+    head.set_rows(new_w, new_b)
+    with torch.no_grad():
+        z2, logits2 = head.forward_with_features(x)
+    torch.testing.assert_close(z2, z)  # the backbone never changes
+    torch.testing.assert_close(z @ new_w.T + new_b, logits2, atol=1e-4, rtol=1e-4)
+
+
+def test_other_heads_are_refused_with_the_module_path():
+    model = _model("vit")
+    model.classifier = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, C))
+    with pytest.raises(ValueError, match="ViTForImageClassification.classifier is a Sequential"):
+        find_head(model)
+    model.classifier = torch.nn.Identity()
+    with pytest.raises(ValueError, match=r"classifier is a Identity, not nn.Linear"):
+        find_head(model)
+
+
+def test_category_checks_show_the_difference():
+    model = _model("vit")
+    model.config.id2label = {0: "cat", 1: "dog", 2: "bird"}
+    CFTHead(model, category_names=["cat", "dog", "bird"])
+    with pytest.raises(ValueError, match="2: model 'bird' vs dataset 'fish'"):
+        CFTHead(model, category_names=["cat", "dog", "fish"])
+    with pytest.raises(ValueError, match="3 labels but the dataset has 4"):
+        CFTHead(model, category_names=["a", "b", "c", "d"])
+
+
+def test_random_head_at_load_is_refused(tmp_path):
+    _model("vit").save_pretrained(tmp_path / "m")
+    CFTHead.from_pretrained(str(tmp_path / "m"))
+    with pytest.raises(ValueError, match="initialized at random"):
+        CFTHead.from_pretrained(str(tmp_path / "m"), num_labels=5, ignore_mismatched_sizes=True)
+
+
+@pytest.mark.parametrize("name", ["resnet", "deit_teacher", "timm_wrapper"])
+def test_calibrated_model_reloads_without_hf_cft(name, tmp_path):
+    head = CFTHead(_model(name))
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(300, head.hidden_size)).astype(np.float32)
+    y = (rng.random((300, C)) < 0.4).astype(np.int8)
+    m = rng.random((300, C)) < 0.7
+    result = fit_cft(z, y, m, head.weight, head.bias, CFTConfig(variant="refit", show_progress=False))
+    head.apply(result)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = head.forward_with_features(x)[1]
+    out = head.save_pretrained(tmp_path / "calibrated", category_names=["a", "b", "c"])
+    files = set(os.listdir(out))
+    assert {"config.json", "model.safetensors", "cft_config.json", "cft_report.json"} <= files
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+    with open(os.path.join(out, "config.json")) as f:
+        cfg = json.load(f)
+    assert cfg["problem_type"] == "multi_label_classification"
+    assert cfg["id2label"]["2"] == "c" if "id2label" in cfg else cfg["label_names"] == ["a", "b", "c"]  # timm wrapper
+    np.save(tmp_path / "x.npy", x.numpy())
+    code = (
+        "import sys, numpy as np, torch\n"
+        "from transformers import AutoModelForImageClassification\n"
+        f"m = AutoModelForImageClassification.from_pretrained({out!r}).eval()\n"
+        f"x = torch.from_numpy(np.load({str(tmp_path / 'x.npy')!r}))\n"
+        "assert m.config.id2label == {0: 'a', 1: 'b', 2: 'c'}\n"
+        "with torch.no_grad(): print(m(x).logits.tolist())\n"
+        "assert 'hf_cft' not in sys.modules\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1]))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_timm_native_save_and_reload(tmp_path):
+    import timm
+
+    head = CFTHead(_model("timm"))
+    head.set_rows(torch.randn_like(head.weight), torch.randn_like(head.bias))
+    out = head.save_pretrained(tmp_path / "t", category_names=["a", "b", "c"])
+    back = CFTHead.from_pretrained(out)
+    assert back.library == "timm" and back.label_names() == ["a", "b", "c"]
+    torch.testing.assert_close(back.weight, head.weight)
+    reloaded = timm.create_model(f"local-dir:{out}", pretrained=True)
+    assert reloaded.pretrained_cfg["label_names"] == ["a", "b", "c"]
