@@ -2,7 +2,7 @@
 
 Writes the V3 CSV layout (classes-trainable.txt, class-descriptions.csv, train/annotations-human.csv,
 train/images.csv) for N images × C classes with a given known share (default 0.1%: 5 human labels per image
-at C = 5,000), every image a hard link to one tiny JPEG, then builds it with the openimages_v3 builder.
+at C = 5,000), every image a symbolic link to one tiny JPEG, then builds it with the openimages_v3 builder.
 
     python benchmarks/data.py                       # 50,000 images × 5,000 classes
     python benchmarks/data.py --images 200000
@@ -62,7 +62,7 @@ def main() -> None:
             wi.writerow([image, "train", ""])
             for k in rng.choice(args.classes, size=per_image, replace=False):
                 wa.writerow([image, "verification", mids[k], int(rng.random() < 0.3)])
-            os.link(src, os.path.join(root, "images", "train", image + ".jpg"))
+            os.symlink(src, os.path.join(root, "images", "train", image + ".jpg"))
     t_write = time.perf_counter() - t
     rss0 = peak_rss_mb()
     t = time.perf_counter()

@@ -16,12 +16,15 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CFTHead", "HeadSpec", "find_head"]
+__all__ = ["GAINS_PLOT_NAME", "CFTHead", "HeadSpec", "find_head"]
+
+GAINS_PLOT_NAME = "cft_gains.png"
 
 
 @dataclass
@@ -192,13 +195,82 @@ class CFTHead:
             raise ValueError("the model's labels differ from the dataset's categories (in order): "
                              + "; ".join(diff[:10]) + more)
 
+    # -- data --------------------------------------------------------------------------------------------
+    def extract(self, dataset, cache_dir: str | None = None, **kwargs):
+        """Features of a ``datasets.Dataset`` split, from the on-disk cache (built or resumed as needed)."""
+        from .features import extract_features
+
+        kwargs.setdefault("image_processor", getattr(self, "image_processor", None))
+        cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "hf_cft", "features")
+        return extract_features(self, dataset, cache_dir, **kwargs)
+
+    def fit(self, train, config=None, selection=None, cache_dir: str | None = None, category_names=None,
+            **extract_kwargs):
+        """Extract features and run the CFT engine on a partially labeled split.
+
+        Args:
+            train: the training split (``image``, ``labels``, ``label_mask``; ``uncertain_mask`` is used when
+                ``config.uncertain_policies`` is set).
+            selection: a validation split to choose rows on, or None for the config's seeded hold-out.
+        Returns:
+            the :class:`~hf_cft.engine.CFTResult` (not yet applied: call :meth:`apply`).
+        """
+        from .data import label_arrays
+        from .engine import fit_cft
+
+        z = self.extract(train, cache_dir, **extract_kwargs).features
+        labels, mask = label_arrays(train)
+        sel = None
+        if selection is not None:
+            sel = (self.extract(selection, cache_dir, **extract_kwargs).features, *label_arrays(selection))
+        kwargs = {}
+        if config is not None and config.uncertain_policies:
+            kwargs["uncertain_mask"] = label_arrays(train, ("uncertain_mask",))[0]
+        return fit_cft(z, labels, mask, self.weight, self.bias, config, selection=sel,
+                       category_names=category_names or self.label_names(), **kwargs)
+
+    def evaluate(self, dataset, result=None, cache_dir: str | None = None, groups: int | None = None,
+                 categories=None, **extract_kwargs) -> dict:
+        """Masked mAP and mAUC (the ``evaluate`` modules) of the current rows and, if given, of ``result``'s.
+
+        Returns ``{"before": {...}, "after": {...}}`` (``after`` only with ``result``).
+        """
+        import evaluate
+
+        from .data import label_arrays
+        from .labels import to_code
+        from .metrics import PARTIAL_MAP_PATH, PARTIAL_MAUC_PATH
+
+        z = np.asarray(self.extract(dataset, cache_dir, **extract_kwargs).features, dtype=np.float32)
+        codes = to_code(*label_arrays(dataset))
+        names = self.label_names()
+        rows = {"before": (self.weight, self.bias)}
+        if result is not None:
+            rows["after"] = (result.weight, result.bias)
+        out = {}
+        for tag, (w, b) in rows.items():
+            scores = z @ w.float().numpy().T + b.float().numpy()
+            out[tag] = {}
+            for path, key, per in ((PARTIAL_MAP_PATH, "map", "ap"), (PARTIAL_MAUC_PATH, "mauc", "auroc")):
+                res = evaluate.load(path).compute(predictions=scores, references=codes, groups=groups,
+                                                  categories=categories, category_names=names)
+                out[tag][key] = res[key]
+                out[tag][f"per_category_{per}"] = res["per_category"]
+                out[tag]["n_excluded"] = res["n_excluded"]
+                out[tag].update({f"{key}_{g}": v for g, v in res.items() if g.startswith("G")})
+        return out
+
     # -- save ----------------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike, category_names: Sequence[str] | None = None,
-                        extra_files: dict[str, str | bytes] | None = None) -> str:
+                        extra_files: dict[str, str | bytes] | None = None, repo_id: str | None = None,
+                        base_model: str | None = None, dataset_name: str | None = None,
+                        evaluation: dict | None = None, selection_on_eval: bool = False) -> str:
         """Save the model in its native format, as a multi-label classifier, atomically.
 
-        Everything is written to a temporary folder beside ``directory`` and renamed into place, so a crash
-        never leaves a half-written model. ``extra_files`` maps file names to contents written beside it.
+        With an applied result, ``cft_config.json``, ``cft_report.json``, ``cft_gains.png`` and a model card
+        (``README.md``) are written beside it; ``evaluation`` (``{split: self.evaluate(...)}``) puts before /
+        after figures in the card. Everything is written to a temporary folder beside ``directory`` and renamed
+        into place, so a crash never leaves a half-written model. ``extra_files`` maps file names to contents.
         """
         directory = os.path.abspath(os.fspath(directory))
         parent = os.path.dirname(directory)
@@ -226,9 +298,23 @@ class CFTHead:
                     f.write(content)
             if getattr(self, "cft_result", None) is not None:
                 from .engine import CFT_REPORT_NAME
+                from .model_card import gains_plot_png, render_model_card
 
-                self.cft_result.config.save_pretrained(tmp)  # writes CFT_CONFIG_NAME
-                self.cft_result.to_json(os.path.join(tmp, CFT_REPORT_NAME))
+                result = self.cft_result
+                result.config.save_pretrained(tmp)  # writes cft_config.json
+                result.to_json(os.path.join(tmp, CFT_REPORT_NAME))
+                first = next(iter((evaluation or {}).values()), None)
+                per = "per_category_ap" if result.config.metric == "ap" else "per_category_auroc"
+                png = gains_plot_png(result, first["after"][per] if first else None,
+                                     first["before"][per] if first else None)
+                with open(os.path.join(tmp, GAINS_PLOT_NAME), "wb") as f:
+                    f.write(png)
+                card = render_model_card(
+                    result, repo_id or os.path.basename(directory),
+                    base_model=base_model or getattr(self, "name_or_path", None), dataset_name=dataset_name,
+                    evaluation=evaluation, selection_on_eval=selection_on_eval, library=self.library,
+                )
+                card.save(os.path.join(tmp, "README.md"))
             if os.path.exists(directory):
                 old = directory + ".old"
                 shutil.rmtree(old, ignore_errors=True)
@@ -272,7 +358,80 @@ class CFTHead:
                     f"({', '.join(touched)} missing or resized, e.g. by ignore_mismatched_sizes or a new "
                     "num_labels); CFT re-fits trained rows: load the model as its classifier was trained"
                 )
-        return cls(model.eval(), category_names=category_names)
+        head = cls(model.eval(), category_names=category_names)
+        head.name_or_path = name_or_path
+        if library != "timm":
+            try:
+                from transformers import AutoImageProcessor
+
+                head.image_processor = AutoImageProcessor.from_pretrained(name_or_path)
+            except (OSError, ValueError) as err:
+                logger.info("no image processor with %s (%s): pass one to extract()", name_or_path, err)
+        return head
+
+    # -- hub -----------------------------------------------------------------------------------------------
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
+                    commit_message: str = "Calibrated with hf_cft (category-wise fine-tuning)", **save_kwargs) -> str:
+        """Create the repo if needed and upload the calibrated model in one commit; returns the commit URL.
+
+        An existing model card is merged, not destroyed: its text is kept, the hf_cft section (between
+        ``<!-- hf_cft:start -->`` and ``<!-- hf_cft:end -->``) is added or replaced, and the metadata are
+        merged (tags united, the rest updated).
+        """
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(os.path.join(tmp, "model"), repo_id=repo_id, **save_kwargs)
+            readme = os.path.join(folder, "README.md")
+            if os.path.exists(readme):
+                existing = _existing_card(api, repo_id)
+                if existing is not None:
+                    with open(readme, encoding="utf-8") as f:
+                        ours = f.read()
+                    with open(readme, "w", encoding="utf-8") as f:
+                        f.write(merge_cards(existing, ours))
+            info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
+                                     repo_type="model")
+        return str(getattr(info, "commit_url", info))
+
+
+CARD_START, CARD_END = "<!-- hf_cft:start -->", "<!-- hf_cft:end -->"
+
+
+def _existing_card(api, repo_id: str) -> str | None:
+    from huggingface_hub.utils import EntryNotFoundError
+
+    try:
+        path = api.hf_hub_download(repo_id, "README.md", repo_type="model")
+    except EntryNotFoundError:
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def merge_cards(existing: str, ours: str) -> str:
+    """Merge our card into an existing one: their text kept, our section added or replaced, metadata merged."""
+    from huggingface_hub import ModelCard
+
+    old, new = ModelCard(existing), ModelCard(ours)
+    data = old.data.to_dict()
+    mine = new.data.to_dict()
+    tags = list(dict.fromkeys([*(data.get("tags") or []), *(mine.get("tags") or [])]))
+    data.update({k: v for k, v in mine.items() if v is not None})
+    data["tags"] = tags
+    section = f"{CARD_START}\n{new.text.strip()}\n{CARD_END}"
+    text = old.text
+    if CARD_START in text and CARD_END in text:
+        head_, _, rest = text.partition(CARD_START)
+        _, _, tail = rest.partition(CARD_END)
+        text = f"{head_}{section}{tail}"
+    else:
+        text = f"{text.rstrip()}\n\n{section}\n"
+    import yaml
+
+    return f"---\n{yaml.safe_dump(data, sort_keys=False, allow_unicode=True)}---\n{text}"
 
 
 def _library_of(name_or_path: str) -> str:

@@ -1,0 +1,153 @@
+"""A small Hub-compatible HTTP server on 127.0.0.1 for offline push / download tests.
+
+It implements the endpoints huggingface_hub and transformers use for model repos: create a repo,
+pre-upload (every file "regular", sent inline), commit (NDJSON), resolve a file (HEAD / GET with the
+headers the client checks), and repo info. Files are kept in memory per repo and revision "main".
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlparse
+
+
+class _State:
+    def __init__(self):
+        self.repos: dict[str, dict[str, bytes]] = {}
+        self.commits: dict[str, list[str]] = {}
+        self.lock = threading.Lock()
+        self.log: list[str] = []
+
+
+def _handler(state: _State):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):  # quiet
+            pass
+
+        def _send(self, code: int, body: bytes = b"", headers: dict | None = None, head: bool = False):
+            self.send_response(code)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if not head and body:
+                self.wfile.write(body)
+
+        def _json(self, code: int, data, headers: dict | None = None):
+            self._send(code, json.dumps(data).encode(), {"Content-Type": "application/json", **(headers or {})})
+
+        def _body(self) -> bytes:
+            n = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(n) if n else b""
+
+        def _commit_id(self, repo: str) -> str:
+            commits = state.commits.get(repo) or ["0" * 40]
+            return commits[-1]
+
+        # -- routes ------------------------------------------------------------------------------------------
+        def do_POST(self):
+            path = unquote(urlparse(self.path).path)
+            state.log.append(f"POST {path}")
+            body = self._body()
+            if path == "/api/repos/create":
+                data = json.loads(body or b"{}")
+                repo = f"{data.get('organization') or 'user'}/{data['name']}" if "/" not in data["name"] \
+                    else data["name"]
+                with state.lock:
+                    if repo in state.repos:
+                        return self._json(409, {"error": "You already created this model repo", "url":
+                                                f"http://{self.headers['Host']}/{repo}"})
+                    state.repos[repo] = {}
+                    state.commits[repo] = []
+                return self._json(200, {"url": f"http://{self.headers['Host']}/{repo}", "name": repo})
+            if path == "/api/validate-yaml":
+                return self._json(200, {"errors": [], "warnings": []})
+            parts = path.strip("/").split("/")
+            if len(parts) >= 6 and parts[0] == "api" and parts[1] == "models" and parts[4] == "preupload":
+                data = json.loads(body)
+                return self._json(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                                  for f in data.get("files", [])], "commitOid": "0" * 40})
+            if len(parts) >= 6 and parts[0] == "api" and parts[1] == "models" and parts[4] == "commit":
+                repo = f"{parts[2]}/{parts[3]}"
+                if repo not in state.repos:
+                    return self._json(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+                files = {}
+                deleted = []
+                for line in body.decode().splitlines():
+                    if not line.strip():
+                        continue
+                    item = json.loads(line)
+                    if item["key"] == "file":
+                        v = item["value"]
+                        files[v["path"]] = base64.b64decode(v["content"]) if v.get("encoding") == "base64" \
+                            else v["content"].encode()
+                    elif item["key"] in ("deletedFile", "deletedFolder"):
+                        deleted.append(item["value"]["path"])
+                    elif item["key"] == "lfsFile":
+                        return self._json(400, {"error": "this test server takes regular uploads only"})
+                with state.lock:
+                    for p in deleted:
+                        state.repos[repo].pop(p, None)
+                    state.repos[repo].update(files)
+                    oid = hashlib.sha1(json.dumps(sorted(state.repos[repo])).encode()
+                                       + str(len(state.commits[repo])).encode()).hexdigest()
+                    state.commits[repo].append(oid)
+                return self._json(200, {"commitUrl": f"http://{self.headers['Host']}/{repo}/commit/{oid}",
+                                        "commitOid": oid, "success": True})
+            return self._json(404, {"error": f"no route POST {path}"})
+
+        def _resolve(self, head: bool):
+            path = unquote(urlparse(self.path).path)
+            state.log.append(f"{'HEAD' if head else 'GET'} {path}")
+            parts = path.strip("/").split("/")
+            if len(parts) >= 5 and parts[2] == "resolve":
+                repo, filename = f"{parts[0]}/{parts[1]}", "/".join(parts[4:])
+                if repo not in state.repos:
+                    return self._send(404, b"", {"X-Error-Code": "RepoNotFound"}, head)
+                data = state.repos[repo].get(filename)
+                commit = self._commit_id(repo)
+                if data is None:
+                    return self._send(404, b"", {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit}, head)
+                etag = f'"{hashlib.sha1(data).hexdigest()}"'
+                return self._send(200, data, {"ETag": etag, "X-Repo-Commit": commit,
+                                              "Content-Type": "application/octet-stream"}, head)
+            if len(parts) >= 3 and parts[0] == "api" and parts[1] == "models":
+                repo = f"{parts[2]}/{parts[3]}" if len(parts) >= 4 else parts[2]
+                if repo not in state.repos:
+                    return self._json(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+                files = state.repos[repo]
+                return self._json(200, {"id": repo, "modelId": repo, "sha": self._commit_id(repo), "private": False,
+                                        "siblings": [{"rfilename": f} for f in sorted(files)], "tags": []})
+            return self._json(404, {"error": f"no route {path}"})
+
+        def do_GET(self):
+            self._resolve(head=False)
+
+        def do_HEAD(self):
+            self._resolve(head=True)
+
+    return Handler
+
+
+class HubServer:
+    """``with HubServer() as hub: os.environ["HF_ENDPOINT"] = hub.url``"""
+
+    def __init__(self):
+        self.state = _State()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state))
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> HubServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,111 @@
+"""Feature extraction: exact classifier inputs, on-disk cache keyed by model/data/preprocessing, resume."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from accelerate import Accelerator
+
+from hf_cft.data import load_partial_dataset
+from hf_cft.features import extract_features
+from hf_cft.head import CFTHead
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return load_partial_dataset("digits_mosaic", cache_dir=str(tmp_path_factory.mktemp("d")), n_train=70, n_test=10)
+
+
+def _head(seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.ViTConfig(image_size=24, patch_size=8, hidden_size=16, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=32, num_labels=10)
+    return CFTHead(transformers.ViTForImageClassification(cfg).eval())
+
+
+PROC = transformers.ViTImageProcessor(size={"height": 24, "width": 24})
+
+
+def test_extracted_features_are_the_classifier_inputs(digits, tmp_path):
+    head = _head()
+    cache = extract_features(head, digits["train"], str(tmp_path), image_processor=PROC, batch_size=16,
+                             chunk_size=32, accelerator=Accelerator(cpu=True), show_progress=False)
+    assert cache.shape == (70, 16) and isinstance(cache.features, np.memmap)
+    images = [digits["train"][i]["image"].convert("RGB") for i in range(5)]
+    with torch.no_grad():
+        z, logits = head.forward_with_features(PROC(images, return_tensors="pt")["pixel_values"])
+    np.testing.assert_allclose(cache.features[:5], z.numpy(), atol=1e-5)
+    np.testing.assert_allclose(cache.features[:5] @ head.weight.numpy().T + head.bias.numpy(), logits.numpy(),
+                               atol=1e-4)
+
+
+def test_cache_reused_resumed_and_never_stale(digits, tmp_path, monkeypatch):
+    head = _head()
+    full = extract_features(head, digits["train"], str(tmp_path / "a"), image_processor=PROC, batch_size=16,
+                            chunk_size=32, show_progress=False)
+    # an interrupted run: the second chunk dies half-way
+    calls = {"n": 0}
+    real = head.features
+
+    def dying(x):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(x)
+
+    monkeypatch.setattr(head, "features", dying)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(head, digits["train"], str(tmp_path / "b"), image_processor=PROC, batch_size=16,
+                         chunk_size=32, show_progress=False)
+    folder = os.path.join(tmp_path / "b", os.listdir(tmp_path / "b")[0])
+    with open(os.path.join(folder, "progress.json")) as f:
+        assert '"done": 32' in f.read()  # the first chunk was finished and recorded
+    monkeypatch.setattr(head, "features", real)
+    seen = []
+    monkeypatch.setattr(head, "features", lambda x: seen.append(len(x)) or real(x))
+    resumed = extract_features(head, digits["train"], str(tmp_path / "b"), image_processor=PROC, batch_size=16,
+                               chunk_size=32, show_progress=False)
+    assert sum(seen) == 70 - 32  # only the unfinished rows were extracted
+    np.testing.assert_array_equal(np.asarray(resumed.features), np.asarray(full.features))
+    seen.clear()
+    again = extract_features(head, digits["train"], str(tmp_path / "b"), image_processor=PROC, show_progress=False)
+    assert seen == [] and again.key == resumed.key  # complete cache reused, nothing recomputed
+    other_model = _head(seed=1)
+    assert extract_features(other_model, digits["train"], str(tmp_path / "b"), image_processor=PROC,
+                            show_progress=False).key != again.key
+    assert extract_features(head, digits["test"], str(tmp_path / "b"), image_processor=PROC,
+                            show_progress=False).key != again.key
+    proc2 = transformers.ViTImageProcessor(size={"height": 24, "width": 24}, image_mean=[0.4, 0.4, 0.4])
+    assert extract_features(head, digits["train"], str(tmp_path / "b"), image_processor=proc2,
+                            show_progress=False).key != again.key
+    half = extract_features(head, digits["train"], str(tmp_path / "b"), image_processor=PROC, dtype="float16",
+                            show_progress=False)
+    assert half.features.dtype == np.float16 and half.key != again.key
+
+
+def _two_process_job(root):
+    head = _head()
+    ds = load_partial_dataset("digits_mosaic", cache_dir=os.path.join(root, "d"), n_train=70, n_test=10)
+    acc = Accelerator(cpu=True)
+    extract_features(head, ds["train"], os.path.join(root, "two"), image_processor=PROC, batch_size=16,
+                     chunk_size=40, accelerator=acc, show_progress=False)
+
+
+def test_two_cpu_processes_match_one(tmp_path, digits):
+    # a fresh interpreter: forking a process whose torch thread pools already ran can deadlock
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from test_features import _two_process_job; "
+            "from accelerate import debug_launcher; debug_launcher(_two_process_job, args=(sys.argv[2],), "
+            "num_processes=2)")
+    proc = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__), str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = extract_features(_head(), digits["train"], str(tmp_path / "one"), image_processor=PROC, batch_size=16,
+                           chunk_size=40, show_progress=False)
+    folder = tmp_path / "two" / os.listdir(tmp_path / "two")[0]
+    two = np.load(folder / "features.npy")
+    assert two.shape == (70, 16)  # no padding duplicates
+    np.testing.assert_allclose(two, np.asarray(one.features), atol=1e-5)
