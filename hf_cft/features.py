@@ -45,8 +45,8 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     """SHA-256 of every parameter and buffer (names, shapes, dtypes and bytes)."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        t = t.detach().cpu().contiguous().reshape(-1)  # 0-dim buffers (BatchNorm counters) too
+        h.update(f"{name}:{t.numel()}:{t.dtype}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 

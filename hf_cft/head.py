@@ -292,6 +292,8 @@ class CFTHead:
                     cfg.id2label = dict(enumerate(names))
                     cfg.label2id = {n: i for i, n in enumerate(names)}
                 self.model.save_pretrained(tmp, safe_serialization=True)
+                if getattr(self, "image_processor", None) is not None:
+                    self.image_processor.save_pretrained(tmp)  # the pipeline needs it beside the weights
             for name, content in (extra_files or {}).items():
                 mode = "wb" if isinstance(content, bytes) else "w"
                 with open(os.path.join(tmp, name), mode) as f:

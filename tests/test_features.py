@@ -109,3 +109,16 @@ def test_two_cpu_processes_match_one(tmp_path, digits):
     two = np.load(folder / "features.npy")
     assert two.shape == (70, 16)  # no padding duplicates
     np.testing.assert_allclose(two, np.asarray(one.features), atol=1e-5)
+
+
+def test_fingerprint_covers_buffers_and_changes_with_any_weight():
+    from hf_cft.features import model_fingerprint
+
+    cfg = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3)
+    torch.manual_seed(0)
+    model = transformers.ResNetForImageClassification(cfg)  # BatchNorm: 0-dim num_batches_tracked buffers
+    before = model_fingerprint(model)
+    assert before == model_fingerprint(model)
+    with torch.no_grad():
+        model.resnet.embedder.embedder.convolution.weight[0, 0, 0, 0] += 1e-6
+    assert model_fingerprint(model) != before

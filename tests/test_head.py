@@ -146,3 +146,43 @@ def test_timm_native_save_and_reload(tmp_path):
     torch.testing.assert_close(back.weight, head.weight)
     reloaded = timm.create_model(f"local-dir:{out}", pretrained=True)
     assert reloaded.pretrained_cfg["label_names"] == ["a", "b", "c"]
+
+
+def test_end_to_end_fit_evaluate_save_and_pipeline(tmp_path):
+    from PIL import Image
+    from transformers import pipeline
+
+    from hf_cft.data import load_partial_dataset, partial_info
+
+    ds = load_partial_dataset("digits_mosaic", cache_dir=str(tmp_path / "d"), n_train=150, n_test=40)
+    names = partial_info(ds["train"])["categories"]
+    torch.manual_seed(0)
+    cfg = transformers.ViTConfig(image_size=24, patch_size=8, hidden_size=16, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=32, num_labels=10,
+                                 id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    transformers.ViTForImageClassification(cfg).save_pretrained(tmp_path / "base")
+    transformers.ViTImageProcessor(size={"height": 24, "width": 24}).save_pretrained(tmp_path / "base")
+    head = CFTHead.from_pretrained(str(tmp_path / "base"), category_names=names)
+    kw = dict(cache_dir=str(tmp_path / "cache"), show_progress=False)
+    result = head.fit(ds["train"], CFTConfig(variant="refit", show_progress=False), **kw)
+    ev = head.evaluate(ds["test"], result, **kw)
+    z = np.asarray(head.extract(ds["test"], **kw).features)
+    from hf_cft.data import label_arrays
+    from hf_cft.metrics import partial_average_precision
+
+    labels, mask = label_arrays(ds["test"])
+    after = partial_average_precision(z @ result.weight.numpy().T + result.bias.numpy(), labels, mask).value
+    assert ev["after"]["map"] == pytest.approx(after, abs=1e-6)
+    assert set(ev["before"]) >= {"map", "mauc", "per_category_ap", "per_category_auroc"}
+    head.apply(result)
+    out = head.save_pretrained(tmp_path / "out", repo_id="me/cft-digits", dataset_name="digits_mosaic",
+                               evaluation={"test": ev})
+    card = open(os.path.join(out, "README.md")).read()
+    assert "| test | mAP |" in card and 'model="me/cft-digits"' in card and "Held out 22 of the 150" in card
+    assert "model-index" in card and "cft_gains.png" in os.listdir(out)
+    with open(os.path.join(out, "cft_gains.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    clf = pipeline("image-classification", model=out, function_to_apply="sigmoid")
+    preds = clf(Image.new("RGB", (24, 24), (200, 200, 200)), top_k=10)
+    assert len(preds) == 10 and all(0 < p["score"] < 1 for p in preds)
+    assert {p["label"] for p in preds} == set(names)
