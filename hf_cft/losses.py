@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["aucm_loss", "asymmetric_loss", "wmw_loss"]
+__all__ = [
+    "assume_negative",
+    "asymmetric_loss",
+    "aucm_loss",
+    "curriculum_pseudo_labels",
+    "ll_r_keep",
+    "selective_weights",
+    "uncertain_lsr",
+    "wmw_loss",
+]
 
 
 def asymmetric_loss(
@@ -96,3 +107,75 @@ def aucm_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | N
     vn = (((h - mn.unsqueeze(-1)) ** 2) * neg).sum(-1) / n_neg.clamp(min=1)
     loss = vp + vn + torch.clamp(margin - mp + mn, min=0) ** 2
     return torch.where((n_pos > 0) & (n_neg > 0), loss, torch.zeros_like(loss))
+
+
+# --- pseudo-labelling schemes of the baselines (the trainer) ----------------------------------------------------
+
+
+def assume_negative(labels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Assume Negative: every unknown label becomes a negative; all entries count."""
+    return torch.where(mask, labels.float(), torch.zeros_like(labels, dtype=torch.float)), torch.ones_like(mask)
+
+
+def ll_r_keep(loss_unknown: torch.Tensor, unknown: torch.Tensor, epoch: int, delta_rel: float) -> torch.Tensor:
+    """Large Loss Rejection (Kim et al., 2022): which unknown-as-negative entries keep their loss.
+
+    At epoch ``epoch`` (1-based) the ``ceil(delta_rel · (epoch − 1) · B · C)`` largest losses among the unknown
+    entries of the batch (a share of all batch × class entries, as in the reference code) are rejected; the
+    first epoch is unchanged. Returns a boolean keep-mask of the batch's shape.
+    """
+    keep = torch.ones_like(unknown, dtype=torch.bool)
+    k = math.ceil(delta_rel * max(epoch - 1, 0) * unknown.numel())
+    k = min(k, int(unknown.sum()))
+    if k <= 0:
+        return keep
+    scores = torch.where(unknown, loss_unknown.detach(), torch.full_like(loss_unknown, -float("inf")))
+    idx = torch.topk(scores.flatten(), k).indices
+    keep.view(-1)[idx] = False
+    return keep
+
+
+def selective_weights(probs: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor, prior_threshold: float = 0.05,
+                      likelihood_topk: int = 5) -> torch.Tensor:
+    """Class-aware selective loss (Ben-Baruch et al., 2022): which unknown entries count as negatives.
+
+    An unknown entry is *ignored* when its class's estimated prior exceeds ``prior_threshold`` (the class is
+    common, so an unknown is often a missed positive), or when it is among the ``likelihood_topk`` unknown
+    entries of its class in the batch with the highest predicted probability (likely positives); the other
+    unknown entries are negatives. Known entries always count. Returns a float weight mask.
+    """
+    unknown = ~mask
+    counted = unknown & (prior.view(1, -1) <= prior_threshold)
+    if likelihood_topk > 0 and probs.shape[0] > 0:
+        k = min(likelihood_topk, probs.shape[0])
+        scores = torch.where(unknown, probs.detach(), torch.full_like(probs, -1.0))
+        top = torch.topk(scores, k, dim=0).indices  # k × C
+        likely = torch.zeros_like(unknown)
+        likely.scatter_(0, top, True)
+        counted &= ~likely
+    return (mask | counted).float()
+
+
+def curriculum_pseudo_labels(probs: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, mode: str = "score",
+                             threshold_pos: float = 0.95, threshold_neg: float = 0.05):
+    """Curriculum Labeling (Durand et al., 2019): pseudo-labels for unknown entries from the model's scores.
+
+    ``mode="score"``: an unknown entry with probability ≥ ``threshold_pos`` becomes positive, ≤
+    ``threshold_neg`` negative; ``mode="positive"``: only the positive rule applies. Known labels are kept.
+    Returns ``(labels, mask)`` including the pseudo-labels.
+    """
+    if mode not in ("score", "positive"):
+        raise ValueError(f"`mode` must be 'score' or 'positive', got {mode!r}")
+    unknown = ~mask
+    pos = unknown & (probs >= threshold_pos)
+    neg = unknown & (probs <= threshold_neg) if mode == "score" else torch.zeros_like(unknown)
+    new_labels = torch.where(pos, torch.ones_like(labels), labels)
+    new_labels = torch.where(neg, torch.zeros_like(labels), new_labels)
+    return new_labels, mask | pos | neg
+
+
+def uncertain_lsr(labels: torch.Tensor, mask: torch.Tensor, uncertain: torch.Tensor, low: float = 0.55,
+                  high: float = 0.85, generator: torch.Generator | None = None):
+    """U-LSR (CheXpert): an uncertain label becomes a soft label drawn uniformly from [low, high]."""
+    soft = torch.rand(labels.shape, generator=generator, device=labels.device) * (high - low) + low
+    return torch.where(uncertain, soft, labels.float()), mask | uncertain

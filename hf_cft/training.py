@@ -1,0 +1,436 @@
+"""The accelerate trainer that produces the baselines CFT is applied to (AN, ignore, LL-R, Selective, CL).
+
+``accelerate launch recipes/train.py [--args | config.yaml]``; every argument is a field of
+:class:`TrainArguments`. A validation split is held out from the training images (seeded, with its partial
+labels) and chooses the best epoch; the test split is only evaluated at the end, for the report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .losses import (
+    assume_negative,
+    asymmetric_loss,
+    curriculum_pseudo_labels,
+    ll_r_keep,
+    selective_weights,
+    uncertain_lsr,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["METHODS", "TrainArguments", "train"]
+
+METHODS = ("an", "ignore", "ll_r", "selective", "cl")
+STATE_NAME = "trainer_state.json"
+PSEUDO_NAME = "pseudo_labels.safetensors"
+
+
+@dataclass
+class TrainArguments:
+    """Everything a baseline run needs (also the command line of ``recipes/train.py``)."""
+
+    model_name_or_path: str | None = field(default=None, metadata={
+        "help": "Hub id or folder of a transformers or timm image classifier (pretrained weights used when "
+                "present); None: a small ResNet built from a config, randomly initialized."})
+    model_type: str = field(default="transformers", metadata={"help": "'transformers' or 'timm' (a timm name)."})
+    dataset: str = field(default="digits_mosaic", metadata={"help": "A builder name of hf_cft.data."})
+    data_dir: str | None = field(default=None, metadata={"help": "The folder with the dataset's files."})
+    known_ratio: float | None = field(default=0.1, metadata={"help": "Simulated known share (COCO, digits)."})
+    protocol: str | None = field(default="uniform", metadata={"help": "Simulation protocol (COCO, digits)."})
+    dataset_config: str | None = field(default=None, metadata={
+        "help": "Other builder options as JSON, e.g. '{\"frontal_only\": true}'."})
+    method: str = field(default="an", metadata={"help": f"One of {METHODS}."})
+    loss: str = field(default="asl", metadata={"help": "'asl' or 'bce' (ASL with γ=0, clip=0)."})
+    gamma_neg: float = field(default=4.0, metadata={"help": "ASL γ− (the paper's trainer: 4)."})
+    gamma_pos: float = field(default=0.0, metadata={"help": "ASL γ+."})
+    clip: float = field(default=0.05, metadata={"help": "ASL clip."})
+    delta_rel: float = field(default=0.002, metadata={"help": "LL-R: rejection rate growth per epoch."})
+    prior_threshold: float = field(default=0.05, metadata={"help": "Selective: class prior above which unknowns "
+                                                                    "are ignored."})
+    likelihood_topk: int = field(default=5, metadata={"help": "Selective: unknowns per class and batch ignored as "
+                                                              "likely positives."})
+    cl_mode: str = field(default="score", metadata={"help": "CL: 'score' (thresholds) or 'positive'."})
+    cl_threshold_pos: float = field(default=0.95, metadata={"help": "CL: probability for a positive pseudo-label."})
+    cl_threshold_neg: float = field(default=0.05, metadata={"help": "CL: probability for a negative pseudo-label."})
+    uncertain_policy: str = field(default="u_ignore", metadata={
+        "help": "CheXpert uncertain labels: u_ignore, u_ones, u_zeros or u_lsr."})
+    lsr_low: float = field(default=0.55, metadata={"help": "U-LSR lower bound."})
+    lsr_high: float = field(default=0.85, metadata={"help": "U-LSR upper bound."})
+    optimizer: str = field(default="adamw", metadata={"help": "'adam' or 'adamw'."})
+    learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate."})
+    weight_decay: float = field(default=1e-4, metadata={"help": "Not applied to biases and norm parameters."})
+    one_cycle: bool = field(default=True, metadata={"help": "OneCycle schedule (else constant)."})
+    epochs: int = field(default=8, metadata={"help": "Training epochs."})
+    batch_size: int = field(default=64, metadata={"help": "Per-process batch size."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
+    ema_decay: float | None = field(default=None, metadata={"help": "EMA of the weights (e.g. 0.9997); evaluated "
+                                                                    "and saved instead of the raw weights."})
+    image_size: int | None = field(default=None, metadata={"help": "Resize to this (default: the model's own)."})
+    randaugment: bool = field(default=False, metadata={"help": "RandAugment on training images."})
+    val_fraction: float = field(default=0.1, metadata={"help": "Share of training images held out for validation."})
+    report_split: str | None = field(default="test", metadata={
+        "help": "Split evaluated once at the end for the report (never for choosing the epoch); None: none."})
+    metric: str = field(default="ap", metadata={"help": "'ap' or 'auroc': picks the best epoch on validation."})
+    output_dir: str = field(default="outputs/train-digits-mosaic", metadata={"help": "Where models go."})
+    seed: int = field(default=0, metadata={"help": "Seed of everything."})
+    resume_from_checkpoint: str | None = field(default=None, metadata={
+        "help": "A checkpoint folder, or 'latest' for the newest in output_dir/checkpoints."})
+    with_tracking: bool = field(default=False, metadata={"help": "Log to tensorboard in output_dir."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training images."})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader workers."})
+    stop_after_epochs: int | None = field(default=None, metadata={
+        "help": "Stop (as if killed) after this many epochs of this run; for resume tests."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Push the best model to the Hub."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Repo id for --push_to_hub."})
+    cpu: bool | None = field(default=None, metadata={"help": "Force the CPU (default: when no GPU)."})
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"`method` must be one of {METHODS}, got {self.method!r}")
+        if self.loss not in ("asl", "bce"):
+            raise ValueError(f"`loss` must be 'asl' or 'bce', got {self.loss!r}")
+        if self.uncertain_policy not in ("u_ignore", "u_ones", "u_zeros", "u_lsr"):
+            raise ValueError(f"`uncertain_policy` must be u_ignore, u_ones, u_zeros or u_lsr, got "
+                             f"{self.uncertain_policy!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"`val_fraction` must be in (0, 1), got {self.val_fraction}")
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"`optimizer` must be 'adam' or 'adamw', got {self.optimizer!r}")
+
+
+# -- model and data ------------------------------------------------------------------------------------------
+def build_model(args: TrainArguments, names: list[str]):
+    """The model to train and its input size, mean and std."""
+    id2label = dict(enumerate(names))
+    if args.model_type == "timm":
+        import timm
+
+        model = timm.create_model(args.model_name_or_path, pretrained=os.path.isdir(str(args.model_name_or_path)),
+                                  num_classes=len(names))
+        cfg = timm.data.resolve_data_config({}, model=model)
+        model.pretrained_cfg = {**model.pretrained_cfg, "label_names": names}
+        return model, args.image_size or cfg["input_size"][-1], cfg["mean"], cfg["std"]
+    import transformers
+
+    if args.model_name_or_path is None:
+        cfg = transformers.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64], depths=[1, 1, 1],
+                                        layer_type="basic", num_labels=len(names), id2label=id2label,
+                                        label2id={n: i for i, n in enumerate(names)},
+                                        problem_type="multi_label_classification")
+        torch.manual_seed(args.seed)
+        return transformers.ResNetForImageClassification(cfg), args.image_size or 32, [0.5] * 3, [0.5] * 3
+    model = transformers.AutoModelForImageClassification.from_pretrained(
+        args.model_name_or_path, num_labels=len(names), id2label=id2label,
+        label2id={n: i for i, n in enumerate(names)}, ignore_mismatched_sizes=True,
+        problem_type="multi_label_classification")
+    try:
+        proc = transformers.AutoImageProcessor.from_pretrained(args.model_name_or_path)
+        size = getattr(proc, "size", {}) or {}
+        side = size.get("height") or size.get("shortest_edge") or 224
+        return model, args.image_size or side, proc.image_mean, proc.image_std
+    except (OSError, ValueError):
+        return model, args.image_size or 224, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def _transforms(size: int, mean, std, train: bool, randaugment: bool):
+    from torchvision import transforms as T
+
+    ops = [T.Resize((size, size))]
+    if train and randaugment:
+        ops.append(T.RandAugment())
+    ops += [T.ToTensor(), T.Normalize(mean, std)]
+    return T.Compose(ops)
+
+
+class _Split(torch.utils.data.Dataset):
+    """Images of a datasets split with their labels, masks and row index (for pseudo-labels)."""
+
+    def __init__(self, ds, rows: np.ndarray, transform, labels, mask, uncertain):
+        self.ds, self.rows, self.transform = ds, rows, transform
+        self.labels, self.mask, self.uncertain = labels, mask, uncertain
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        r = int(self.rows[i])
+        image = self.ds[r]["image"].convert("RGB")
+        return {"pixel_values": self.transform(image), "labels": torch.from_numpy(self.labels[r]),
+                "label_mask": torch.from_numpy(self.mask[r]), "uncertain": torch.from_numpy(self.uncertain[r]),
+                "index": torch.tensor(r)}
+
+
+# -- the loop ------------------------------------------------------------------------------------------------
+def _logits(model, x):
+    out = model(x)
+    return out.logits if hasattr(out, "logits") else out
+
+
+def _param_groups(model, weight_decay: float):
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)  # biases and norm weights
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train(args: TrainArguments) -> dict:
+    """Train a baseline; returns the report (best validation score, epochs, report-split metrics)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from .data import label_arrays, load_partial_dataset, partial_info
+    from .metrics import partial_auroc, partial_average_precision
+
+    cpu = (not torch.cuda.is_available()) if args.cpu is None else args.cpu
+    accelerator = Accelerator(cpu=cpu, gradient_accumulation_steps=args.gradient_accumulation_steps,
+                              log_with="tensorboard" if args.with_tracking else None, project_dir=args.output_dir)
+    set_seed(args.seed)
+    config = json.loads(args.dataset_config) if args.dataset_config else {}
+    if args.dataset in ("coco2014", "digits_mosaic"):
+        config.setdefault("known_ratio", args.known_ratio)
+        config.setdefault("protocol", args.protocol)
+        config.setdefault("seed", args.seed)
+    with accelerator.main_process_first():
+        ds = load_partial_dataset(args.dataset, data_dir=args.data_dir, **config)
+    train_ds = ds["train"]
+    names = partial_info(train_ds)["categories"]
+    columns = ("labels", "label_mask", "uncertain_mask") if "uncertain_mask" in train_ds.features else \
+        ("labels", "label_mask")
+    arrays = label_arrays(train_ds, columns)
+    labels, mask = arrays[0].astype(np.float32), arrays[1]
+    uncertain = arrays[2] if len(arrays) == 3 else np.zeros_like(mask)
+    if args.uncertain_policy in ("u_ones", "u_zeros"):
+        labels[uncertain] = 1.0 if args.uncertain_policy == "u_ones" else 0.0
+        mask = mask | uncertain
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(train_ds))
+    if args.max_train_samples:
+        order = order[: args.max_train_samples]
+    n_val = max(1, int(round(args.val_fraction * len(order))))
+    val_rows, fit_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
+
+    model, size, mean, std = build_model(args, names)
+    fit_set = _Split(train_ds, fit_rows, _transforms(size, mean, std, True, args.randaugment), labels, mask, uncertain)
+    val_set = _Split(train_ds, val_rows, _transforms(size, mean, std, False, False), labels, mask, uncertain)
+    gen = torch.Generator().manual_seed(args.seed)
+    train_loader = torch.utils.data.DataLoader(fit_set, batch_size=args.batch_size, shuffle=True, generator=gen,
+                                               num_workers=args.num_workers, drop_last=False)
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=args.batch_size, num_workers=args.num_workers)
+    opt_cls = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
+    params = _param_groups(model, args.weight_decay) if args.optimizer == "adamw" else model.parameters()
+    optimizer = opt_cls(params, lr=args.learning_rate)
+    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    scheduler = None
+    if args.one_cycle:
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.learning_rate,
+                                                        total_steps=max(1, steps_per_epoch * args.epochs))
+        accelerator.register_for_checkpointing(scheduler)
+    ema = None
+    if args.ema_decay:
+        ema = torch.optim.swa_utils.AveragedModel(
+            accelerator.unwrap_model(model), multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema_decay))
+        accelerator.register_for_checkpointing(ema)
+    # CL pseudo-labels and the Selective prior live here and are checkpointed with the state
+    pseudo = {"labels": torch.from_numpy(labels.copy()), "mask": torch.from_numpy(mask.copy())}
+    prior = torch.from_numpy(np.where(mask, labels, 0).sum(0) / np.maximum(mask.sum(0), 1)).float()
+    state = {"epoch": 0, "best_score": None, "best_epoch": None, "history": []}
+    ckpt_root = os.path.join(args.output_dir, "checkpoints")
+    if args.resume_from_checkpoint:
+        path = args.resume_from_checkpoint
+        if path == "latest":
+            done = sorted((d for d in os.listdir(ckpt_root) if d.startswith("epoch_")),
+                          key=lambda d: int(d.split("_")[1])) if os.path.isdir(ckpt_root) else []
+            if not done:
+                raise FileNotFoundError(f"no checkpoint in {ckpt_root} to resume from")
+            path = os.path.join(ckpt_root, done[-1])
+        accelerator.load_state(path)
+        with open(os.path.join(path, STATE_NAME), encoding="utf-8") as f:
+            state = json.load(f)
+        extra = load_file(os.path.join(path, PSEUDO_NAME))
+        pseudo, prior = {"labels": extra["labels"], "mask": extra["mask"]}, extra["prior"]
+        accelerator.print(f"resumed from {path} (epoch {state['epoch']})")
+    if args.with_tracking:
+        accelerator.init_trackers("hf_cft_train", config={k: v for k, v in asdict(args).items()
+                                                          if isinstance(v, (int, float, str, bool))})
+    lsr_gen = torch.Generator(device=accelerator.device).manual_seed(args.seed)
+
+    def evaluate(loader, eval_model):
+        eval_model.eval()
+        outs, ys, ms = [], [], []
+        with torch.no_grad():
+            for batch in loader:
+                logits = _logits(eval_model, batch["pixel_values"])
+                logits, y, m = accelerator.gather_for_metrics((logits, batch["labels"], batch["label_mask"]))
+                outs.append(logits.float().cpu()), ys.append(y.cpu()), ms.append(m.cpu())
+        s, y, m = torch.cat(outs), torch.cat(ys), torch.cat(ms)
+        return {"map": partial_average_precision(s, y, m).value, "mauc": partial_auroc(s, y, m).value,
+                "n": len(s)}
+
+    ran = 0
+    for epoch in range(state["epoch"] + 1, args.epochs + 1):
+        gen.manual_seed(args.seed * 1000 + epoch)  # the shuffle of an epoch does not depend on resuming
+        model.train()
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_local_main_process)
+        total = 0.0
+        for batch in bar:
+            with accelerator.accumulate(model):
+                logits = _logits(model, batch["pixel_values"]).float()
+                y, m = batch["labels"].float(), batch["label_mask"]
+                if args.uncertain_policy == "u_lsr":
+                    y, m = uncertain_lsr(y, m, batch["uncertain"], args.lsr_low, args.lsr_high, lsr_gen)
+                idx = batch["index"].cpu()
+                if args.method == "cl":
+                    y = pseudo["labels"][idx].to(y.device)
+                    m = pseudo["mask"][idx].to(m.device)
+                gn, gp, cl = (args.gamma_neg, args.gamma_pos, args.clip) if args.loss == "asl" else (0.0, 0.0, 0.0)
+                if args.method == "ignore" or args.method == "cl":
+                    weights = m.float()
+                elif args.method == "an":
+                    y, ones = assume_negative(y, m)
+                    weights = ones.float()
+                elif args.method == "ll_r":
+                    y_an, _ = assume_negative(y, m)
+                    per = asymmetric_loss(logits, y_an, None, gn, gp, cl, reduce_dim=())
+                    weights = ll_r_keep(per, ~m, epoch, args.delta_rel).float()
+                    y = y_an
+                else:  # selective
+                    with torch.no_grad():
+                        probs = torch.sigmoid(logits)
+                    weights = selective_weights(probs, m, prior.to(logits.device), args.prior_threshold,
+                                                args.likelihood_topk)
+                    y = torch.where(m, y, torch.zeros_like(y))
+                loss = asymmetric_loss(logits, y, None, gn, gp, cl, reduce_dim=()) * weights
+                loss = loss.sum() / max(1, logits.shape[0])
+                accelerator.backward(loss)
+                optimizer.step()
+                if accelerator.sync_gradients and scheduler is not None:
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                if ema is not None and accelerator.sync_gradients:
+                    ema.update_parameters(accelerator.unwrap_model(model))
+                total += float(loss)
+                bar.set_postfix(loss=f"{float(loss):.3f}")
+        eval_model = ema.module if ema is not None else model
+        if args.method in ("cl", "selective"):
+            _refresh(args, accelerator, eval_model, train_ds, fit_rows, size, mean, std, pseudo, prior, labels, mask)
+        val = evaluate(val_loader, eval_model)
+        score = val["map"] if args.metric == "ap" else val["mauc"]
+        improved = state["best_score"] is None or score > state["best_score"]
+        state["history"].append({"epoch": epoch, "loss": total / max(1, len(train_loader)), **val})
+        if improved:
+            state["best_score"], state["best_epoch"] = score, epoch
+            _save_model(accelerator, eval_model, os.path.join(args.output_dir, "best"), names)
+        state["epoch"] = epoch
+        accelerator.print(f"epoch {epoch}: validation mAP {100 * val['map']:.2f} mAUC {100 * val['mauc']:.2f}"
+                          + (" (best)" if improved else ""))
+        if args.with_tracking:
+            accelerator.log({"train/loss": state["history"][-1]["loss"], "val/map": val["map"],
+                             "val/mauc": val["mauc"]}, step=epoch)
+        path = os.path.join(ckpt_root, f"epoch_{epoch}")
+        accelerator.save_state(path)
+        if accelerator.is_main_process:
+            with open(os.path.join(path, STATE_NAME), "w", encoding="utf-8") as f:
+                json.dump(state, f)
+            save_file({"labels": pseudo["labels"].contiguous(), "mask": pseudo["mask"].contiguous(),
+                       "prior": prior.contiguous()}, os.path.join(path, PSEUDO_NAME))
+        accelerator.wait_for_everyone()
+        ran += 1
+        if args.stop_after_epochs and ran >= args.stop_after_epochs and epoch < args.epochs:
+            accelerator.print(f"stopping after {ran} epoch(s) as asked")
+            return {"stopped_at_epoch": epoch, **state}
+    report = {"best_epoch": state["best_epoch"], "best_validation": state["best_score"], "history": state["history"]}
+    if args.report_split and args.report_split in ds:
+        best = _load_best(args, names)
+        best = accelerator.prepare(best)
+        test = ds[args.report_split]
+        arrays = label_arrays(test)
+        rows = np.arange(len(test))
+        test_set = _Split(test, rows, _transforms(size, mean, std, False, False), arrays[0].astype(np.float32),
+                          arrays[1], np.zeros_like(arrays[1]))
+        loader = accelerator.prepare(torch.utils.data.DataLoader(test_set, batch_size=args.batch_size))
+        report[args.report_split] = evaluate(loader, best)
+        accelerator.print(f"{args.report_split} (best epoch {state['best_epoch']}): mAP "
+                          f"{100 * report[args.report_split]['map']:.2f} mAUC "
+                          f"{100 * report[args.report_split]['mauc']:.2f}")
+    if accelerator.is_main_process:
+        with open(os.path.join(args.output_dir, "train_report.json"), "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+    if args.push_to_hub and accelerator.is_main_process:
+        from huggingface_hub import HfApi
+
+        repo = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
+        HfApi().create_repo(repo, exist_ok=True)
+        HfApi().upload_folder(repo_id=repo, folder_path=os.path.join(args.output_dir, "best"),
+                              commit_message=f"{args.method} baseline trained with hf_cft")
+    if args.with_tracking:
+        accelerator.end_training()
+    return report
+
+
+@torch.no_grad()
+def _refresh(args, accelerator, model, train_ds, fit_rows, size, mean, std, pseudo, prior, labels, mask):
+    """After an epoch: CL pseudo-labels from the model's scores; the Selective class prior from its mean score."""
+    data = _Split(train_ds, fit_rows, _transforms(size, mean, std, False, False), labels, mask, np.zeros_like(mask))
+    loader = accelerator.prepare(torch.utils.data.DataLoader(data, batch_size=args.batch_size))
+    model.eval()
+    probs, idxs = [], []
+    for batch in loader:
+        p = torch.sigmoid(_logits(model, batch["pixel_values"]).float())
+        p, i = accelerator.gather_for_metrics((p, batch["index"]))
+        probs.append(p.cpu()), idxs.append(i.cpu())
+    p, idx = torch.cat(probs), torch.cat(idxs)
+    if args.method == "cl":
+        y0, m0 = torch.from_numpy(labels[idx.numpy()]), torch.from_numpy(mask[idx.numpy()])
+        new_y, new_m = curriculum_pseudo_labels(p, y0, m0, args.cl_mode, args.cl_threshold_pos, args.cl_threshold_neg)
+        pseudo["labels"][idx] = new_y
+        pseudo["mask"][idx] = new_m
+    else:
+        prior.copy_(p.mean(0))
+
+
+def _save_model(accelerator, model, directory: str, names: list[str]) -> None:
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return
+    model = accelerator.unwrap_model(model)
+    if hasattr(model, "save_pretrained"):
+        model.config.problem_type = "multi_label_classification"
+        model.config.id2label = dict(enumerate(names))
+        model.config.label2id = {n: i for i, n in enumerate(names)}
+        tmp = directory + ".tmp"
+        model.save_pretrained(tmp, safe_serialization=True)
+    else:
+        from timm.models import save_for_hf
+
+        tmp = directory + ".tmp"
+        save_for_hf(model, tmp, model_config={"label_names": names}, safe_serialization=True)
+    if os.path.exists(directory):
+        import shutil
+
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+
+
+def _load_best(args, names):
+    path = os.path.join(args.output_dir, "best")
+    if args.model_type == "timm":
+        import timm
+
+        return timm.create_model(f"local-dir:{path}", pretrained=True)
+    import transformers
+
+    return transformers.AutoModelForImageClassification.from_pretrained(path)

@@ -1,0 +1,131 @@
+"""Trainer losses against their written definitions, resume determinism, and the launch in two processes."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from hf_cft.losses import (
+    assume_negative,
+    asymmetric_loss,
+    curriculum_pseudo_labels,
+    ll_r_keep,
+    selective_weights,
+    uncertain_lsr,
+)
+
+RECIPE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "train.py")
+
+
+def test_asl_matches_its_formula_and_bce():
+    torch.manual_seed(0)
+    x = torch.randn(5, 4, dtype=torch.float64)
+    y = (torch.rand(5, 4) < 0.5).double()
+    p = torch.sigmoid(x)
+    pm = (p - 0.05).clamp(min=0)
+    ref = -(y * (1 - p) ** 1 * torch.log(p) + (1 - y) * pm**4 * torch.log(1 - pm)).sum()
+    torch.testing.assert_close(asymmetric_loss(x, y, None, gamma_neg=4, gamma_pos=1, clip=0.05), ref)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(x, y, reduction="sum")
+    torch.testing.assert_close(asymmetric_loss(x, y, None, 0, 0, 0), bce)
+
+
+def test_assume_negative_and_curriculum():
+    y = torch.tensor([[1.0, 0.0, 1.0]])
+    m = torch.tensor([[True, False, False]])
+    an_y, an_m = assume_negative(y, m)
+    assert an_y.tolist() == [[1.0, 0.0, 0.0]] and an_m.all()
+    probs = torch.tensor([[0.99, 0.97, 0.01]])
+    ny, nm = curriculum_pseudo_labels(probs, y, m, "score", 0.95, 0.05)
+    assert ny.tolist() == [[1.0, 1.0, 0.0]] and nm.all()
+    ny, nm = curriculum_pseudo_labels(probs, y, m, "positive", 0.95, 0.05)
+    assert nm.tolist() == [[True, True, False]]
+
+
+def test_ll_r_rejects_the_largest_unknown_losses_growing_per_epoch():
+    torch.manual_seed(0)
+    loss = torch.rand(8, 5)
+    unknown = torch.rand(8, 5) < 0.7
+    assert ll_r_keep(loss, unknown, 1, 0.1).all()  # first epoch unchanged
+    for epoch in (2, 3):
+        keep = ll_r_keep(loss, unknown, epoch, 0.1)
+        k = math.ceil(0.1 * (epoch - 1) * 40)
+        assert int((~keep).sum()) == k and not (~keep & ~unknown).any()
+        rejected, kept = loss[~keep], loss[keep & unknown]
+        assert rejected.min() >= kept.max()  # exactly the largest unknown losses
+
+
+def test_selective_ignores_common_classes_and_likely_positives():
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.1, 0.05], [0.3, 0.02]])
+    mask = torch.tensor([[False, False], [False, False], [True, False], [False, False]])
+    prior = torch.tensor([0.01, 0.5])  # class 1 is common: its unknowns are ignored
+    w = selective_weights(probs, mask, prior, prior_threshold=0.05, likelihood_topk=1)
+    assert w[:, 1].tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert w[:, 0].tolist() == [0.0, 1.0, 1.0, 1.0]  # row 0: the likeliest unknown of class 0 is ignored
+
+
+def test_u_lsr_soft_labels_in_range():
+    y = torch.zeros(100, 3)
+    m = torch.zeros(100, 3, dtype=torch.bool)
+    u = torch.rand(100, 3) < 0.5
+    ny, nm = uncertain_lsr(y, m, u, 0.55, 0.85, torch.Generator().manual_seed(0))
+    assert (ny[u] >= 0.55).all() and (ny[u] <= 0.85).all() and (ny[~u] == 0).all() and (nm == u).all()
+
+
+def _run(args, cwd, launcher=("--num_processes", "1")):
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launcher, RECIPE, *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(cwd), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+SMALL = ["--max_train_samples", "300", "--batch_size", "32", "--dataset_config",
+         '{"n_train": 400, "n_test": 60}', "--report_split", "test"]
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    from safetensors.torch import load_file
+
+    base = [*SMALL, "--epochs", "2", "--method", "ll_r", "--delta_rel", "0.05", "--ema_decay", "0.9"]
+    _run([*base, "--output_dir", str(tmp_path / "full")], tmp_path)
+    _run([*base, "--output_dir", str(tmp_path / "cut"), "--stop_after_epochs", "1"], tmp_path)
+    assert not os.path.exists(tmp_path / "cut" / "checkpoints" / "epoch_2")
+    _run([*base, "--output_dir", str(tmp_path / "cut"), "--resume_from_checkpoint", "latest"], tmp_path)
+    a = load_file(tmp_path / "full" / "checkpoints" / "epoch_2" / "model.safetensors")
+    b = load_file(tmp_path / "cut" / "checkpoints" / "epoch_2" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    report = json.loads((tmp_path / "cut" / "train_report.json").read_text())
+    assert report["best_epoch"] in (1, 2) and 0 <= report["test"]["map"] <= 1 and report["test"]["n"] == 60
+    cfg = json.loads((tmp_path / "cut" / "best" / "config.json").read_text())
+    assert cfg["problem_type"] == "multi_label_classification" and cfg["id2label"]["3"] == "3"
+
+
+@pytest.mark.parametrize("method", ["selective", "cl", "ignore"])
+def test_methods_run(method, tmp_path):
+    proc = _run([*SMALL, "--epochs", "1", "--method", method, "--output_dir", str(tmp_path / method)], tmp_path)
+    assert "test (best epoch 1)" in proc.stdout
+
+
+def test_two_cpu_processes(tmp_path):
+    proc = _run([*SMALL, "--epochs", "1", "--output_dir", str(tmp_path / "two")], tmp_path,
+                launcher=("--multi_gpu", "--num_processes", "2"))
+    report = json.loads((tmp_path / "two" / "train_report.json").read_text())
+    assert report["test"]["n"] == 60  # evaluation without padding duplicates
+    assert report["history"][0]["n"] == 30  # validation: 10% of 300
+    assert "test (best epoch 1)" in proc.stdout
+
+
+def test_bad_arguments_are_refused():
+    from hf_cft.training import TrainArguments
+
+    with pytest.raises(ValueError, match="method"):
+        TrainArguments(method="magic")
+    with pytest.raises(ValueError, match="uncertain_policy"):
+        TrainArguments(uncertain_policy="u_maybe")
+    np.testing.assert_equal(TrainArguments().val_fraction, 0.1)
