@@ -116,8 +116,11 @@ def build_model(args: TrainArguments, names: list[str]):
     if args.model_type == "timm":
         import timm
 
-        model = timm.create_model(args.model_name_or_path, pretrained=os.path.isdir(str(args.model_name_or_path)),
-                                  num_classes=len(names))
+        name = str(args.model_name_or_path)
+        local = os.path.isdir(name)
+        # pretrained where the weights are at hand (a local folder or a Hub repo); a bare timm name: random init
+        model = timm.create_model(f"local-dir:{name}" if local else name,
+                                  pretrained=local or name.startswith("hf-hub:"), num_classes=len(names))
         cfg = timm.data.resolve_data_config({}, model=model)
         model.pretrained_cfg = {**model.pretrained_cfg, "label_names": names}
         return model, args.image_size or cfg["input_size"][-1], cfg["mean"], cfg["std"]
@@ -195,6 +198,11 @@ def train(args: TrainArguments) -> dict:
     from .metrics import partial_auroc, partial_average_precision
 
     cpu = (not torch.cuda.is_available()) if args.cpu is None else args.cpu
+    if args.with_tracking:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError as err:
+            raise ImportError("--with_tracking logs to tensorboard: pip install 'hf_cft[tracking]'") from err
     accelerator = Accelerator(cpu=cpu, gradient_accumulation_steps=args.gradient_accumulation_steps,
                               log_with="tensorboard" if args.with_tracking else None, project_dir=args.output_dir)
     set_seed(args.seed)

@@ -108,8 +108,13 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
 
 @pytest.mark.parametrize("method", ["selective", "cl", "ignore"])
 def test_methods_run(method, tmp_path):
-    proc = _run([*SMALL, "--epochs", "1", "--method", method, "--output_dir", str(tmp_path / method)], tmp_path)
+    extra = ["--with_tracking"] if method == "ignore" else []
+    proc = _run([*SMALL, "--epochs", "1", "--method", method, "--output_dir", str(tmp_path / method), *extra],
+                tmp_path)
     assert "test (best epoch 1)" in proc.stdout
+    if extra:
+        events = [f for _, _, fs in os.walk(tmp_path / method) for f in fs if f.startswith("events.out.tfevents")]
+        assert events
 
 
 def test_two_cpu_processes(tmp_path):
