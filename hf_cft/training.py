@@ -341,7 +341,7 @@ def train(args: TrainArguments) -> dict:
         state["history"].append({"epoch": epoch, "loss": total / max(1, len(train_loader)), **val})
         if improved:
             state["best_score"], state["best_epoch"] = score, epoch
-            _save_model(accelerator, eval_model, os.path.join(args.output_dir, "best"), names)
+            _save_model(accelerator, eval_model, os.path.join(args.output_dir, "best"), names, (size, mean, std))
         state["epoch"] = epoch
         accelerator.print(f"epoch {epoch}: validation mAP {100 * val['map']:.2f} mAUC {100 * val['mauc']:.2f}"
                           + (" (best)" if improved else ""))
@@ -360,7 +360,10 @@ def train(args: TrainArguments) -> dict:
         if args.stop_after_epochs and ran >= args.stop_after_epochs and epoch < args.epochs:
             accelerator.print(f"stopping after {ran} epoch(s) as asked")
             return {"stopped_at_epoch": epoch, **state}
-    report = {"best_epoch": state["best_epoch"], "best_validation": state["best_score"], "history": state["history"]}
+    report = {"best_epoch": state["best_epoch"], "best_validation": state["best_score"], "history": state["history"],
+              "dataset": args.dataset, "dataset_config": config,
+              # the images the model never trained on: CFT selects on these (hf_cft.recipe, selection "auto")
+              "validation_rows": val_rows.tolist(), "train_rows": len(train_ds)}
     if args.report_split and args.report_split in ds:
         best = _load_best(args, names)
         best = accelerator.prepare(best)
@@ -375,8 +378,9 @@ def train(args: TrainArguments) -> dict:
                           f"{100 * report[args.report_split]['map']:.2f} mAUC "
                           f"{100 * report[args.report_split]['mauc']:.2f}")
     if accelerator.is_main_process:
-        with open(os.path.join(args.output_dir, "train_report.json"), "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
+        for folder in (args.output_dir, os.path.join(args.output_dir, "best")):
+            with open(os.path.join(folder, "train_report.json"), "w", encoding="utf-8") as f:
+                json.dump(report, f, indent=2)
     if args.push_to_hub and accelerator.is_main_process:
         from huggingface_hub import HfApi
 
@@ -410,7 +414,7 @@ def _refresh(args, accelerator, model, train_ds, fit_rows, size, mean, std, pseu
         prior.copy_(p.mean(0))
 
 
-def _save_model(accelerator, model, directory: str, names: list[str]) -> None:
+def _save_model(accelerator, model, directory: str, names: list[str], preprocessing=None) -> None:
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return
@@ -421,6 +425,12 @@ def _save_model(accelerator, model, directory: str, names: list[str]) -> None:
         model.config.label2id = {n: i for i, n in enumerate(names)}
         tmp = directory + ".tmp"
         model.save_pretrained(tmp, safe_serialization=True)
+        if preprocessing is not None:  # exactly the evaluation transform the model was trained with
+            import transformers
+
+            size, mean, std = preprocessing
+            transformers.ViTImageProcessor(size={"height": size, "width": size}, image_mean=list(mean),
+                                           image_std=list(std)).save_pretrained(tmp)
     else:
         from timm.models import save_for_hf
 

@@ -244,3 +244,43 @@ def test_result_report_json_and_markdown(planted, tmp_path):
     assert "held out 45 of the 300 training images" in data["selection"]
     md = res.to_markdown()
     assert md.count("\n") == 5 and "| 1 | dog |" in md and "skipped: no known positive" in md
+
+
+@pytest.mark.parametrize("variant", ["ga", "refit", "bp"])
+def test_shards_together_equal_one_run(planted, variant):
+    x, y, m, w0, b0 = planted(n=600, d=8, c=7, known=0.3)
+    cfg = CFTConfig(variant=variant, generations=15, population_size=6, epochs=15, lr=0.05, block_memory_mb=0.02,
+                    mutation_range=0.05, **FAST)
+    one = fit_cft(x, y, m, w0, b0, cfg)
+    parts = [CFTEngine(cfg).fit(x, y, m, w0, b0, shard=(r, 3)) for r in range(3)]
+    owned = [[r.index for r in p.report if r.skipped != "in another shard"] for p in parts]
+    assert sorted(c for o in owned for c in o) == list(range(7))  # every category in exactly one shard
+    assert all(owned)  # the blocks were dealt out
+    for rank, cats in enumerate(owned):
+        for c in cats:
+            assert torch.equal(parts[rank].weight[c], one.weight[c]) and torch.equal(parts[rank].bias[c], one.bias[c])
+            assert parts[rank].report[c] == one.report[c]
+
+
+def test_checkpointed_blocks_are_reused(planted, tmp_path, monkeypatch):
+    from hf_cft.engine import core
+
+    x, y, m, w0, b0 = planted(n=400, d=8, c=5, known=0.4)
+    cfg = CFTConfig(variant="ga", generations=10, population_size=6, block_memory_mb=0.02, mutation_range=0.05,
+                    **FAST)
+    first = CFTEngine(cfg).fit(x, y, m, w0, b0, checkpoint_dir=str(tmp_path))
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) > 1 and all(f.endswith(".safetensors") for f in files)
+    calls = []
+    real = core.CFTEngine._run_block
+    monkeypatch.setattr(core.CFTEngine, "_run_block", lambda self, *a: calls.append(a[1]) or real(self, *a))
+    (tmp_path / files[0]).unlink()  # as if killed before that block finished
+    again = CFTEngine(cfg).fit(x, y, m, w0, b0, checkpoint_dir=str(tmp_path))
+    assert len(calls) == 1  # only the missing block was computed again
+    assert torch.equal(first.weight, again.weight) and first.to_dict() == again.to_dict()
+    y2 = y.copy()
+    y2[0, 0] = 1 - y2[0, 0]
+    m[0, 0] = True
+    calls.clear()
+    CFTEngine(cfg).fit(x, y2, m, w0, b0, checkpoint_dir=str(tmp_path))
+    assert len(calls) == len(files)  # other labels: nothing stale is reused

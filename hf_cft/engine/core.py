@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 
@@ -20,6 +23,7 @@ from .ga import run_ga
 from .pygad_backend import run_pygad
 from .refit import run_refit
 from .result import CategoryReport, CFTResult
+from .selection import BlockOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -125,10 +129,25 @@ class CFTEngine:
         categories: Sequence[int] | None = None,
         category_names: Sequence[str] | None = None,
         uncertain_mask=None,
+        shard: tuple[int, int] | None = None,
+        checkpoint_dir: str | None = None,
     ) -> CFTResult:
-        """Re-fit the rows; see :func:`fit_cft`. ``categories`` restricts the run to those rows."""
+        """Re-fit the rows; see :func:`fit_cft`.
+
+        Args:
+            categories: restrict the run to these rows.
+            shard: ``(rank, world_size)``: run only this rank's share of the blocks (blocks are planned over all
+                categories, then dealt out balanced by cost), so that the shards together equal one run.
+            checkpoint_dir: keep each finished block there (safetensors, written atomically); a run started
+                again with the same inputs and config reuses them and computes only the rest.
+        """
         cfg = self.config
         fit, sel, protocol = self._splits(features, labels, label_mask, selection)
+        if shard is not None and not (0 <= shard[0] < shard[1]):
+            raise ValueError(f"`shard` must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
+        self._shard, self._checkpoint_dir, self._fingerprint = shard, checkpoint_dir, None
+        if checkpoint_dir is not None:
+            self._fingerprint = _fingerprint(fit, sel, weight, bias)
         n_cat, d = fit.labels.shape[1], fit.features.shape[1]
         weight0, bias0 = self._rows(weight, bias, n_cat, d)
         if category_names is not None and len(category_names) != n_cat:
@@ -205,6 +224,14 @@ class CFTEngine:
         population = {"bp": 1, "ga": cfg.population_size, "pygad": cfg.pygad_population_size,
                       "refit": len(cfg.refit_l2)}[variant]
         blocks = make_blocks(todo, fit_f, sel_f, d, population, cfg.block_memory_mb * 2**20)
+        if self._shard is not None:
+            mine = _deal(blocks, [sum(fit_f.cost(c) + sel_f.cost(c) for c in b) for b in blocks], *self._shard)
+            for block in blocks:
+                if block not in mine:
+                    for c in block:
+                        report[c].skipped = "in another shard"
+            todo = [c for b in mine for c in b]
+            blocks = mine
         logger.info(
             "CFT-%s: %d of %d categories in %d block(s) on %s (%d fit / %d selection images)",
             variant, len(todo), n_cat, len(blocks), device, fit.n, sel.n,
@@ -212,7 +239,12 @@ class CFTEngine:
         start = time.perf_counter()
         bar = tqdm(total=len(todo), desc=f"CFT-{variant}", unit="cat", disable=not cfg.show_progress)
         for block in blocks:
-            outcome = self._run_block(variant, block, weight0, bias0, fit_f, sel_f, metric, device, dtype, bar)
+            path = self._block_path(variant, block)
+            outcome = _load_block(path) if path and os.path.exists(path) else None
+            if outcome is None:
+                outcome = self._run_block(variant, block, weight0, bias0, fit_f, sel_f, metric, device, dtype, bar)
+                if path:
+                    _save_block(path, outcome)
             idx = torch.as_tensor(block)
             new_w[idx] = outcome.weight.to("cpu", new_w.dtype)
             new_b[idx] = outcome.bias.to("cpu", new_b.dtype)
@@ -229,6 +261,13 @@ class CFTEngine:
         bar.close()
         logger.info("CFT-%s: done in %.1fs", variant, time.perf_counter() - start)
         return new_w, new_b, report
+
+    def _block_path(self, variant: str, block: list[int]) -> str | None:
+        if self._checkpoint_dir is None:
+            return None
+        key = hashlib.sha256(json.dumps([variant, self.config.to_dict(), block, self._fingerprint],
+                                        sort_keys=True).encode()).hexdigest()[:24]
+        return os.path.join(self._checkpoint_dir, f"{variant}-{key}.safetensors")
 
     def _run_block(self, variant, block, weight0, bias0, fit_f, sel_f, metric, device, dtype, bar):
         cfg = self.config
@@ -298,6 +337,54 @@ def choose_per_category(results: dict[str, CFTResult], weight, bias) -> CFTResul
     variants = [r.config.variant for r in results.values()]
     config = dataclasses.replace(first.config, variant="auto", auto_variants=variants)
     return _choose(candidates, w0, b0, config, first.selection)
+
+
+def _deal(blocks: list[list[int]], costs: list[float], rank: int, world: int) -> list[list[int]]:
+    """Blocks of ``rank``: dealt largest first to the least-loaded rank (deterministic)."""
+    load = [0.0] * world
+    owner = {}
+    for i in sorted(range(len(blocks)), key=lambda i: (-costs[i], blocks[i][0])):
+        r = min(range(world), key=lambda k: (load[k], k))
+        owner[i] = r
+        load[r] += costs[i]
+    return [b for i, b in enumerate(blocks) if owner[i] == rank]
+
+
+def _fingerprint(fit: Split, sel: Split, weight, bias) -> str:
+    """SHA-256 of everything a block's result depends on besides the config: features, labels, rows."""
+    h = hashlib.sha256()
+    for split in (fit, sel):
+        feats = split.features
+        for start in range(0, feats.shape[0], 65536):
+            h.update(np.ascontiguousarray(feats[start:start + 65536].numpy()).tobytes())
+        h.update(b"rows" + (split.rows.numpy().tobytes() if split.rows is not None else b"all"))
+        h.update(split.labels.numpy().tobytes() + split.mask.numpy().tobytes())
+    for t in (weight, bias):
+        h.update(np.ascontiguousarray(np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t,
+                                                 dtype=np.float64)).tobytes())
+    return h.hexdigest()
+
+
+def _save_block(path: str, out: BlockOutcome) -> None:
+    from safetensors.torch import save_file
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tensors = {"weight": out.weight, "bias": out.bias, "best_score": out.best_score, "best_step": out.best_step,
+               "steps_run": out.steps_run, "original": out.original}
+    tmp = path + ".tmp"
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
+              metadata={"detail": json.dumps(out.detail)})
+    os.replace(tmp, path)
+
+
+def _load_block(path: str) -> BlockOutcome:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        t = {k: f.get_tensor(k) for k in f.keys()}
+        detail = json.loads((f.metadata() or {}).get("detail", "null"))
+    return BlockOutcome(t["weight"], t["bias"], t["best_score"], t["best_step"], t["steps_run"], t["original"],
+                        detail)
 
 
 def _with_policy(split: Split, uncertain: torch.Tensor, policy: str) -> Split:
