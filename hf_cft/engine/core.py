@@ -265,7 +265,8 @@ class CFTEngine:
     def _block_path(self, variant: str, block: list[int]) -> str | None:
         if self._checkpoint_dir is None:
             return None
-        key = hashlib.sha256(json.dumps([variant, self.config.to_dict(), block, self._fingerprint],
+        cfg = {k: v for k, v in self.config.to_dict().items() if k != "show_progress"}
+        key = hashlib.sha256(json.dumps([variant, cfg, block, self._fingerprint],
                                         sort_keys=True).encode()).hexdigest()[:24]
         return os.path.join(self._checkpoint_dir, f"{variant}-{key}.safetensors")
 

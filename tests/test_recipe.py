@@ -1,0 +1,112 @@
+"""recipes/cft.py end to end: errors, two processes equal one, a killed run resumes to the same bytes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPE = os.path.join(ROOT, "recipes", "cft.py")
+DATA = ["--dataset_config", '{"n_train": 384, "n_test": 128}', "--batch_size", "64"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "vit"
+    names = [str(i) for i in range(10)]
+    torch.manual_seed(0)
+    cfg = transformers.ViTConfig(image_size=24, patch_size=8, hidden_size=16, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=32, num_labels=10,
+                                 id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    transformers.ViTForImageClassification(cfg).save_pretrained(path)
+    transformers.ViTImageProcessor(size={"height": 24, "width": 24}).save_pretrained(path)
+    return str(path)
+
+
+def _cmd(args, launcher=("--num_processes", "1")):
+    return [sys.executable, "-m", "accelerate.commands.launch", *launcher, RECIPE, *args]
+
+
+def _run(args, cwd, launcher=("--num_processes", "1")):
+    proc = subprocess.run(_cmd(args, launcher), capture_output=True, text=True, cwd=str(cwd), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _outputs(folder):
+    with open(os.path.join(folder, "cft_report.json"), "rb") as f:
+        report = f.read()
+    return report, load_file(os.path.join(folder, "model.safetensors"))
+
+
+def test_errors_are_clear(tmp_path, model_dir):
+    from hf_cft.recipe import RecipeArguments
+
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
+        RecipeArguments(dataset="imagenet")
+    with pytest.raises(ValueError, match="selects on the evaluation split"):
+        RecipeArguments(selection="split:test", eval_split="test")
+    RecipeArguments(selection="split:test", eval_split="test", allow_selection_on_eval=True)
+    with pytest.raises(ValueError, match="--variants"):
+        RecipeArguments(variants=["sgd"])
+    other = tmp_path / "other"
+    m = transformers.ViTForImageClassification.from_pretrained(model_dir)
+    m.config.id2label = {i: f"class {i}" for i in range(10)}
+    m.save_pretrained(other)
+    proc = subprocess.run(_cmd(["--model_name_or_path", str(other), *DATA, "--output_dir", str(tmp_path / "o")]),
+                          capture_output=True, text=True, cwd=str(tmp_path), timeout=600)
+    assert proc.returncode != 0 and "0: model 'class 0' vs dataset '0'" in proc.stderr
+
+
+def test_two_processes_equal_one_and_selection_on_eval_is_stated(tmp_path, model_dir):
+    args = ["--model_name_or_path", model_dir, *DATA, "--variants", "ga", "refit", "--generations", "20",
+            "--population_size", "8", "--mutation_range", "0.05", "--block_memory_mb", "0.05"]
+    _run([*args, "--output_dir", str(tmp_path / "one"), "--cache_dir", str(tmp_path / "c1")], tmp_path)
+    _run([*args, "--output_dir", str(tmp_path / "two"), "--cache_dir", str(tmp_path / "c2")], tmp_path,
+         launcher=("--multi_gpu", "--num_processes", "2"))
+    r1, w1 = _outputs(tmp_path / "one")
+    r2, w2 = _outputs(tmp_path / "two")
+    assert r1 == r2
+    assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
+    results = json.loads((tmp_path / "one" / "cft_results.json").read_text())
+    assert [row["method"] for row in results["table"]] == ["baseline", "CFT-ga", "CFT-refit", "CFT-auto"]
+    assert {"README.md", "cft_gains.png", "cft_config.json", "preprocessor_config.json"} <= set(
+        os.listdir(tmp_path / "one"))
+    _run(["--model_name_or_path", model_dir, *DATA, "--variants", "refit", "--selection", "split:test",
+          "--allow_selection_on_eval", "--output_dir", str(tmp_path / "eval"), "--cache_dir", str(tmp_path / "c1")],
+         tmp_path)
+    card = (tmp_path / "eval" / "README.md").read_text()
+    report = json.loads((tmp_path / "eval" / "cft_report.json").read_text())
+    assert "SELECTION WAS DONE ON THE EVALUATION SPLIT" in report["selection"]
+    assert "Selection was done on the evaluation split" in card
+
+
+def test_killed_run_resumes_to_identical_bytes(tmp_path, model_dir):
+    args = ["--model_name_or_path", model_dir, *DATA, "--variants", "ga", "--generations", "300", "--patience",
+            "0", "--population_size", "16", "--block_memory_mb", "0.05"]
+    _run([*args, "--output_dir", str(tmp_path / "full"), "--cache_dir", str(tmp_path / "cf")], tmp_path)
+    blocks = tmp_path / "ck" / "blocks"
+    proc = subprocess.Popen(_cmd([*args, "--output_dir", str(tmp_path / "cut"), "--cache_dir", str(tmp_path / "ck")]),
+                            cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and not (blocks.exists() and any(blocks.glob("*.safetensors"))):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # during the engine stage, after its first block
+    proc.wait()
+    done = list(blocks.glob("*.safetensors"))
+    assert done and not (tmp_path / "cut" / "cft_report.json").exists()
+    n_blocks = len(json.loads((tmp_path / "full" / "cft_report.json").read_text())["categories"])
+    _run([*args, "--output_dir", str(tmp_path / "cut"), "--cache_dir", str(tmp_path / "ck")], tmp_path)
+    r_full, w_full = _outputs(tmp_path / "full")
+    r_cut, w_cut = _outputs(tmp_path / "cut")
+    assert r_full == r_cut  # byte-identical report
+    assert all(torch.equal(w_full[k], w_cut[k]) for k in w_full)
+    assert n_blocks == 10
