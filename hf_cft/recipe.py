@@ -40,8 +40,9 @@ class RecipeArguments:
     known_ratio: float | None = field(default=0.1, metadata={"help": "Simulated known share (COCO, digits)."})
     protocol: str | None = field(default="uniform", metadata={"help": "Simulation protocol (COCO, digits)."})
     dataset_config: str | None = field(default=None, metadata={"help": "Other builder options as JSON."})
-    variants: list[str] = field(default_factory=lambda: ["bp", "ga", "refit"], metadata={
-        "help": "Variants to run (bp, ga, pygad, refit); with several, 'auto' keeps per category the best."})
+    variant: list[str] = field(default_factory=lambda: ["bp", "ga", "refit", "auto"], metadata={
+        "help": "Variants to run (bp, ga, pygad, refit; several allowed); 'auto' adds the per-category choice "
+                "among them (alone: among --auto_variants)."})
     selection: str = field(default="auto", metadata={
         "help": "'auto' (the trainer's held-out validation images when known, else holdout:0.15), "
                 "'holdout:<fraction>' of the training images, or 'split:<name>'."})
@@ -60,9 +61,9 @@ class RecipeArguments:
 
         if self.dataset not in BUILDERS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {sorted(BUILDERS)}")
-        bad = [v for v in self.variants if v not in RUN_VARIANTS]
-        if not self.variants or bad:
-            raise ValueError(f"--variants must name variants among {RUN_VARIANTS}, got {self.variants}")
+        bad = [v for v in self.variant if v not in (*RUN_VARIANTS, "auto")]
+        if not self.variant or bad:
+            raise ValueError(f"--variant must name variants among {(*RUN_VARIANTS, 'auto')}, got {self.variant}")
         if not (self.selection == "auto" or self.selection.startswith(("holdout:", "split:"))):
             raise ValueError(f"--selection must be auto, holdout:<fraction> or split:<name>, got {self.selection!r}")
         if self.selection == f"split:{self.eval_split}" and not self.allow_selection_on_eval:
@@ -75,7 +76,7 @@ def _engine_fields():
     hints = typing.get_type_hints(CFTConfig)
     out = []
     for f in dataclasses.fields(CFTConfig):
-        if f.name == "variant":  # the recipe takes several: RecipeArguments.variants
+        if f.name == "variant":  # the recipe takes several: RecipeArguments.variant
             continue
         default = {"default_factory": f.default_factory} if f.default_factory is not dataclasses.MISSING \
             else {"default": f.default}
@@ -167,7 +168,9 @@ def run(recipe: RecipeArguments, engine_args) -> dict:
     # -- the engine, sharded and checkpointed ---------------------------------------------------------------
     results = {}
     weight0, bias0 = head.weight, head.bias
-    for variant in recipe.variants:
+    variants = [v for v in recipe.variant if v != "auto"] or list(engine_args.auto_variants)
+    want_auto = "auto" in recipe.variant and len(variants) > 1
+    for variant in variants:
         cfg = CFTConfig(variant=variant, **{**base, "show_progress": accelerator.is_main_process and
                                             base.get("show_progress", True)})
         from .engine import CFTEngine
@@ -177,9 +180,11 @@ def run(recipe: RecipeArguments, engine_args) -> dict:
                                   checkpoint_dir=os.path.join(recipe.cache_dir, "blocks"))
         parts = gather_object([part]) if accelerator.num_processes > 1 else [part]
         results[variant] = _merge(parts, weight0, bias0)
-    if len(results) > 1:
+    if want_auto:
         results["auto"] = choose_per_category(results, weight0, bias0)
-    final_name = "auto" if len(results) > 1 else recipe.variants[0]
+    final_name = "auto" if want_auto else variants[-1] if len(variants) == 1 else None
+    if final_name is None:  # several variants without auto: keep the best on the selection split overall
+        final_name = max(results, key=lambda k: results[k].summary()["selection_score_best"] or -1.0)
     final = results[final_name]
     if selection_on_eval:
         final.selection += (f"; SELECTION WAS DONE ON THE EVALUATION SPLIT ({recipe.eval_split}), as in the paper's "
@@ -207,11 +212,11 @@ def run(recipe: RecipeArguments, engine_args) -> dict:
                       "degraded": int((per[ok] < ref[ok] - 1e-12).sum())})
     if accelerator.is_main_process:
         _print_table(table, recipe.eval_split, final_name)
+        final_scores = score(final.weight, final.bias)
         evaluation = {recipe.eval_split: {
             "before": {"map": base_ap.value, "mauc": base_auc.value, "per_category_ap": base_ap.per_category},
-            "after": {"map": table[-1 if final_name == "auto" else 1 + recipe.variants.index(final_name)]["map"],
-                      "mauc": score(final.weight, final.bias)[1].value,
-                      "per_category_ap": score(final.weight, final.bias)[0].per_category},
+            "after": {"map": final_scores[0].value, "mauc": final_scores[1].value,
+                      "per_category_ap": final_scores[0].per_category},
         }}
         head.apply(final)
         head.save_pretrained(recipe.output_dir, category_names=names, repo_id=recipe.hub_model_id,

@@ -2,7 +2,7 @@
 
     accelerate launch recipes/cft.py        # offline: AN baseline on digits_mosaic (10% known) → CFT → report
     accelerate launch recipes/cft.py --model_name_or_path you/resnet101-coco --dataset coco2014 \\
-        --data_dir ~/data/coco --variants refit ga --selection holdout:0.15 --eval_split validation
+        --data_dir ~/data/coco --variant refit ga auto --selection holdout:0.15 --eval_split validation
     accelerate launch recipes/cft.py recipes/configs/cft_coco.yaml
     accelerate launch --multi_gpu --num_processes 2 recipes/cft.py     # categories sharded across processes
 

@@ -54,8 +54,8 @@ def test_errors_are_clear(tmp_path, model_dir):
     with pytest.raises(ValueError, match="selects on the evaluation split"):
         RecipeArguments(selection="split:test", eval_split="test")
     RecipeArguments(selection="split:test", eval_split="test", allow_selection_on_eval=True)
-    with pytest.raises(ValueError, match="--variants"):
-        RecipeArguments(variants=["sgd"])
+    with pytest.raises(ValueError, match="--variant"):
+        RecipeArguments(variant=["sgd"])
     other = tmp_path / "other"
     m = transformers.ViTForImageClassification.from_pretrained(model_dir)
     m.config.id2label = {i: f"class {i}" for i in range(10)}
@@ -66,7 +66,7 @@ def test_errors_are_clear(tmp_path, model_dir):
 
 
 def test_two_processes_equal_one_and_selection_on_eval_is_stated(tmp_path, model_dir):
-    args = ["--model_name_or_path", model_dir, *DATA, "--variants", "ga", "refit", "--generations", "20",
+    args = ["--model_name_or_path", model_dir, *DATA, "--variant", "ga", "refit", "auto", "--generations", "20",
             "--population_size", "8", "--mutation_range", "0.05", "--block_memory_mb", "0.05"]
     _run([*args, "--output_dir", str(tmp_path / "one"), "--cache_dir", str(tmp_path / "c1")], tmp_path)
     _run([*args, "--output_dir", str(tmp_path / "two"), "--cache_dir", str(tmp_path / "c2")], tmp_path,
@@ -79,7 +79,7 @@ def test_two_processes_equal_one_and_selection_on_eval_is_stated(tmp_path, model
     assert [row["method"] for row in results["table"]] == ["baseline", "CFT-ga", "CFT-refit", "CFT-auto"]
     assert {"README.md", "cft_gains.png", "cft_config.json", "preprocessor_config.json"} <= set(
         os.listdir(tmp_path / "one"))
-    _run(["--model_name_or_path", model_dir, *DATA, "--variants", "refit", "--selection", "split:test",
+    _run(["--model_name_or_path", model_dir, *DATA, "--variant", "refit", "--selection", "split:test",
           "--allow_selection_on_eval", "--output_dir", str(tmp_path / "eval"), "--cache_dir", str(tmp_path / "c1")],
          tmp_path)
     card = (tmp_path / "eval" / "README.md").read_text()
@@ -89,7 +89,7 @@ def test_two_processes_equal_one_and_selection_on_eval_is_stated(tmp_path, model
 
 
 def test_killed_run_resumes_to_identical_bytes(tmp_path, model_dir):
-    args = ["--model_name_or_path", model_dir, *DATA, "--variants", "ga", "--generations", "300", "--patience",
+    args = ["--model_name_or_path", model_dir, *DATA, "--variant", "ga", "--generations", "300", "--patience",
             "0", "--population_size", "16", "--block_memory_mb", "0.05"]
     _run([*args, "--output_dir", str(tmp_path / "full"), "--cache_dir", str(tmp_path / "cf")], tmp_path)
     blocks = tmp_path / "ck" / "blocks"
