@@ -23,7 +23,7 @@ from .engine.config import RUN_VARIANTS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EngineArguments", "RecipeArguments", "run"]
+__all__ = ["EngineArguments", "RecipeArguments", "format_table", "run"]
 
 
 @dataclass
@@ -211,7 +211,7 @@ def run(recipe: RecipeArguments, engine_args) -> dict:
                       "improved": int((per[ok] > ref[ok] + 1e-12).sum()),
                       "degraded": int((per[ok] < ref[ok] - 1e-12).sum())})
     if accelerator.is_main_process:
-        _print_table(table, recipe.eval_split, final_name)
+        logger.info("evaluation on %s:\n%s", recipe.eval_split, format_table(table, recipe.eval_split, final_name))
         final_scores = score(final.weight, final.bias)
         evaluation = {recipe.eval_split: {
             "before": {"map": base_ap.value, "mauc": base_auc.value, "per_category_ap": base_ap.per_category},
@@ -247,12 +247,12 @@ def _merge(parts, weight0, bias0):
     return dataclasses.replace(first, weight=w, bias=b, report=report)
 
 
-def _print_table(table, split, kept):
-    print(f"\n| {split} | mAP | mAUC | rows changed | categories improved / degraded |")
-    print("|---|---:|---:|---:|---:|")
+def format_table(table: list[dict], split: str, kept: str) -> str:
+    """The before / after table as markdown."""
+    lines = [f"| {split} | mAP | mAUC | rows changed | categories improved / degraded |", "|---|---:|---:|---:|---:|"]
     for row in table:
         mark = " (kept)" if row["method"] == f"CFT-{kept}" else ""
         changed = row.get("changed", "–")
-        print(f"| {row['method']}{mark} | {100 * row['map']:.2f} | {100 * row['mauc']:.2f} | {changed} | "
-              f"{row['improved']} / {row['degraded']} |")
-    print()
+        lines.append(f"| {row['method']}{mark} | {100 * row['map']:.2f} | {100 * row['mauc']:.2f} | {changed} | "
+                     f"{row['improved']} / {row['degraded']} |")
+    return "\n".join(lines) + "\n"

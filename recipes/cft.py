@@ -13,9 +13,10 @@ import logging
 import os
 import sys
 
+from accelerate import PartialState
 from transformers import HfArgumentParser
 
-from hf_cft.recipe import EngineArguments, RecipeArguments, run
+from hf_cft.recipe import EngineArguments, RecipeArguments, format_table, run
 
 
 def parse_args(argv=None):
@@ -31,8 +32,11 @@ def parse_args(argv=None):
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("hf_cft").setLevel(logging.INFO)
+    logging.getLogger("hf_cft.recipe").setLevel(logging.WARNING)  # the table is printed below
     recipe, engine = parse_args()
-    run(recipe, engine)
+    result = run(recipe, engine)
+    if PartialState().is_main_process:
+        print("\n" + format_table(result["table"], result["eval_split"], result["kept"]))
 
 
 if __name__ == "__main__":
