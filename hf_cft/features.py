@@ -1,6 +1,6 @@
 """Feature extraction under accelerate into a memory-mapped, resumable on-disk cache.
 
-The cache of one (model weights, dataset, preprocessing, dtype) lives in ``<cache_dir>/<key>/``:
+The cache of one (backbone weights, dataset, preprocessing, dtype) lives in ``<cache_dir>/<key>/``:
 ``features.npy`` (an N×d ``.npy`` written through a memory map, fp32 or fp16) and ``progress.json`` (rows done,
 rewritten atomically after every finished chunk). An interrupted extraction resumes at the first
 unfinished chunk; a different model, dataset or preprocessing gets another key, so a stale cache is never
@@ -41,10 +41,12 @@ class FeatureCache:
         return tuple(self.features.shape)
 
 
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """SHA-256 of every parameter and buffer (names, shapes, dtypes and bytes)."""
+def model_fingerprint(model: torch.nn.Module, exclude: tuple[str, ...] = ()) -> str:
+    """SHA-256 of every parameter and buffer (names, sizes, dtypes and bytes), except those under ``exclude``."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
+        if any(name == p or name.startswith(p + ".") for p in exclude):
+            continue
         t = t.detach().cpu().contiguous().reshape(-1)  # 0-dim buffers (BatchNorm counters) too
         h.update(f"{name}:{t.numel()}:{t.dtype}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
@@ -112,7 +114,9 @@ def extract_features(
     if fingerprint is None:
         raise ValueError("`dataset` must be a datasets.Dataset (its fingerprint keys the cache)")
     key = hashlib.sha256("|".join([
-        model_fingerprint(head.model), fingerprint, transform_id or desc, dtype, str(len(dataset)),
+        # the classifier inputs do not depend on the head's rows: a calibrated model reuses the cache
+        model_fingerprint(head.model, exclude=head.spec.paths),
+        fingerprint, transform_id or desc, dtype, str(len(dataset)),
     ]).encode()).hexdigest()[:24]
     folder = os.path.join(cache_dir, key)
     path = os.path.join(folder, FEATURES_NAME)

@@ -247,12 +247,13 @@ class CFTHead:
         rows = {"before": (self.weight, self.bias)}
         if result is not None:
             rows["after"] = (result.weight, result.bias)
+        modules = [(evaluate.load(PARTIAL_MAP_PATH), "map", "ap"), (evaluate.load(PARTIAL_MAUC_PATH), "mauc", "auroc")]
         out = {}
         for tag, (w, b) in rows.items():
             scores = z @ w.float().numpy().T + b.float().numpy()
             out[tag] = {}
-            for path, key, per in ((PARTIAL_MAP_PATH, "map", "ap"), (PARTIAL_MAUC_PATH, "mauc", "auroc")):
-                res = evaluate.load(path).compute(predictions=scores, references=codes, groups=groups,
+            for module, key, per in modules:
+                res = module.compute(predictions=scores, references=codes, groups=groups,
                                                   categories=categories, category_names=names)
                 out[tag][key] = res[key]
                 out[tag][f"per_category_{per}"] = res["per_category"]

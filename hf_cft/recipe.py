@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .engine import CFTConfig, choose_per_category
+from .engine import CFTConfig, CFTEngine, choose_per_category
 from .engine.config import RUN_VARIANTS
 
 logger = logging.getLogger(__name__)
@@ -170,12 +170,12 @@ def run(recipe: RecipeArguments, engine_args) -> dict:
     weight0, bias0 = head.weight, head.bias
     variants = [v for v in recipe.variant if v != "auto"] or list(engine_args.auto_variants)
     want_auto = "auto" in recipe.variant and len(variants) > 1
+    engine = CFTEngine()
+    zf, yf, mf = z[fit_rows], labels[fit_rows], mask[fit_rows]  # one copy for every variant
     for variant in variants:
-        cfg = CFTConfig(variant=variant, **{**base, "show_progress": accelerator.is_main_process and
-                                            base.get("show_progress", True)})
-        from .engine import CFTEngine
-
-        part = CFTEngine(cfg).fit(z[fit_rows], labels[fit_rows], mask[fit_rows], weight0, bias0, selection=selection,
+        engine.config = CFTConfig(variant=variant, **{**base, "show_progress": accelerator.is_main_process and
+                                                      base.get("show_progress", True)})
+        part = engine.fit(zf, yf, mf, weight0, bias0, selection=selection,
                                   category_names=names, shard=_shard_categories(accelerator),
                                   checkpoint_dir=os.path.join(recipe.cache_dir, "blocks"))
         parts = gather_object([part]) if accelerator.num_processes > 1 else [part]
@@ -203,8 +203,9 @@ def run(recipe: RecipeArguments, engine_args) -> dict:
 
     base_ap, base_auc = score(weight0, bias0)
     table.append({"method": "baseline", "map": base_ap.value, "mauc": base_auc.value, "improved": 0, "degraded": 0})
+    scores = {}
     for name, res in results.items():
-        ap, auc = score(res.weight, res.bias)
+        ap, auc = scores[name] = score(res.weight, res.bias)
         per, ref = np.array(ap.per_category, dtype=float), np.array(base_ap.per_category, dtype=float)
         ok = ~np.isnan(per) & ~np.isnan(ref)
         table.append({"method": f"CFT-{name}", "map": ap.value, "mauc": auc.value, "changed": res.n_changed,
@@ -212,7 +213,7 @@ def run(recipe: RecipeArguments, engine_args) -> dict:
                       "degraded": int((per[ok] < ref[ok] - 1e-12).sum())})
     if accelerator.is_main_process:
         logger.info("evaluation on %s:\n%s", recipe.eval_split, format_table(table, recipe.eval_split, final_name))
-        final_scores = score(final.weight, final.bias)
+        final_scores = scores[final_name]
         evaluation = {recipe.eval_split: {
             "before": {"map": base_ap.value, "mauc": base_auc.value, "per_category_ap": base_ap.per_category},
             "after": {"map": final_scores[0].value, "mauc": final_scores[1].value,

@@ -365,7 +365,7 @@ def train(args: TrainArguments) -> dict:
               # the images the model never trained on: CFT selects on these (hf_cft.recipe, selection "auto")
               "validation_rows": val_rows.tolist(), "train_rows": len(train_ds)}
     if args.report_split and args.report_split in ds:
-        best = _load_best(args, names)
+        best = _load_best(args)
         best = accelerator.prepare(best)
         test = ds[args.report_split]
         arrays = label_arrays(test)
@@ -443,7 +443,7 @@ def _save_model(accelerator, model, directory: str, names: list[str], preprocess
     os.replace(tmp, directory)
 
 
-def _load_best(args, names):
+def _load_best(args):
     path = os.path.join(args.output_dir, "best")
     if args.model_type == "timm":
         import timm

@@ -284,3 +284,20 @@ def test_checkpointed_blocks_are_reused(planted, tmp_path, monkeypatch):
     calls.clear()
     CFTEngine(cfg).fit(x, y2, m, w0, b0, checkpoint_dir=str(tmp_path))
     assert len(calls) == len(files)  # other labels: nothing stale is reused
+
+
+def test_one_engine_hashes_the_inputs_once_for_several_configs(planted, tmp_path, monkeypatch):
+    from hf_cft.engine import core
+
+    x, y, m, w0, b0 = planted(n=300, d=6, c=3)
+    calls = []
+    real = core._fingerprint
+    monkeypatch.setattr(core, "_fingerprint", lambda *a: calls.append(1) or real(*a))
+    engine = CFTEngine()
+    for variant in ("bp", "refit"):
+        engine.config = CFTConfig(variant=variant, epochs=5, **FAST)
+        engine.fit(x, y, m, w0, b0, checkpoint_dir=str(tmp_path))
+    assert len(calls) == 1
+    engine.config = CFTConfig(variant="bp", epochs=5, seed=1, **FAST)  # another hold-out: hashed again
+    engine.fit(x, y, m, w0, b0, checkpoint_dir=str(tmp_path))
+    assert len(calls) == 2

@@ -74,6 +74,11 @@ def test_cache_reused_resumed_and_never_stale(digits, tmp_path, monkeypatch):
     seen.clear()
     again = extract_features(head, digits["train"], str(tmp_path / "b"), image_processor=PROC, show_progress=False)
     assert seen == [] and again.key == resumed.key  # complete cache reused, nothing recomputed
+    seen.clear()
+    head.set_rows(torch.randn_like(head.weight), torch.randn_like(head.bias))  # as after `apply`
+    calibrated = extract_features(head, digits["train"], str(tmp_path / "b"), image_processor=PROC,
+                                  show_progress=False)
+    assert seen == [] and calibrated.key == again.key  # new rows, same classifier inputs: nothing recomputed
     other_model = _head(seed=1)
     assert extract_features(other_model, digits["train"], str(tmp_path / "b"), image_processor=PROC,
                             show_progress=False).key != again.key

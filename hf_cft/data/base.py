@@ -94,7 +94,7 @@ class PartialBuilder(datasets.GeneratorBasedBuilder):
 
     BUILDER_CONFIG_CLASS = PartialConfig
     CATEGORIES: list[str] = []
-    EXTRA_FEATURES: dict[str, Any] = {}
+    UNCERTAIN_MASK = False  # builders with uncertain labels add an `uncertain_mask` column
     HOMEPAGE = ""
     CITATION = ""
 
@@ -117,9 +117,8 @@ class PartialBuilder(datasets.GeneratorBasedBuilder):
             "image": datasets.Image(),
             "labels": datasets.List(datasets.Value("int8"), length=c),
             "label_mask": datasets.List(datasets.Value("bool"), length=c),
-            **self.EXTRA_FEATURES,
         }
-        if "uncertain_mask" in features:
+        if self.UNCERTAIN_MASK:
             features["uncertain_mask"] = datasets.List(datasets.Value("bool"), length=c)
         return datasets.DatasetInfo(
             description=json.dumps(self.metadata()),

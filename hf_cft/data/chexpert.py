@@ -56,7 +56,7 @@ class Chexpert(PartialBuilder):
     BUILDER_CONFIG_CLASS = ChexpertConfig
     VERSION = datasets.Version("1.0.0")
     CATEGORIES = OBSERVATIONS
-    EXTRA_FEATURES = {"uncertain_mask": None}
+    UNCERTAIN_MASK = True
     HOMEPAGE = "https://stanfordmlgroup.github.io/competitions/chexpert/"
     CITATION = "@inproceedings{irvin2019chexpert, title={CheXpert}, booktitle={AAAI}, year={2019}}"
 

@@ -40,7 +40,7 @@ class PartialCsv(PartialBuilder):
 
     BUILDER_CONFIG_CLASS = PartialCsvConfig
     VERSION = datasets.Version("1.0.0")
-    EXTRA_FEATURES = {"uncertain_mask": None}
+    UNCERTAIN_MASK = True
 
     def _files(self) -> dict[str, str]:
         root = self.config.data_dir or ""

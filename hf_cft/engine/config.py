@@ -176,12 +176,6 @@ class CFTConfig:
         if self.block_memory_mb <= 0:
             raise ValueError(f"`block_memory_mb` must be > 0, got {self.block_memory_mb}")
 
-    @property
-    def max_steps(self) -> int:
-        """Epochs or generations of the chosen variant."""
-        return {"bp": self.epochs, "ga": self.generations, "pygad": self.pygad_generations,
-                "refit": self.refit_max_iter}.get(self.variant, 0)
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

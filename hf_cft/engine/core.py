@@ -53,6 +53,7 @@ class CFTEngine:
         if config is not None and not isinstance(config, CFTConfig):
             raise ValueError(f"`config` must be a CFTConfig, got {type(config).__name__}")
         self.config = config or CFTConfig()
+        self._fingerprints: dict[tuple, str] = {}
 
     # -- inputs ---------------------------------------------------------------------------------------------
     def _splits(self, features, labels, label_mask, selection) -> tuple[Split, Split, str]:
@@ -147,7 +148,12 @@ class CFTEngine:
             raise ValueError(f"`shard` must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
         self._shard, self._checkpoint_dir, self._fingerprint = shard, checkpoint_dir, None
         if checkpoint_dir is not None:
-            self._fingerprint = _fingerprint(fit, sel, weight, bias)
+            # hashing every feature is costly: one engine fitting several configs on the same inputs hashes once
+            key = (id(features), id(labels), id(label_mask), id(weight), id(bias), id(selection), fit.n, sel.n,
+                   self.config.seed, self.config.selection_fraction)
+            if key not in self._fingerprints:
+                self._fingerprints[key] = _fingerprint(fit, sel, weight, bias)
+            self._fingerprint = self._fingerprints[key]
         n_cat, d = fit.labels.shape[1], fit.features.shape[1]
         weight0, bias0 = self._rows(weight, bias, n_cat, d)
         if category_names is not None and len(category_names) != n_cat:
