@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 import typing
 from dataclasses import dataclass, field
 
@@ -23,7 +24,10 @@ from .engine.config import RUN_VARIANTS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EngineArguments", "RecipeArguments", "format_table", "run"]
+__all__ = ["EngineArguments", "RecipeArguments", "format_table", "preflight", "run"]
+
+TRAIN_REPORT_NAME = "train_report.json"  # written by hf_cft.training beside the best model
+RESULTS_NAME = "cft_results.json"
 
 
 @dataclass
@@ -53,6 +57,12 @@ class RecipeArguments:
     cache_dir: str = field(default="outputs/cache", metadata={"help": "Feature cache and finished blocks."})
     batch_size: int = field(default=64, metadata={"help": "Extraction batch size per process."})
     feature_dtype: str = field(default="float32", metadata={"help": "float32 or float16 feature cache."})
+    image_size: int | None = field(default=None, metadata={
+        "help": "Preprocessing of a model saved without an image processor: input side in pixels (with "
+                "--image_mean and --image_std). Ignored when the model has its own processor."})
+    image_mean: list[float] | None = field(default=None, metadata={
+        "help": "Per-channel mean, e.g. 0.485 0.456 0.406."})
+    image_std: list[float] | None = field(default=None, metadata={"help": "Per-channel std, e.g. 0.229 0.224 0.225."})
     push_to_hub: bool = field(default=False, metadata={"help": "Push the calibrated model."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Repo id for --push_to_hub."})
 
@@ -66,6 +76,10 @@ class RecipeArguments:
             raise ValueError(f"--variant must name variants among {(*RUN_VARIANTS, 'auto')}, got {self.variant}")
         if not (self.selection == "auto" or self.selection.startswith(("holdout:", "split:"))):
             raise ValueError(f"--selection must be auto, holdout:<fraction> or split:<name>, got {self.selection!r}")
+        given = [x is not None for x in (self.image_size, self.image_mean, self.image_std)]
+        if any(given) and not all(given):
+            raise ValueError("--image_size, --image_mean and --image_std go together: pass all three (e.g. "
+                             "--image_size 224 --image_mean 0.485 0.456 0.406 --image_std 0.229 0.224 0.225)")
         if self.selection == f"split:{self.eval_split}" and not self.allow_selection_on_eval:
             raise ValueError(f"--selection {self.selection} selects on the evaluation split {self.eval_split!r}: "
                              "results would be optimistic. Choose another split, or pass --allow_selection_on_eval "
@@ -92,144 +106,217 @@ def _shard_categories(accelerator):
     return (accelerator.process_index, accelerator.num_processes) if accelerator.num_processes > 1 else None
 
 
-def run(recipe: RecipeArguments, engine_args) -> dict:
-    """Run the job; returns the results table (also written to ``output_dir/cft_results.json``)."""
-    from accelerate import Accelerator
-    from accelerate.utils import gather_object
+def _writable_folder(path: str, what: str) -> None:
+    """Raise before any compute when ``path`` (or the folder that would hold it) cannot be written."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if os.path.exists(probe) and not os.path.isdir(probe):
+        raise ValueError(f"{what} {path!r}: {probe!r} is a file, not a folder; choose another path")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".hf_cft-write-test-", dir=probe)
+        os.close(fd)
+        os.remove(tmp)
+    except OSError as err:
+        raise ValueError(f"{what} {path!r} cannot be written ({probe!r}: {err.strerror}); choose a writable "
+                         "folder (nothing was computed)") from err
 
-    from .data import label_arrays, load_partial_dataset, partial_info
-    from .head import CFTHead
-    from .metrics import partial_auroc, partial_average_precision
 
-    cpu = not torch.cuda.is_available()
-    accelerator = Accelerator(cpu=cpu)
-    base = dataclasses.asdict(engine_args)
+def preflight(recipe: RecipeArguments) -> None:
+    """Everything that would fail after hours of compute, checked first: writable outputs, a Hub token."""
+    _writable_folder(recipe.output_dir, "--output_dir")
+    _writable_folder(recipe.cache_dir, "--cache_dir")
+    if recipe.model_name_or_path is None:
+        _writable_folder(recipe.baseline_dir, "--baseline_dir")
+    if recipe.push_to_hub:
+        from huggingface_hub import get_token
+
+        if not get_token():
+            raise ValueError("--push_to_hub needs a Hugging Face token: run `hf auth login` or set HF_TOKEN "
+                             "(nothing was computed)")
+
+
+def _dataset_config(recipe: RecipeArguments, seed: int) -> dict:
     config = json.loads(recipe.dataset_config) if recipe.dataset_config else {}
     if recipe.dataset in ("coco2014", "digits_mosaic"):
         config.setdefault("known_ratio", recipe.known_ratio)
         config.setdefault("protocol", recipe.protocol)
-        config.setdefault("seed", base.get("seed", 0))
+        config.setdefault("seed", seed)
+    return config
 
-    model_path = recipe.model_name_or_path
-    if model_path is None:
-        model_path = os.path.join(recipe.baseline_dir, "best")
-        if not os.path.exists(os.path.join(model_path, "train_report.json")):
-            from .training import TrainArguments, train
 
-            accelerator.print(f"no model given: training an Assume-Negative baseline into {recipe.baseline_dir}")
-            train(TrainArguments(dataset=recipe.dataset, data_dir=recipe.data_dir, known_ratio=recipe.known_ratio,
-                                 protocol=recipe.protocol, dataset_config=recipe.dataset_config,
-                                 output_dir=recipe.baseline_dir, seed=base.get("seed", 0), report_split=None))
-    with accelerator.main_process_first():
-        ds = load_partial_dataset(recipe.dataset, data_dir=recipe.data_dir, **config)
-    if recipe.eval_split not in ds:
-        raise ValueError(f"--eval_split {recipe.eval_split!r} is not a split of {recipe.dataset} ({list(ds)})")
-    names = partial_info(ds["train"])["categories"]
+def load_or_train_model(recipe: RecipeArguments, seed: int, accelerator) -> str:
+    """The model to calibrate: the given one, or the baseline trained (once) into ``baseline_dir``."""
+    if recipe.model_name_or_path is not None:
+        return recipe.model_name_or_path
+    model_path = os.path.join(recipe.baseline_dir, "best")
+    if not os.path.exists(os.path.join(model_path, TRAIN_REPORT_NAME)):
+        from .training import TrainArguments, train
+
+        accelerator.print(f"no model given: training an Assume-Negative baseline into {recipe.baseline_dir}")
+        train(TrainArguments(dataset=recipe.dataset, data_dir=recipe.data_dir, known_ratio=recipe.known_ratio,
+                             protocol=recipe.protocol, dataset_config=recipe.dataset_config,
+                             output_dir=recipe.baseline_dir, seed=seed, report_split=None))
+    return model_path
+
+
+def load_head(recipe: RecipeArguments, model_path: str, names: list[str]):
+    """The model as a :class:`~hf_cft.head.CFTHead`, with the preprocessing given on the command line if any."""
+    from .head import CFTHead
+
     head = CFTHead.from_pretrained(model_path, category_names=names)
-    if getattr(head, "image_processor", None) is None and head.library == "transformers":
-        import transformers
+    if recipe.image_size is not None and head.image_processor is None and head.library == "transformers":
+        head.set_preprocessing(recipe.image_size, recipe.image_mean, recipe.image_std)
+    return head
 
-        head.image_processor = transformers.ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3,
-                                                              image_std=[0.5] * 3)
-        logger.warning("no image processor saved with the model: using 32 px, mean/std 0.5 (the trainer's default)")
-    ext = dict(cache_dir=os.path.join(recipe.cache_dir, "features"), batch_size=recipe.batch_size,
-               dtype=recipe.feature_dtype, accelerator=accelerator, show_progress=accelerator.is_main_process)
-    train_ds = ds["train"]
-    z = np.asarray(head.extract(train_ds, **ext).features)
-    labels, mask = label_arrays(train_ds)
 
-    # -- selection ------------------------------------------------------------------------------------------
-    selection, selection_on_eval, fit_rows = None, False, np.arange(len(train_ds))
+def resolve_selection(recipe: RecipeArguments, model_path: str, ds, train_features, labels, mask, features_of):
+    """Where rows are chosen: ``(fit_rows, selection or None, holdout fraction or None, on_eval)``."""
+    from .data import label_arrays
+
+    n = len(ds["train"])
     choice = recipe.selection
-    report_path = os.path.join(model_path, "train_report.json")
     if choice == "auto":
         rows = None
+        report_path = os.path.join(model_path, TRAIN_REPORT_NAME)
         if os.path.exists(report_path):
             with open(report_path, encoding="utf-8") as f:
                 tr = json.load(f)
-            if tr.get("dataset") == recipe.dataset and tr.get("train_rows") == len(train_ds):
+            if tr.get("dataset") == recipe.dataset and tr.get("train_rows") == n:
                 rows = np.asarray(tr.get("validation_rows") or [], dtype=np.int64)
-        choice = "holdout:0.15" if rows is None or not len(rows) else "rows"
-    if choice == "rows":
-        fit_rows = np.setdiff1d(np.arange(len(train_ds)), rows)
-        selection = (z[rows], labels[rows], mask[rows])
-        accelerator.print(f"selection: the {len(rows)} training images the baseline was validated on (never "
-                          "trained on)")
-    elif choice.startswith("holdout:"):
-        base["selection_fraction"] = float(choice.split(":", 1)[1])
-    else:
-        name = choice.split(":", 1)[1]
-        if name not in ds:
-            raise ValueError(f"--selection {choice}: {recipe.dataset} has no split {name!r} ({list(ds)})")
-        selection_on_eval = name == recipe.eval_split
-        sel_ds = ds[name]
-        selection = (np.asarray(head.extract(sel_ds, **ext).features), *label_arrays(sel_ds))
+        if rows is not None and len(rows):
+            logger.info("selection: the %d training images the baseline was validated on (never trained on)",
+                        len(rows))
+            return np.setdiff1d(np.arange(n), rows), (train_features[rows], labels[rows], mask[rows]), None, False
+        choice = "holdout:0.15"
+    if choice.startswith("holdout:"):
+        return np.arange(n), None, float(choice.split(":", 1)[1]), False
+    name = choice.split(":", 1)[1]
+    if name not in ds:
+        raise ValueError(f"--selection {choice}: {recipe.dataset} has no split {name!r} ({list(ds)})")
+    return np.arange(n), (features_of(ds[name]), *label_arrays(ds[name])), None, name == recipe.eval_split
 
-    # -- the engine, sharded and checkpointed ---------------------------------------------------------------
+
+def run_variants(recipe: RecipeArguments, engine_args, fit, selection, weight0, bias0, names, accelerator) -> dict:
+    """Every requested variant (sharded across processes, checkpointed per block) and the per-category choice."""
+    from accelerate.utils import gather_object
+
+    base = dataclasses.asdict(engine_args)
     results = {}
-    weight0, bias0 = head.weight, head.bias
     variants = [v for v in recipe.variant if v != "auto"] or list(engine_args.auto_variants)
-    want_auto = "auto" in recipe.variant and len(variants) > 1
     engine = CFTEngine()
-    zf, yf, mf = z[fit_rows], labels[fit_rows], mask[fit_rows]  # one copy for every variant
     for variant in variants:
         engine.config = CFTConfig(variant=variant, **{**base, "show_progress": accelerator.is_main_process and
                                                       base.get("show_progress", True)})
-        part = engine.fit(zf, yf, mf, weight0, bias0, selection=selection,
-                                  category_names=names, shard=_shard_categories(accelerator),
-                                  checkpoint_dir=os.path.join(recipe.cache_dir, "blocks"))
+        part = engine.fit(*fit, weight0, bias0, selection=selection, category_names=names,
+                          shard=_shard_categories(accelerator),
+                          checkpoint_dir=os.path.join(recipe.cache_dir, "blocks"))
         parts = gather_object([part]) if accelerator.num_processes > 1 else [part]
         results[variant] = _merge(parts, weight0, bias0)
-    if want_auto:
+    if "auto" in recipe.variant and len(variants) > 1:
         results["auto"] = choose_per_category(results, weight0, bias0)
-    final_name = "auto" if want_auto else variants[-1] if len(variants) == 1 else None
-    if final_name is None:  # several variants without auto: keep the best on the selection split overall
-        final_name = max(results, key=lambda k: results[k].summary()["selection_score_best"] or -1.0)
-    final = results[final_name]
-    if selection_on_eval:
-        final.selection += (f"; SELECTION WAS DONE ON THE EVALUATION SPLIT ({recipe.eval_split}), as in the paper's "
-                            "COCO code: the evaluation figures are optimistic")
+    return results
 
-    # -- evaluation ------------------------------------------------------------------------------------------
-    ev_ds = ds[recipe.eval_split]
-    ze = np.asarray(head.extract(ev_ds, **ext).features, dtype=np.float32)
-    ye, me = label_arrays(ev_ds)
-    table = []
+
+def final_variant(recipe: RecipeArguments, results: dict) -> str:
+    """The result written to the model: ``auto`` when run, the only variant, else the best on selection."""
+    if "auto" in results:
+        return "auto"
+    if len(results) == 1:
+        return next(iter(results))
+    return max(results, key=lambda k: results[k].summary()["selection_score_best"] or -1.0)
+
+
+def evaluate_results(features, labels, mask, weight0, bias0, results: dict) -> tuple[list[dict], dict]:
+    """Masked mAP / mAUC of the trained rows and of every result: the table and the per-result scores."""
+    from .metrics import partial_auroc, partial_average_precision
+
+    features = np.asarray(features, dtype=np.float32)
 
     def score(w, b):
-        s = ze @ np.asarray(w, dtype=np.float32).T + np.asarray(b, dtype=np.float32)
-        ap = partial_average_precision(s, ye, me)
-        return ap, partial_auroc(s, ye, me)
+        s = features @ np.asarray(w, dtype=np.float32).T + np.asarray(b, dtype=np.float32)
+        return {"map": partial_average_precision(s, labels, mask), "mauc": partial_auroc(s, labels, mask)}
 
-    base_ap, base_auc = score(weight0, bias0)
-    table.append({"method": "baseline", "map": base_ap.value, "mauc": base_auc.value, "improved": 0, "degraded": 0})
-    scores = {}
+    scores = {"baseline": score(weight0, bias0)}
+    table = [{"method": "baseline", "map": scores["baseline"]["map"].value, "mauc": scores["baseline"]["mauc"].value,
+              "improved": 0, "degraded": 0}]
+    ref = np.array(scores["baseline"]["map"].per_category, dtype=float)
     for name, res in results.items():
-        ap, auc = scores[name] = score(res.weight, res.bias)
-        per, ref = np.array(ap.per_category, dtype=float), np.array(base_ap.per_category, dtype=float)
+        scores[name] = score(res.weight, res.bias)
+        per = np.array(scores[name]["map"].per_category, dtype=float)
         ok = ~np.isnan(per) & ~np.isnan(ref)
-        table.append({"method": f"CFT-{name}", "map": ap.value, "mauc": auc.value, "changed": res.n_changed,
-                      "improved": int((per[ok] > ref[ok] + 1e-12).sum()),
+        table.append({"method": f"CFT-{name}", "map": scores[name]["map"].value, "mauc": scores[name]["mauc"].value,
+                      "changed": res.n_changed, "improved": int((per[ok] > ref[ok] + 1e-12).sum()),
                       "degraded": int((per[ok] < ref[ok] - 1e-12).sum())})
+    return table, scores
+
+
+def _card_scores(scores: dict) -> dict:
+    return {"map": scores["map"].value, "mauc": scores["mauc"].value,
+            "per_category_ap": scores["map"].per_category, "per_category_auroc": scores["mauc"].per_category}
+
+
+def save_outputs(recipe: RecipeArguments, head, model_path: str, names, final, final_name: str, table, scores,
+                 selection_on_eval: bool, accelerator) -> None:
+    """The calibrated model, report, plot and card in ``output_dir`` (main process), then the Hub if asked."""
+    evaluation = {recipe.eval_split: {"before": _card_scores(scores["baseline"]),
+                                      "after": _card_scores(scores[final_name])}}
+    head.apply(final)
+    results_json = json.dumps({"eval_split": recipe.eval_split, "kept": final_name, "table": table}, indent=2)
+    head.save_pretrained(recipe.output_dir, category_names=names, repo_id=recipe.hub_model_id,
+                         base_model=recipe.model_name_or_path or model_path, dataset_name=recipe.dataset,
+                         evaluation=evaluation, selection_on_eval=selection_on_eval,
+                         extra_files={RESULTS_NAME: results_json + "\n"})
+    if recipe.push_to_hub:
+        head.push_to_hub(recipe.hub_model_id or os.path.basename(os.path.normpath(recipe.output_dir)),
+                         base_model=recipe.model_name_or_path or model_path, dataset_name=recipe.dataset,
+                         evaluation=evaluation, selection_on_eval=selection_on_eval)
+    accelerator.print(f"calibrated model, report, plot and card: {recipe.output_dir}")
+
+
+def run(recipe: RecipeArguments, engine_args) -> dict:
+    """Run the job; returns the results table (also written to ``output_dir/cft_results.json``)."""
+    from accelerate import Accelerator
+
+    from .data import label_arrays, load_partial_dataset, partial_info
+
+    preflight(recipe)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    seed = engine_args.seed
+    model_path = load_or_train_model(recipe, seed, accelerator)
+    with accelerator.main_process_first():
+        ds = load_partial_dataset(recipe.dataset, data_dir=recipe.data_dir, **_dataset_config(recipe, seed))
+    if recipe.eval_split not in ds:
+        raise ValueError(f"--eval_split {recipe.eval_split!r} is not a split of {recipe.dataset} ({list(ds)})")
+    names = partial_info(ds["train"])["categories"]
+    head = load_head(recipe, model_path, names)
+    ext = dict(cache_dir=os.path.join(recipe.cache_dir, "features"), batch_size=recipe.batch_size,
+               dtype=recipe.feature_dtype, accelerator=accelerator, show_progress=accelerator.is_main_process)
+
+    def features_of(split):
+        return np.asarray(head.extract(split, **ext).features)
+
+    z = features_of(ds["train"])
+    labels, mask = label_arrays(ds["train"])
+    fit_rows, selection, holdout, on_eval = resolve_selection(recipe, model_path, ds, z, labels, mask, features_of)
+    if holdout is not None:
+        engine_args = dataclasses.replace(engine_args, selection_fraction=holdout)
+    weight0, bias0 = head.weight, head.bias
+    fit = (z[fit_rows], labels[fit_rows], mask[fit_rows])  # one copy for every variant
+    results = run_variants(recipe, engine_args, fit, selection, weight0, bias0, names, accelerator)
+    final_name = final_variant(recipe, results)
+    final = results[final_name]
+    if on_eval:
+        final.selection += (f"; SELECTION WAS DONE ON THE EVALUATION SPLIT ({recipe.eval_split}), as in the paper's "
+                            "COCO code: the evaluation figures are optimistic")
+    ev = ds[recipe.eval_split]
+    table, scores = evaluate_results(features_of(ev), *label_arrays(ev), weight0, bias0, results)
     if accelerator.is_main_process:
         logger.info("evaluation on %s:\n%s", recipe.eval_split, format_table(table, recipe.eval_split, final_name))
-        final_scores = scores[final_name]
-        evaluation = {recipe.eval_split: {
-            "before": {"map": base_ap.value, "mauc": base_auc.value, "per_category_ap": base_ap.per_category},
-            "after": {"map": final_scores[0].value, "mauc": final_scores[1].value,
-                      "per_category_ap": final_scores[0].per_category},
-        }}
-        head.apply(final)
-        head.save_pretrained(recipe.output_dir, category_names=names, repo_id=recipe.hub_model_id,
-                             base_model=recipe.model_name_or_path, dataset_name=recipe.dataset,
-                             evaluation=evaluation, selection_on_eval=selection_on_eval,
-                             extra_files={"cft_results.json": json.dumps({"eval_split": recipe.eval_split,
-                                                                          "kept": final_name, "table": table},
-                                                                         indent=2) + "\n"})
-        if recipe.push_to_hub:
-            head.push_to_hub(recipe.hub_model_id or os.path.basename(os.path.normpath(recipe.output_dir)),
-                             dataset_name=recipe.dataset, evaluation=evaluation, selection_on_eval=selection_on_eval)
-        accelerator.print(f"calibrated model, report, plot and card: {recipe.output_dir}")
+        save_outputs(recipe, head, model_path, names, final, final_name, table, scores, on_eval, accelerator)
     accelerator.wait_for_everyone()
     return {"eval_split": recipe.eval_split, "kept": final_name, "table": table}
 

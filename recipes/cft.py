@@ -3,7 +3,7 @@
     accelerate launch recipes/cft.py        # offline: AN baseline on digits_mosaic (10% known) → CFT → report
     accelerate launch recipes/cft.py --model_name_or_path you/resnet101-coco --dataset coco2014 \\
         --data_dir ~/data/coco --variant refit ga auto --selection holdout:0.15 --eval_split validation
-    accelerate launch recipes/cft.py recipes/configs/cft_coco.yaml
+    accelerate launch recipes/cft.py recipes/configs/cft_coco.yaml        # the paper's COCO setting
     accelerate launch --multi_gpu --num_processes 2 recipes/cft.py     # categories sharded across processes
 
 Options: hf_cft.recipe.RecipeArguments and every CFTConfig field (``--help`` lists them).
@@ -16,6 +16,7 @@ import sys
 from accelerate import PartialState
 from transformers import HfArgumentParser
 
+from hf_cft.launch import entrypoint
 from hf_cft.recipe import EngineArguments, RecipeArguments, format_table, run
 
 
@@ -29,6 +30,7 @@ def parse_args(argv=None):
     return parser.parse_args_into_dataclasses(args=argv)
 
 
+@entrypoint
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("hf_cft").setLevel(logging.INFO)

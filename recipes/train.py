@@ -14,6 +14,7 @@ import sys
 
 from transformers import HfArgumentParser
 
+from hf_cft.launch import entrypoint
 from hf_cft.training import TrainArguments, train
 
 
@@ -29,6 +30,7 @@ def parse_args(argv=None) -> TrainArguments:
     return args
 
 
+@entrypoint
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("hf_cft").setLevel(logging.INFO)

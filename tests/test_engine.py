@@ -286,18 +286,45 @@ def test_checkpointed_blocks_are_reused(planted, tmp_path, monkeypatch):
     assert len(calls) == len(files)  # other labels: nothing stale is reused
 
 
-def test_one_engine_hashes_the_inputs_once_for_several_configs(planted, tmp_path, monkeypatch):
+def test_block_checkpoints_are_keyed_by_content_not_identity(planted, tmp_path, monkeypatch):
+    """An array changed in place (same object, same id) must not reuse the blocks of its old content."""
     from hf_cft.engine import core
 
     x, y, m, w0, b0 = planted(n=300, d=6, c=3)
     calls = []
-    real = core._fingerprint
-    monkeypatch.setattr(core, "_fingerprint", lambda *a: calls.append(1) or real(*a))
-    engine = CFTEngine()
-    for variant in ("bp", "refit"):
-        engine.config = CFTConfig(variant=variant, epochs=5, **FAST)
-        engine.fit(x, y, m, w0, b0, checkpoint_dir=str(tmp_path))
-    assert len(calls) == 1
-    engine.config = CFTConfig(variant="bp", epochs=5, seed=1, **FAST)  # another hold-out: hashed again
-    engine.fit(x, y, m, w0, b0, checkpoint_dir=str(tmp_path))
-    assert len(calls) == 2
+    real = core.run_refit
+    monkeypatch.setattr(core, "run_refit", lambda *a, **k: calls.append(1) or real(*a, **k))
+    engine = CFTEngine(CFTConfig(variant="refit", **FAST))
+    first = engine.fit(x, y, m, w0, b0, checkpoint_dir=str(tmp_path))
+    n_blocks = len(calls)
+    again = engine.fit(x, y, m, w0, b0, checkpoint_dir=str(tmp_path))
+    assert len(calls) == n_blocks and torch.equal(first.weight, again.weight)  # same content: reused
+    x *= 2.0  # in place: same object
+    changed = engine.fit(x, y, m, w0, b0, checkpoint_dir=str(tmp_path))
+    assert len(calls) == 2 * n_blocks  # recomputed
+    assert torch.equal(changed.weight, CFTEngine(CFTConfig(variant="refit", **FAST)).fit(x, y, m, w0, b0).weight)
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.8])
+def test_ga_crossover_and_mutation_rates(rate):
+    """Uniform crossover takes a gene from the first parent with `crossover_rate`; mutation hits a child with
+    `mutation_probability` and adds U(-r, r) to every gene of it."""
+    from hf_cft.engine.ga import _breed, _Random
+
+    n_cat, n_child, d = 8, 49, 63
+    pw = torch.zeros(n_cat, 2, n_child, d)
+    pw[:, 1] = 1.0  # first parents all 0, second parents all 1
+    pb = torch.zeros(n_cat, 2, n_child)
+    pb[:, 1] = 1.0
+    rng = _Random(0, torch.device("cpu"), torch.float32)
+    cfg = CFTConfig(variant="ga", crossover_rate=rate, mutation_probability=0.0)
+    cw, cb = _breed(pw.reshape(-1, d), pb.reshape(-1), n_cat, n_child, rng, cfg)
+    share_first = float((torch.cat([cw, cb[:, None]], 1) == 0).float().mean())
+    assert abs(share_first - rate) < 0.01  # 25,000 genes: sd ≈ 0.003
+
+    cfg = CFTConfig(variant="ga", crossover_rate=rate, mutation_probability=0.3, mutation_range=0.01)
+    cw, cb = _breed(torch.zeros(n_cat * 2 * n_child, d), torch.zeros(n_cat * 2 * n_child), n_cat, n_child, rng, cfg)
+    mutated = (cw != 0).any(1)
+    assert abs(float(mutated.float().mean()) - 0.3) < 0.06  # 392 children
+    assert bool((cw[mutated] != 0).all()) and float(cw.abs().max()) <= 0.01 and float(cb.abs().max()) <= 0.01
+    assert float(cw[mutated].std()) == pytest.approx(0.01 / 3**0.5, rel=0.05)

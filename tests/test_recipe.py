@@ -110,3 +110,63 @@ def test_killed_run_resumes_to_identical_bytes(tmp_path, model_dir):
     assert r_full == r_cut  # byte-identical report
     assert all(torch.equal(w_full[k], w_cut[k]) for k in w_full)
     assert n_blocks == 10
+
+
+def test_auroc_end_to_end(tmp_path, model_dir):
+    """--metric auroc (the CheXpert setting): selection, report, card and plot all on AUROC."""
+    _run(["--model_name_or_path", model_dir, *DATA, "--metric", "auroc", "--variant", "refit",
+          "--output_dir", str(tmp_path / "o"), "--cache_dir", str(tmp_path / "c")], tmp_path)
+    out = tmp_path / "o"
+    report = json.loads((out / "cft_report.json").read_text())
+    assert report["config"]["metric"] == "auroc" and "AUROC" in report["selection"]
+    card = (out / "README.md").read_text()
+    assert "mAUC" in card and (out / "cft_gains.png").stat().st_size > 1000
+
+
+FAIL_ON_RANK_1 = """
+import time
+from accelerate import Accelerator
+from hf_cft.launch import entrypoint
+
+@entrypoint
+def main():
+    accelerator = Accelerator(cpu=True)
+    if accelerator.process_index == 1:
+        time.sleep(1)
+        raise KeyError("induced failure on rank 1")
+    accelerator.wait_for_everyone()  # rank 0 waits at a collective for a peer that never comes
+    time.sleep(300)
+
+main()
+"""
+
+
+def test_a_failure_on_one_process_ends_all_with_its_message(tmp_path):
+    script = tmp_path / "fail.py"
+    script.write_text(FAIL_ON_RANK_1)
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                           str(script)], capture_output=True, text=True, cwd=str(tmp_path), timeout=240)
+    assert proc.returncode != 0
+    assert time.time() - start < 60
+    out = proc.stdout + proc.stderr
+    assert "process 1 of 2 failed: KeyError" in out
+    root = out[out.index("Root Cause"):]
+    assert "rank      : 1" in root and "induced failure on rank 1" in root
+
+
+def test_nothing_is_computed_for_an_unwritable_output_or_a_push_without_token(tmp_path, monkeypatch):
+    from hf_cft.recipe import RecipeArguments, preflight
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        preflight(RecipeArguments(output_dir=str(blocker / "out"), cache_dir=str(tmp_path / "c")))
+    if not os.path.isdir("/proc/self"):
+        pytest.skip("needs Linux's /proc, a folder nobody can create files in")
+    with pytest.raises(ValueError, match="cannot be written"):  # even as root
+        preflight(RecipeArguments(output_dir="/proc/hf_cft_out", cache_dir=str(tmp_path / "c")))
+    monkeypatch.setenv("HF_TOKEN", "")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    with pytest.raises(ValueError, match="needs a Hugging Face token"):
+        preflight(RecipeArguments(output_dir=str(tmp_path / "o"), cache_dir=str(tmp_path / "c"), push_to_hub=True))

@@ -53,7 +53,6 @@ class CFTEngine:
         if config is not None and not isinstance(config, CFTConfig):
             raise ValueError(f"`config` must be a CFTConfig, got {type(config).__name__}")
         self.config = config or CFTConfig()
-        self._fingerprints: dict[tuple, str] = {}
 
     # -- inputs ---------------------------------------------------------------------------------------------
     def _splits(self, features, labels, label_mask, selection) -> tuple[Split, Split, str]:
@@ -148,12 +147,8 @@ class CFTEngine:
             raise ValueError(f"`shard` must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
         self._shard, self._checkpoint_dir, self._fingerprint = shard, checkpoint_dir, None
         if checkpoint_dir is not None:
-            # hashing every feature is costly: one engine fitting several configs on the same inputs hashes once
-            key = (id(features), id(labels), id(label_mask), id(weight), id(bias), id(selection), fit.n, sel.n,
-                   self.config.seed, self.config.selection_fraction)
-            if key not in self._fingerprints:
-                self._fingerprints[key] = _fingerprint(fit, sel, weight, bias)
-            self._fingerprint = self._fingerprints[key]
+            # keyed by content, never by object identity: an array changed in place gets new blocks
+            self._fingerprint = _fingerprint(fit, sel, weight, bias)
         n_cat, d = fit.labels.shape[1], fit.features.shape[1]
         weight0, bias0 = self._rows(weight, bias, n_cat, d)
         if category_names is not None and len(category_names) != n_cat:
@@ -246,7 +241,7 @@ class CFTEngine:
         bar = tqdm(total=len(todo), desc=f"CFT-{variant}", unit="cat", disable=not cfg.show_progress)
         for block in blocks:
             path = self._block_path(variant, block)
-            outcome = _load_block(path) if path and os.path.exists(path) else None
+            outcome = _load_block(path, len(block)) if path and os.path.exists(path) else None
             if outcome is None:
                 outcome = self._run_block(variant, block, weight0, bias0, fit_f, sel_f, metric, device, dtype, bar)
                 if path:
@@ -362,8 +357,11 @@ def _fingerprint(fit: Split, sel: Split, weight, bias) -> str:
     h = hashlib.sha256()
     for split in (fit, sel):
         feats = split.features
-        for start in range(0, feats.shape[0], 65536):
-            h.update(np.ascontiguousarray(feats[start:start + 65536].numpy()).tobytes())
+        if split is sel and feats is fit.features:  # a hold-out of the same matrix: hashed once
+            h.update(b"same features")
+        else:
+            for start in range(0, feats.shape[0], 65536):
+                h.update(np.ascontiguousarray(feats[start:start + 65536].numpy()).tobytes())
         h.update(b"rows" + (split.rows.numpy().tobytes() if split.rows is not None else b"all"))
         h.update(split.labels.numpy().tobytes() + split.mask.numpy().tobytes())
     for t in (weight, bias):
@@ -384,14 +382,22 @@ def _save_block(path: str, out: BlockOutcome) -> None:
     os.replace(tmp, path)
 
 
-def _load_block(path: str) -> BlockOutcome:
+def _load_block(path: str, size: int) -> BlockOutcome | None:
+    """A finished block, or None (with a warning) when the file is unreadable or does not fit the block."""
     from safetensors import safe_open
 
-    with safe_open(path, framework="pt") as f:
-        t = {k: f.get_tensor(k) for k in f.keys()}
-        detail = json.loads((f.metadata() or {}).get("detail", "null"))
-    return BlockOutcome(t["weight"], t["bias"], t["best_score"], t["best_step"], t["steps_run"], t["original"],
-                        detail)
+    try:
+        with safe_open(path, framework="pt") as f:
+            t = {k: f.get_tensor(k) for k in f.keys()}
+            detail = json.loads((f.metadata() or {}).get("detail", "null"))
+        out = BlockOutcome(t["weight"], t["bias"], t["best_score"], t["best_step"], t["steps_run"], t["original"],
+                           detail)
+        if any(v.shape[0] != size for v in (out.weight, out.bias, out.best_score, out.best_step, out.original)):
+            raise ValueError(f"it holds {out.weight.shape[0]} rows for a block of {size}")
+    except Exception as err:  # truncated, corrupt or foreign: recompute, never trust it
+        logger.warning("block checkpoint %s is unreadable (%s): recomputing the block", path, err)
+        return None
+    return out
 
 
 def _with_policy(split: Split, uncertain: torch.Tensor, policy: str) -> Split:

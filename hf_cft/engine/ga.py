@@ -46,6 +46,29 @@ class _Random:
         return torch.searchsorted(cum, u, right=True).clamp(max=fitness.shape[1] - 1)
 
 
+def _breed(pw: torch.Tensor, pb: torch.Tensor, n_cat: int, n_child: int, rng: _Random,
+           config: CFTConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Children from parent pairs: ``pw`` (B·2·K)×d and ``pb`` (B·2·K), per category K first then K second parents.
+
+    Uniform crossover takes each gene from the first parent with probability ``crossover_rate``; a child is
+    mutated with probability ``mutation_probability`` by adding U(−r, r) to every gene. Returns (B·K)×d, B·K.
+    """
+    d = pw.shape[1]
+    half = n_cat * n_child
+    first_w, second_w = pw.view(n_cat, 2, n_child, d)[:, 0].reshape(half, d), pw.view(n_cat, 2, n_child, d)[:, 1]
+    first_b, second_b = pb.view(n_cat, 2, n_child)[:, 0].reshape(half), pb.view(n_cat, 2, n_child)[:, 1]
+    take_first = rng.uniform(half, d + 1) < config.crossover_rate
+    child_w = torch.where(take_first[:, :d], first_w, second_w.reshape(half, d))
+    child_b = torch.where(take_first[:, d], first_b, second_b.reshape(half))
+    mutants = (rng.uniform(half) < config.mutation_probability).nonzero().squeeze(1)
+    if mutants.numel():
+        r = config.mutation_range
+        noise = rng.uniform(mutants.numel(), d + 1).mul_(2 * r).sub_(r)
+        child_w.index_add_(0, mutants, noise[:, :d])
+        child_b.index_add_(0, mutants, noise[:, d])
+    return child_w, child_b
+
+
 def run_ga(
     weight: torch.Tensor,
     bias: torch.Tensor,
@@ -69,26 +92,12 @@ def run_ga(
     tracker = BestTracker(weight, bias, original_score, config.patience)
     offset = (torch.arange(n_cat, device=device) * pop_size).unsqueeze(1)
     cat_idx = torch.arange(n_cat, device=device)
-    rate, r = config.crossover_rate, config.mutation_range
 
     for gen in range(1, config.generations + 1):
         parents = (rng.roulette(fitness, 2 * n_child) + offset).reshape(-1)  # flat indices into B·P
         flat_w, flat_b = pop_w.reshape(-1, d), pop_b.reshape(-1)
-        pw, pb = flat_w.index_select(0, parents), flat_b.index_select(0, parents)
-        half = n_cat * n_child
-        # uniform crossover: each gene from the first parent with probability `crossover_rate`
-        u = rng.uniform(half, d + 1)
-        take_first = u < rate
-        child_w = torch.where(take_first[:, :d], pw.view(n_cat, 2, n_child, d)[:, 0].reshape(half, d),
-                              pw.view(n_cat, 2, n_child, d)[:, 1].reshape(half, d))
-        child_b = torch.where(take_first[:, d], pb.view(n_cat, 2, n_child)[:, 0].reshape(half),
-                              pb.view(n_cat, 2, n_child)[:, 1].reshape(half))
-        # mutation: a child, with probability `mutation_probability`, gets U(-r, r) added to every gene
-        mutants = (rng.uniform(half) < config.mutation_probability).nonzero().squeeze(1)
-        if mutants.numel():
-            noise = rng.uniform(mutants.numel(), d + 1).mul_(2 * r).sub_(r)
-            child_w.index_add_(0, mutants, noise[:, :d])
-            child_b.index_add_(0, mutants, noise[:, d])
+        child_w, child_b = _breed(flat_w.index_select(0, parents), flat_b.index_select(0, parents), n_cat, n_child,
+                                  rng, config)
         child_w, child_b = child_w.view(n_cat, n_child, d), child_b.view(n_cat, n_child)
         child_fit = metric(fit.scores(child_w, child_b), fit.labels, fit.mask)
         if n_elite:

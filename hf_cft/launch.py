@@ -1,0 +1,41 @@
+"""What every ``accelerate launch`` recipe's ``main`` shares: one failing process ends them all, loudly."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["entrypoint"]
+
+F = TypeVar("F", bound=Callable)
+
+
+def entrypoint(main: F) -> F:
+    """Wrap a recipe's ``main`` for multi-process runs.
+
+    An exception on any process is printed there with its rank, written to the launcher's error file
+    (torch elastic's ``record``, so the launcher's summary names the root cause, not the peers' lost
+    connections) and ends that process with a non-zero exit; the launcher then stops every other process,
+    including ranks waiting at a collective, instead of leaving them until the collective's timeout.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except BaseException as err:
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            if world > 1 and not isinstance(err, SystemExit):
+                rank = os.environ.get("RANK", "?")
+                print(f"\nhf_cft: process {rank} of {world} failed: {type(err).__name__}: {err}", file=sys.stderr,
+                      flush=True)
+            raise
+
+    return record(wrapped)
