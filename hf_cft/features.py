@@ -1,10 +1,11 @@
 """Feature extraction under accelerate into a memory-mapped, resumable on-disk cache.
 
 The cache of one (backbone weights, dataset, preprocessing, dtype) lives in ``<cache_dir>/<key>/``:
-``features.npy`` (an N×d ``.npy`` written through a memory map, fp32 or fp16) and ``progress.json`` (rows done,
-rewritten atomically after every finished chunk). An interrupted extraction resumes at the first
-unfinished chunk; a different model, dataset or preprocessing gets another key, so a stale cache is never
-reused.
+``features.npy`` (an N×d ``.npy`` written through a memory map, fp32 or fp16) and ``progress.json`` (rows done
+and a CRC-32 of every finished chunk, rewritten atomically after each). An interrupted extraction resumes at
+the first unfinished chunk; a different model, dataset or preprocessing gets another key, so a stale cache is
+never reused. Before a cache is reused its header, size and (with ``verify``) chunk checksums are checked: a
+truncated or damaged file is re-extracted from the first bad row, with a warning, never read as garbage.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -98,11 +100,14 @@ def extract_features(
     num_workers: int = 0,
     show_progress: bool = True,
     transform_id: str | None = None,
+    verify: bool = True,
 ) -> FeatureCache:
     """Extract the classifier inputs of every image of ``dataset`` (a ``datasets.Dataset``) into the cache.
 
     Runs data-parallel under ``accelerator`` (default: a new ``Accelerator()``); padding duplicates of
-    uneven last batches are dropped with ``gather_for_metrics``; only the main process writes.
+    uneven last batches are dropped with ``gather_for_metrics``; only the main process writes. A cache left by
+    an earlier run is checked first (header, file size and, with ``verify``, the CRC-32 of every finished chunk,
+    which re-reads it once); rows from the first bad one on are extracted again.
     """
     from accelerate import Accelerator
 
@@ -122,17 +127,14 @@ def extract_features(
     path = os.path.join(folder, FEATURES_NAME)
     progress_path = os.path.join(folder, PROGRESS_NAME)
     n, d = len(dataset), head.hidden_size
-    done = 0
+    done, chunks = 0, []
     if accelerator.is_main_process:
         os.makedirs(folder, exist_ok=True)
-        if os.path.exists(progress_path) and os.path.exists(path):
-            with open(progress_path, encoding="utf-8") as f:
-                state = json.load(f)
-            if state.get("n") == n and state.get("d") == d:
-                done = int(state["done"])
+        done, chunks = _usable_rows(path, progress_path, n, d, np.dtype(dtype), verify)
         if done == 0:
             np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=(n, d)).flush()
-            _atomic_json(progress_path, {"n": n, "d": d, "done": 0, "dtype": dtype})
+        if done < n:  # what is kept of an earlier run (nothing, a finished prefix): rows after it are redone
+            _atomic_json(progress_path, {"n": n, "d": d, "done": done, "dtype": dtype, "chunks": chunks})
     done = int(_broadcast(accelerator, done))
     if done >= n:
         logger.info("feature cache %s is complete (%d×%d)", folder, n, d)
@@ -162,14 +164,91 @@ def extract_features(
             block = np.concatenate(parts) if parts else np.zeros((0, d), np.float32)
             if block.shape != (stop - start, d):
                 raise RuntimeError(f"extracted {block.shape} for rows {start}:{stop}; expected {(stop - start, d)}")
+            block = np.ascontiguousarray(block, dtype=dtype)
             mm = np.load(path, mmap_mode="r+")
-            mm[start:stop] = block.astype(mm.dtype)
+            mm[start:stop] = block
             mm.flush()
             del mm
-            _atomic_json(progress_path, {"n": n, "d": d, "done": stop, "dtype": dtype})
+            chunks.append([start, stop, zlib.crc32(block)])
+            _atomic_json(progress_path, {"n": n, "d": d, "done": stop, "dtype": dtype, "chunks": chunks})
         accelerator.wait_for_everyone()
     bar.close()
     return FeatureCache(folder, key, np.load(path, mmap_mode="r"))
+
+
+def _npy_layout(path: str) -> tuple[tuple[int, ...], np.dtype, bool, int] | None:
+    """``(shape, dtype, fortran_order, data offset)`` from a ``.npy`` header; None if it is unreadable."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        with open(path, "rb") as f:
+            reader = readers.get(np.lib.format.read_magic(f))
+            if reader is None:
+                return None
+            shape, fortran, dt = reader(f)
+            return shape, dt, fortran, f.tell()
+    except (OSError, ValueError, EOFError):
+        return None
+
+
+def _usable_rows(path: str, progress_path: str, n: int, d: int, dtype: np.dtype,
+                 verify: bool) -> tuple[int, list[list[int]]]:
+    """How many leading rows of an existing cache are finished and intact, and their chunk records.
+
+    0 means start over. A file shorter than its header says (an interrupted copy, a full disk) is extended
+    again to full size, keeping the intact rows before the cut.
+    """
+    if not (os.path.exists(progress_path) and os.path.exists(path)):
+        return 0, []
+    try:
+        with open(progress_path, encoding="utf-8") as f:
+            state = json.load(f)
+        done = int(state["done"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        logger.warning("feature cache %s: unreadable %s (%s); extracting again", path, PROGRESS_NAME, err)
+        return 0, []
+    if state.get("n") != n or state.get("d") != d or state.get("dtype", dtype.name) != dtype.name:
+        logger.warning("feature cache %s: %s records %s×%s %s, expected %d×%d %s; extracting again", path,
+                       PROGRESS_NAME, state.get("n"), state.get("d"), state.get("dtype"), n, d, dtype.name)
+        return 0, []
+    if done <= 0:
+        return 0, []
+    layout = _npy_layout(path)
+    if layout is None or layout[:3] != ((n, d), dtype, False):
+        logger.warning("feature cache %s: header unreadable or not a %d×%d %s array (%s); extracting again",
+                       path, n, d, dtype.name, layout and layout[:3])
+        return 0, []
+    offset = layout[3]
+    row_bytes = d * dtype.itemsize
+    expected, size = offset + n * row_bytes, os.path.getsize(path)
+    if size > expected:
+        logger.warning("feature cache %s holds %d bytes, more than the %d of its header; extracting again",
+                       path, size, expected)
+        return 0, []
+    intact = min(done, max(0, size - offset) // row_bytes)
+    if size < expected:
+        logger.warning("feature cache %s is truncated: %d of %d bytes (%d of %d rows); re-extracting from row %d",
+                       path, size, expected, (size - offset) // row_bytes if size > offset else 0, n, intact)
+        with open(path, "r+b") as f:
+            f.truncate(expected)  # back to full size; the lost rows read as zeros until extracted again
+    chunks = state.get("chunks")
+    if chunks is None:  # a cache written before chunk checksums: only its size can be checked
+        return intact, []
+    kept: list[list[int]] = []
+    stop = 0
+    mm = np.load(path, mmap_mode="r") if verify and intact else None
+    for start, end, crc in chunks:
+        if start != stop or end > intact:
+            break
+        if mm is not None and zlib.crc32(np.ascontiguousarray(mm[start:end])) != crc:
+            logger.warning("feature cache %s: rows %d:%d do not match their checksum; re-extracting from row %d",
+                           path, start, end, start)
+            return stop, kept
+        kept.append([start, end, crc])
+        stop = end
+    if stop < intact == done:  # (a truncation was reported above)
+        logger.warning("feature cache %s: %s records finished chunks up to row %d of %d done; re-extracting from "
+                       "there", path, PROGRESS_NAME, stop, done)
+    return stop, kept
 
 
 def _broadcast(accelerator, value: int) -> int:

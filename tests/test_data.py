@@ -74,11 +74,11 @@ def test_protocols_known_ratio_over_many_labels():
 
 
 def test_missing_data_dir_names_files_and_source(tmp_path):
-    with pytest.raises(FileNotFoundError, match="instances_train2014.json.*cocodataset.org"):
+    with pytest.raises(FileNotFoundError, match=r"(?s)instances_train2014.json.*cocodataset.org"):
         load_partial_dataset("coco2014", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
     with pytest.raises(ValueError, match="needs `data_dir`"):
         load_partial_dataset("chexpert", cache_dir=str(tmp_path / "c"))
-    with pytest.raises(FileNotFoundError, match="is not a folder"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         load_partial_dataset("coco2014", data_dir=str(tmp_path / "nope"))
     with pytest.raises(ValueError, match="unknown dataset"):
         load_partial_dataset("imagenet")
@@ -241,3 +241,24 @@ def test_cache_key_follows_code_and_config(tmp_path, monkeypatch):
     monkeypatch.setattr(hf_cft.data, "code_hash", lambda: "changed-code")
     changed = load_partial_dataset("digits_mosaic", cache_dir=str(tmp_path), n_train=20, n_test=5)
     assert ds["train"].cache_files[0]["filename"] != changed["train"].cache_files[0]["filename"]
+
+
+def test_salient_protocol_depends_on_conspicuousness(tmp_path):
+    # the rule itself: a positive's chance to be known follows its weight; negatives keep known_ratio
+    full = np.ones(20000, dtype=np.int8)
+    full[::2] = 0
+    dim = simulate_known(full, "salient", 0.3, np.random.default_rng(0), weights=np.full(20000, 0.2))
+    bright = simulate_known(full, "salient", 0.3, np.random.default_rng(0), weights=np.full(20000, 0.9))
+    assert abs(dim[full == 1].mean() - 0.12) < 0.02 and abs(bright[full == 1].mean() - 0.54) < 0.02
+    assert abs(dim[full == 0].mean() - 0.3) < 0.02 and abs(bright[full == 0].mean() - 0.3) < 0.02
+    # end to end: one digit per mosaic (grid=1), drawn with contrast U(0.25, 1); its brightness is its salience
+    ds = load_partial_dataset("digits_mosaic", cache_dir=str(tmp_path), grid=1, n_train=1000, n_test=1,
+                              known_ratio=0.3, protocol="salient")
+    labels, mask = label_arrays(ds["train"])
+    assert (labels.sum(1) == 1).all()
+    known = mask[labels == 1]  # one positive per image, in image order
+    brightness = np.array([np.asarray(im).max() for im in ds["train"]["image"]], dtype=float)
+    bright_half = brightness > np.median(brightness)
+    # expected known share of the positive: 0.6 · 0.75 · contrast, about 0.20 (dim half) vs 0.37 (bright half)
+    assert known[bright_half].mean() - known[~bright_half].mean() > 0.08
+    assert abs(mask[labels == 0].mean() - 0.3) < 0.03

@@ -127,3 +127,20 @@ def test_fingerprint_covers_buffers_and_changes_with_any_weight():
     with torch.no_grad():
         model.resnet.embedder.embedder.convolution.weight[0, 0, 0, 0] += 1e-6
     assert model_fingerprint(model) != before
+
+
+def test_cache_key_includes_the_dataset_fingerprint(digits, tmp_path):
+    # same model, same length, different images: one cache_dir must hold two caches, each the fresh features
+    a, b = digits["train"].select(range(0, 20)), digits["train"].select(range(20, 40))
+    assert len(a) == len(b) and a._fingerprint != b._fingerprint
+    head = _head()
+
+    def run(ds, where):
+        return extract_features(head, ds, str(tmp_path / where), image_processor=PROC, batch_size=16,
+                                show_progress=False)
+
+    shared_a, shared_b = run(a, "shared"), run(b, "shared")
+    assert shared_a.key != shared_b.key and len(os.listdir(tmp_path / "shared")) == 2
+    assert not np.allclose(np.asarray(shared_a.features), np.asarray(shared_b.features))
+    np.testing.assert_array_equal(np.asarray(shared_a.features), np.asarray(run(a, "fresh_a").features))
+    np.testing.assert_array_equal(np.asarray(shared_b.features), np.asarray(run(b, "fresh_b").features))

@@ -7,7 +7,7 @@ import os
 
 import datasets
 
-from .base import PartialBuilder, PartialConfig, code_hash, label_arrays, partial_info, simulate_known
+from .base import DataLayout, PartialBuilder, PartialConfig, code_hash, label_arrays, partial_info, simulate_known
 from .chexpert import COMPETITION as CHEXPERT_COMPETITION
 from .chexpert import Chexpert
 from .coco import Coco2014
@@ -22,6 +22,7 @@ __all__ = [
     "CHEXPERT_COMPETITION",
     "Chexpert",
     "Coco2014",
+    "DataLayout",
     "DigitsMosaic",
     "OpenImagesV3",
     "PartialBuilder",
@@ -48,7 +49,9 @@ def load_partial_dataset(name: str, data_dir: str | None = None, cache_dir: str 
 
     Args:
         name: one of ``coco2014``, ``chexpert``, ``openimages_v3``, ``digits_mosaic``, ``partial_csv``.
-        data_dir: the folder holding the files you downloaded (not needed for ``digits_mosaic``).
+        data_dir: the folder holding the files you downloaded (not needed for ``digits_mosaic``); a missing or
+            wrong one is an error naming the expected layout (``BUILDERS[name].DATA_LAYOUT``), what was found and
+            the official download page.
         cache_dir: where built datasets are cached (default: the ``datasets`` cache).
         **config: the builder's options, e.g. ``known_ratio=0.1, protocol="uniform", seed=0``.
 
@@ -58,12 +61,15 @@ def load_partial_dataset(name: str, data_dir: str | None = None, cache_dir: str 
     """
     if name not in BUILDERS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(BUILDERS)}")
+    cls = BUILDERS[name]
+    if cls.data_layout(config) is None:
+        if data_dir is not None:
+            logger.warning("%s reads no files: `data_dir`=%s is ignored", name, data_dir)
+    else:  # before the builder touches the cache: a wrong folder says what it should hold and where to get it
+        cls.check_data_dir(data_dir, config, name)
     if data_dir is not None:
         data_dir = os.path.abspath(os.path.expanduser(data_dir))
-        if not os.path.isdir(data_dir):
-            raise FileNotFoundError(f"`data_dir`={data_dir} is not a folder")
-    builder = BUILDERS[name](cache_dir=cache_dir, data_dir=data_dir, dataset_name=name, code_hash=code_hash(),
-                             **config)
+    builder = cls(cache_dir=cache_dir, data_dir=data_dir, dataset_name=name, code_hash=code_hash(), **config)
     try:
         builder.download_and_prepare()
     except datasets.exceptions.DatasetGenerationError as err:

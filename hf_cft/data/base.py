@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import datasets
@@ -22,7 +23,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "PROTOCOLS", "PartialBuilder", "PartialConfig", "code_hash", "label_arrays", "partial_info", "simulate_known",
+    "PROTOCOLS", "DataLayout", "PartialBuilder", "PartialConfig", "code_hash", "label_arrays", "partial_info",
+    "simulate_known",
 ]
 
 PROTOCOLS = ("uniform", "per_image_fixed", "positives_only")
@@ -87,6 +89,113 @@ def simulate_known(full: np.ndarray, protocol: str, known_ratio: float, rng: np.
 def image_rng(seed: int, key: int) -> np.random.Generator:
     """A generator that depends only on the seed and the image, never on generation order."""
     return np.random.default_rng([int(seed), int(key)])
+
+
+@dataclasses.dataclass(frozen=True)
+class DataLayout:
+    """What a builder's ``data_dir`` must hold and where to get it: the one source of its data-folder errors.
+
+    Paths are relative to ``data_dir`` (or to one of ``roots``); a trailing ``/`` marks a folder.
+    """
+
+    required: tuple[str, ...] = ()  # must all exist
+    any_of: tuple[str, ...] = ()  # at least one must exist (e.g. one CSV per split, some optional)
+    shown: tuple[str, ...] = ()  # further lines of the expected layout (e.g. the image files), never checked
+    how_to_get: str = ""  # the official download page and how to unpack it
+    roots: tuple[str, ...] = ("",)  # subfolders of data_dir that may hold the layout, in order of preference
+
+    def missing(self, folder: str) -> list[str]:
+        """The checked paths absent under ``folder`` (an unmet ``any_of`` is one entry naming them all)."""
+        out = [r for r in self.required if not _exists(folder, r)]
+        if self.any_of and not any(_exists(folder, r) for r in self.any_of):
+            out.append(" or ".join(self.any_of))
+        return out
+
+    def find(self, data_dir: str) -> str | None:
+        """The folder (``data_dir`` or one of its ``roots``) that holds the whole layout, else None."""
+        for root in self.roots:
+            folder = os.path.normpath(os.path.join(data_dir, root))
+            if os.path.isdir(folder) and not self.missing(folder):
+                return folder
+        return None
+
+    def describe(self) -> str:
+        """The expected layout, one relative path a line."""
+        prefix = f"{self.roots[0]}/" if self.roots[0] else ""
+        lines = [f"  {prefix}{r}" for r in self.required]
+        if self.any_of:
+            lines.append("  at least one of: " + ", ".join(prefix + r for r in self.any_of))
+        lines += [f"  {prefix}{r}" for r in self.shown]
+        text = "Expected under `data_dir`:\n" + "\n".join(lines)
+        places = [f"under {r}/" if r else "directly in `data_dir`" for r in self.roots[1:]]
+        if places:
+            text += "\n(the same files may also sit " + ", or ".join(places) + ")"
+        return text
+
+    def resolve(self, data_dir: str | None, name: str) -> str:
+        """The folder holding the layout under ``data_dir``; else an error saying what is expected and found."""
+        if not data_dir:
+            raise ValueError(f"The {name} dataset needs `data_dir`: the folder holding its files.\n"
+                             f"{self.describe()}\n{self.how_to_get}")
+        root = os.path.abspath(os.path.expanduser(data_dir))
+        folder = self.find(root)
+        if folder is not None:
+            return folder
+        if not os.path.exists(root):
+            problem = f"`data_dir`={root} does not exist"
+            near = root
+            while not os.path.isdir(near) and os.path.dirname(near) != near:
+                near = os.path.dirname(near)
+            found = f"Found: nothing there; the nearest existing folder, {near}, holds {_listing(near)}"
+        elif not os.path.isdir(root):
+            problem = f"`data_dir`={root} is a file, not a folder"
+            found = f"Found: a file of {os.path.getsize(root)} bytes"
+        else:
+            best = min(self.roots, key=lambda r: len(self.missing(os.path.join(root, r))))
+            lacks = [os.path.join(best, m) if best else m for m in self.missing(os.path.join(root, best))]
+            problem = f"`data_dir`={root} lacks {', '.join(lacks)}"
+            found = f"Found in `data_dir`: {_listing(root)}"
+            absent = [os.path.join(best, r) for r in (*self.required, *self.any_of)
+                      if not _exists(os.path.join(root, best), r)]
+            for sub in sorted({os.path.dirname(m.rstrip("/")) for m in absent} - {""}):
+                if os.path.isdir(os.path.join(root, sub)):
+                    found += f"\nFound in {sub}/: {_listing(os.path.join(root, sub))}"
+        lines = [f"{name}: {problem}.", self.describe(), found, self.how_to_get]
+        hint = self._elsewhere(root)
+        if hint:
+            lines.append(f"The files are in {hint}: pass `data_dir={hint}`.")
+        raise FileNotFoundError("\n".join(lines))
+
+    def _elsewhere(self, root: str) -> str | None:
+        """A nearby folder (the parent, or a subfolder) that holds the layout: the likely intended ``data_dir``."""
+        parent = os.path.dirname(root)
+        if parent != root and os.path.isdir(parent) and self.find(parent):
+            return parent
+        if os.path.isdir(root):
+            with os.scandir(root) as it:
+                for i, entry in enumerate(it):
+                    if i >= 200:
+                        break
+                    if entry.is_dir() and self.find(entry.path):
+                        return entry.path
+        return None
+
+
+def _exists(folder: str, relative: str) -> bool:
+    path = os.path.join(folder, relative)
+    return os.path.isdir(path) if relative.endswith("/") else os.path.isfile(path)
+
+
+def _listing(folder: str, limit: int = 12) -> str:
+    """A folder's entries, folders marked with ``/``, the first ``limit`` of them."""
+    try:
+        entries = sorted(os.listdir(folder))
+    except OSError as err:
+        return f"nothing readable ({err.strerror})"
+    if not entries:
+        return "nothing (empty folder)"
+    shown = [e + ("/" if os.path.isdir(os.path.join(folder, e)) else "") for e in entries[:limit]]
+    return ", ".join(shown) + (f", ... ({len(entries) - limit} more)" if len(entries) > limit else "")
 
 
 class PartialBuilder(datasets.GeneratorBasedBuilder):
@@ -181,20 +290,29 @@ class PartialBuilder(datasets.GeneratorBasedBuilder):
         return ds
 
     # -- files ---------------------------------------------------------------------------------------------
-    def _require(self, dl_manager, relative: list[str], how_to_get: str) -> str:
-        """The data folder, checked to hold ``relative`` files; else a clear error naming them."""
-        root = dl_manager.manual_dir or self.config.data_dir
-        if not root:
-            raise ValueError(
-                f"The {self.name} dataset needs `data_dir`: a folder holding {', '.join(relative)}. {how_to_get}"
-            )
-        root = os.path.abspath(os.path.expanduser(root))
-        missing = [r for r in relative if not os.path.exists(os.path.join(root, r))]
-        if missing:
-            raise FileNotFoundError(
-                f"`data_dir`={root} lacks {', '.join(missing)} (expected there: {', '.join(relative)}). {how_to_get}"
-            )
-        return root
+    DATA_LAYOUT: DataLayout | None = None  # what `data_dir` must hold; None: the builder reads no files
+
+    @classmethod
+    def data_layout(cls, config: Mapping[str, Any] | None = None) -> DataLayout | None:
+        """What ``data_dir`` must hold for this builder with these options (``config``: the builder kwargs)."""
+        return cls.DATA_LAYOUT
+
+    @classmethod
+    def check_data_dir(cls, data_dir: str | None, config: Mapping[str, Any] | None = None,
+                       name: str | None = None) -> str | None:
+        """The folder that holds the builder's files (resolved, e.g. CheXpert's subfolder), else a clear error.
+
+        ``None`` for builders that read no files.
+        """
+        layout = cls.data_layout(config)
+        if layout is None:
+            return None
+        return layout.resolve(data_dir, name or cls.__name__)
+
+    def _data_root(self, dl_manager) -> str:
+        """The checked data folder of this build (see :meth:`check_data_dir`)."""
+        return self.check_data_dir(dl_manager.manual_dir or self.config.data_dir, vars(self.config),
+                                   getattr(self, "dataset_name", None) or self.name)
 
 
 def label_arrays(dataset, columns=("labels", "label_mask")) -> tuple[np.ndarray, ...]:

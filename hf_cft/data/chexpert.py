@@ -31,7 +31,7 @@ import datasets
 import numpy as np
 
 from ..labels import apply_uncertain_policy
-from .base import PartialBuilder, PartialConfig
+from .base import DataLayout, PartialBuilder, PartialConfig
 
 OBSERVATIONS = [
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -39,8 +39,14 @@ OBSERVATIONS = [
     "Support Devices",
 ]
 COMPETITION = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
-HOW_TO_GET = ("Register and download CheXpert-v1.0(-small) from https://stanfordmlgroup.github.io/competitions/"
-              "chexpert/ and unpack it there.")
+LAYOUT = DataLayout(
+    required=("train.csv", "valid.csv"),
+    shown=("train/patient00001/study1/view1_frontal.jpg ...", "valid/patient64541/study1/view1_frontal.jpg ..."),
+    roots=("CheXpert-v1.0-small", "CheXpert-v1.0", ""),
+    how_to_get="Get CheXpert-v1.0-small (or CheXpert-v1.0) from the Stanford ML Group CheXpert page, "
+               "https://stanfordmlgroup.github.io/competitions/chexpert/ (free registration), unzip it and pass the "
+               "folder that holds CheXpert-v1.0-small/ as `data_dir`.",
+)
 
 
 @dataclasses.dataclass
@@ -59,6 +65,7 @@ class Chexpert(PartialBuilder):
     UNCERTAIN_MASK = True
     HOMEPAGE = "https://stanfordmlgroup.github.io/competitions/chexpert/"
     CITATION = "@inproceedings{irvin2019chexpert, title={CheXpert}, booktitle={AAAI}, year={2019}}"
+    DATA_LAYOUT = LAYOUT
 
     def metadata(self):
         cfg = self.config
@@ -73,17 +80,7 @@ class Chexpert(PartialBuilder):
         if cfg.uncertain_policy not in (None, "u_ignore", "u_ones", "u_zeros"):
             raise ValueError(f"`uncertain_policy` must be None, 'u_ignore', 'u_ones' or 'u_zeros', "
                              f"got {cfg.uncertain_policy!r}")
-        root = dl_manager.manual_dir or cfg.data_dir
-        sub = None
-        if root:
-            for candidate in ("CheXpert-v1.0-small", "CheXpert-v1.0", ""):
-                if os.path.exists(os.path.join(root, candidate, "train.csv")):
-                    sub = candidate
-                    break
-        sub = "CheXpert-v1.0-small" if sub is None else sub
-        files = [os.path.join(sub, n) for n in ("train.csv", "valid.csv")]
-        root = self._require(dl_manager, files, HOW_TO_GET)
-        folder = os.path.join(root, sub) if sub else root
+        folder = self._data_root(dl_manager)
         return [
             datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={
                 "csv_path": os.path.join(folder, "train.csv"), "folder": folder, "split": "train"}),

@@ -25,10 +25,16 @@ import os
 import datasets
 import numpy as np
 
-from .base import PartialBuilder, PartialConfig, image_rng, simulate_known
+from .base import DataLayout, PartialBuilder, PartialConfig, image_rng, simulate_known
 
-HOW_TO_GET = ("Download 2014 Train/Val images and 2014 Train/Val annotations from https://cocodataset.org/#download "
-              "and unpack them into that folder.")
+LAYOUT = DataLayout(
+    required=("annotations/instances_train2014.json", "annotations/instances_val2014.json", "train2014/",
+              "val2014/"),
+    shown=("train2014/COCO_train2014_000000000009.jpg ...", "val2014/COCO_val2014_000000000042.jpg ..."),
+    how_to_get="Get them from the official COCO download page, https://cocodataset.org/#download: \"2014 Train "
+               "images\" (train2014.zip), \"2014 Val images\" (val2014.zip) and \"2014 Train/Val annotations\" "
+               "(annotations_trainval2014.zip); unzip all three into one folder and pass it as `data_dir`.",
+)
 
 
 @dataclasses.dataclass
@@ -43,6 +49,7 @@ class Coco2014(PartialBuilder):
     VERSION = datasets.Version("1.0.0")
     HOMEPAGE = "https://cocodataset.org"
     CITATION = "@inproceedings{lin2014coco, title={Microsoft COCO: Common Objects in Context}, year={2014}}"
+    DATA_LAYOUT = LAYOUT
 
     def categories(self) -> list[str]:
         if not hasattr(self, "_categories"):
@@ -55,8 +62,7 @@ class Coco2014(PartialBuilder):
 
     def _split_generators(self, dl_manager):
         self.config.check()
-        files = ["annotations/instances_train2014.json", "annotations/instances_val2014.json"]
-        root = self._require(dl_manager, files, HOW_TO_GET)
+        root = self._data_root(dl_manager)
         return [
             datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={
                 "root": root, "subset": "train2014", "partial": True, "split": "train"}),
@@ -87,7 +93,7 @@ class Coco2014(PartialBuilder):
             if not checked:
                 if not os.path.exists(file):
                     raise FileNotFoundError(f"{file} is missing: is `data_dir` the folder holding {subset}/? "
-                                            + HOW_TO_GET)
+                                            + LAYOUT.how_to_get)
                 checked = True
             if not os.path.exists(file):
                 self._skip(split, "missing image file")

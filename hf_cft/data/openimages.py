@@ -28,12 +28,19 @@ from collections.abc import Iterator
 import datasets
 import numpy as np
 
-from .base import PartialBuilder, PartialConfig
+from .base import DataLayout, PartialBuilder, PartialConfig
 
-HOW_TO_GET = ("Get the Open Images V3 CSVs (classes-trainable.txt, class-descriptions.csv and, per split, "
-              "annotations-human.csv and images.csv) from https://github.com/openimages/dataset and put the "
-              "images you downloaded under images/<split>/<ImageID>.jpg.")
 SPLITS = {"train": datasets.Split.TRAIN, "validation": datasets.Split.VALIDATION, "test": datasets.Split.TEST}
+LAYOUT = DataLayout(
+    required=("classes-trainable.txt", "class-descriptions.csv", "images/"),
+    any_of=tuple(f"{s}/annotations-human.csv" for s in SPLITS),
+    shown=("train/images.csv  (and validation/, test/ likewise)", "images/train/<ImageID>.jpg ..."),
+    how_to_get="Get the Open Images V3 (2017_11) release listed on https://github.com/openimages/dataset "
+               "(READMEV3.md): classes_2017_11.tar.gz, annotations_human_2017_11.tar.gz and images_2017_11.tar.gz "
+               "from https://storage.googleapis.com/openimages/2017_11/; untar them and pass the 2017_11/ folder "
+               "they create as `data_dir`, with the images you download (URLs in <split>/images.csv) under "
+               "images/<split>/<ImageID>.jpg.",
+)
 
 
 @dataclasses.dataclass
@@ -49,6 +56,7 @@ class OpenImagesV3(PartialBuilder):
     HOMEPAGE = "https://storage.googleapis.com/openimages/web/index.html"
     CITATION = "@misc{openimages2017, title={OpenImages: A public dataset for large-scale multi-label and " \
                "multi-class image classification}, year={2017}}"
+    DATA_LAYOUT = LAYOUT
 
     def _mids(self) -> list[str]:
         if not hasattr(self, "_mid_list"):
@@ -81,16 +89,9 @@ class OpenImagesV3(PartialBuilder):
         return {**super().metadata(), "protocol": "real partial labels", "mids": self._mids()}
 
     def _split_generators(self, dl_manager):
-        files = ["classes-trainable.txt", "class-descriptions.csv"]
-        root = self._require(dl_manager, files, HOW_TO_GET)
-        out = []
-        for split, name in SPLITS.items():
-            ann = os.path.join(root, split, "annotations-human.csv")
-            if os.path.exists(ann):
-                out.append(datasets.SplitGenerator(name=name, gen_kwargs={"root": root, "split": split}))
-        if not out:
-            raise FileNotFoundError(f"`data_dir`={root} holds no <split>/annotations-human.csv. {HOW_TO_GET}")
-        return out
+        root = self._data_root(dl_manager)
+        found = [s for s in SPLITS if os.path.isfile(os.path.join(root, s, "annotations-human.csv"))]
+        return [datasets.SplitGenerator(name=SPLITS[s], gen_kwargs={"root": root, "split": s}) for s in found]
 
     def _generate_examples(self, root: str, split: str):
         index = {m: i for i, m in enumerate(self._mids())}

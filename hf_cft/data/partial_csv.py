@@ -16,13 +16,22 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import datasets
 import numpy as np
 
-from .base import PartialBuilder, PartialConfig
+from .base import DataLayout, PartialBuilder, PartialConfig
 
-HOW_TO_GET = "Write one CSV per split: an image-path column plus one column per category (1, 0, -1 or blank)."
+LAYOUT = DataLayout(
+    any_of=("train.csv", "validation.csv", "test.csv"),
+    shown=("<image paths listed in the CSVs, relative to `image_dir` (default: `data_dir`)> ...",),
+    how_to_get="partial_csv reads your own data, nothing to download: write one CSV per split with a header row, "
+               "an image-path column (`image_column`, default \"image\") and one column per category holding 1, 0, "
+               "-1 or blank (see the hf_cft.data.partial_csv docstring); name other files with "
+               "`splits={\"train\": \"mine.csv\"}`.",
+)
 
 
 @dataclasses.dataclass
@@ -41,6 +50,25 @@ class PartialCsv(PartialBuilder):
     BUILDER_CONFIG_CLASS = PartialCsvConfig
     VERSION = datasets.Version("1.0.0")
     UNCERTAIN_MASK = True
+    DATA_LAYOUT = LAYOUT
+
+    @classmethod
+    def data_layout(cls, config: Mapping[str, Any] | None = None) -> DataLayout:
+        """The CSVs named by ``splits`` (default train.csv, validation.csv, test.csv): at least one must exist."""
+        splits = (config or {}).get("splits")
+        return dataclasses.replace(LAYOUT, any_of=tuple(splits.values())) if splits else LAYOUT
+
+    @classmethod
+    def check_data_dir(cls, data_dir: str | None, config: Mapping[str, Any] | None = None,
+                       name: str | None = None) -> str:
+        """The data folder, checked like every builder's, and ``image_dir`` when given."""
+        root = super().check_data_dir(data_dir, config, name)
+        image_dir = (config or {}).get("image_dir")
+        if image_dir is not None and not os.path.isdir(image_dir):
+            column = (config or {}).get("image_column", "image")
+            raise FileNotFoundError(f"`image_dir`={image_dir} is not a folder: pass the folder that the CSVs' "
+                                    f"{column!r} paths are relative to (default: `data_dir`)")
+        return root
 
     def _files(self) -> dict[str, str]:
         root = self.config.data_dir or ""
@@ -71,10 +99,8 @@ class PartialCsv(PartialBuilder):
             raise ValueError(f"`minus_one` must be 'uncertain', 'unknown' or 'negative', got {cfg.minus_one!r}")
         if cfg.blank not in ("unknown", "negative"):
             raise ValueError(f"`blank` must be 'unknown' or 'negative', got {cfg.blank!r}")
+        self._data_root(dl_manager)
         files = self._files()
-        if not files:
-            wanted = list((cfg.splits or {"train": "train.csv"}).values())
-            self._require(dl_manager, wanted, HOW_TO_GET)
         names = {"train": datasets.Split.TRAIN, "validation": datasets.Split.VALIDATION, "test": datasets.Split.TEST}
         return [datasets.SplitGenerator(name=names.get(s, s), gen_kwargs={"path": p, "split": s})
                 for s, p in files.items()]
