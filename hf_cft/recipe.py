@@ -21,6 +21,7 @@ import torch
 
 from .engine import CFTConfig, CFTEngine, choose_per_category
 from .engine.config import RUN_VARIANTS
+from .engine.decide import merge_shards
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ def run_variants(recipe: RecipeArguments, engine_args, fit, selection, weight0, 
                           shard=_shard_categories(accelerator),
                           checkpoint_dir=os.path.join(recipe.cache_dir, "blocks"))
         parts = gather_object([part]) if accelerator.num_processes > 1 else [part]
-        results[variant] = _merge(parts, weight0, bias0)
+        results[variant] = merge_shards(parts, weight0, bias0)
     if "auto" in recipe.variant and len(variants) > 1:
         results["auto"] = choose_per_category(results, weight0, bias0)
     return results
@@ -319,20 +320,6 @@ def run(recipe: RecipeArguments, engine_args) -> dict:
         save_outputs(recipe, head, model_path, names, final, final_name, table, scores, on_eval, accelerator)
     accelerator.wait_for_everyone()
     return {"eval_split": recipe.eval_split, "kept": final_name, "table": table}
-
-
-def _merge(parts, weight0, bias0):
-    """One result from the shards' results: each category from the shard that ran it."""
-    if len(parts) == 1:
-        return parts[0]
-    first = parts[0]
-    w, b = weight0.clone().to(first.weight.dtype), bias0.clone().to(first.bias.dtype)
-    report = []
-    for c in range(len(first.report)):
-        owner = next((p for p in parts if p.report[c].skipped != "in another shard"), first)
-        w[c], b[c] = owner.weight[c], owner.bias[c]
-        report.append(owner.report[c])
-    return dataclasses.replace(first, weight=w, bias=b, report=report)
 
 
 def format_table(table: list[dict], split: str, kept: str) -> str:

@@ -10,7 +10,7 @@ from hf_cft import CFTConfig, CFTEngine, fit_cft
 from hf_cft.engine.data import Split, ViewFactory, make_blocks
 from hf_cft.losses import asymmetric_loss
 
-FAST = dict(show_progress=False, patience=None)
+FAST = dict(show_progress=False, patience=None, selection_rule="strict")  # the paper's rule: exact equivalences
 
 
 def _holdout(n, cfg):
@@ -28,7 +28,7 @@ def _score(metric, w, b, x, y, m):
 def test_bp_batched_equals_independent_per_row_loop(planted):
     x, y, m, w0, b0 = planted(n=400, d=10, c=4, known=0.5)
     x, w0, b0 = x.astype(np.float64), w0.astype(np.float64), b0.astype(np.float64)
-    cfg = CFTConfig(variant="bp", epochs=60, lr=0.05, patience=5, show_progress=False)
+    cfg = CFTConfig(variant="bp", epochs=60, lr=0.05, patience=5, show_progress=False, selection_rule="strict")
     res = fit_cft(x, y, m, w0, b0, cfg)
     fit_rows, sel_rows = _holdout(len(x), cfg)
     for c in range(4):  # an independent, plain per-row implementation

@@ -13,26 +13,18 @@ import torch
 
 from ..losses import asymmetric_loss, aucm_loss, wmw_loss
 from .config import CFTConfig
-from .selection import BestTracker, BlockOutcome
+from .selection import BestTracker, Judge
 
 __all__ = ["run_bp"]
 
 
-def run_bp(
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    fit,
-    sel,
-    original_score: torch.Tensor,
-    metric,
-    config: CFTConfig,
-    progress=None,
-) -> BlockOutcome:
-    """Fit a block of rows (``weight`` B×d, ``bias`` B) with Adam on ``config.bp_loss``; keep each best on ``sel``."""
+def run_bp(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, config: CFTConfig, seed: int = 0,
+           progress=None, categories: list[int] | None = None) -> BestTracker:
+    """Fit a block of rows (``weight`` B×d, ``bias`` B) with Adam on ``config.bp_loss``; track each on ``judge``."""
     w = weight.detach().clone().requires_grad_(True)
     b = bias.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([w, b], lr=config.lr)
-    tracker = BestTracker(w, b, original_score, config.patience)
+    tracker = BestTracker(w, b, judge(w.detach(), b.detach()), config.patience)
     fit_labels, fit_mask = fit.labels.squeeze(1), fit.mask.squeeze(1)
     for epoch in range(1, config.epochs + 1):
         opt.zero_grad(set_to_none=True)
@@ -47,10 +39,9 @@ def run_bp(
         loss.backward()
         opt.step()
         with torch.no_grad():
-            score = metric(sel.scores(w.unsqueeze(1), b.unsqueeze(1)), sel.labels, sel.mask).squeeze(1)
-        running = tracker.update(epoch, w, b, score)
+            running = tracker.update(epoch, w, b, judge(w.detach(), b.detach()))
         if progress is not None:
             progress(epoch)
         if not running:
             break
-    return tracker.outcome()
+    return tracker

@@ -18,6 +18,7 @@ RUN_VARIANTS = ("bp", "ga", "pygad", "refit")
 BP_LOSSES = ("asl", "wmw", "aucm")
 POLICIES = ("u_ignore", "u_ones", "u_zeros")
 METRICS = ("ap", "auroc")
+SELECTION_RULES = ("crossfit", "strict")
 
 
 @dataclass
@@ -46,6 +47,27 @@ class CFTConfig:
         default=0.15,
         metadata={"help": "Share of the training images held out (with `seed`) to choose each row's best version "
                   "when no selection split is given. Must be in (0, 1)."},
+    )
+    selection_rule: str = field(
+        default="crossfit",
+        metadata={"help": "How a row is chosen: 'crossfit' (default: step and shrinkage chosen and judged out of "
+                  "fold on K folds of the selection labels, gains pooled across categories, replaced only where "
+                  "the posterior chance of a gain reaches `selection_confidence`) or 'strict' (the paper's: the "
+                  "best selection score if strictly higher than the trained row's)."},
+    )
+    selection_folds: int = field(default=5, metadata={"help": "crossfit: folds of each category's selection labels "
+                                                               "(stratified by label)."})
+    selection_alphas: list[float] = field(
+        default_factory=lambda: [0.25, 0.5, 0.75, 1.0],
+        metadata={"help": "crossfit: shrinkage toward the new row, w = w0 + α·(w_new − w0); α = 0 (the trained row) "
+                  "is always a candidate."},
+    )
+    selection_bootstrap: int = field(default=200, metadata={"help": "crossfit: paired bootstrap resamples for the "
+                                                                     "standard error of each gain."})
+    selection_confidence: float = field(
+        default=0.9,
+        metadata={"help": "crossfit: replace a row only where the posterior probability that its cross-fitted gain "
+                  "is positive reaches this."},
     )
     patience: int | None = field(
         default=300,
@@ -131,6 +153,17 @@ class CFTConfig:
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"`variant` must be one of {VARIANTS}, got {self.variant!r}")
+        if self.selection_rule not in SELECTION_RULES:
+            raise ValueError(f"`selection_rule` must be one of {SELECTION_RULES}, got {self.selection_rule!r}")
+        if self.selection_folds < 2:
+            raise ValueError(f"`selection_folds` must be >= 2, got {self.selection_folds}")
+        self.selection_alphas = sorted({float(a) for a in self.selection_alphas})
+        if not self.selection_alphas or self.selection_alphas[0] <= 0 or self.selection_alphas[-1] > 1:
+            raise ValueError(f"`selection_alphas` must be values in (0, 1], got {self.selection_alphas}")
+        if self.selection_bootstrap < 2:
+            raise ValueError(f"`selection_bootstrap` must be >= 2, got {self.selection_bootstrap}")
+        if not 0.5 <= self.selection_confidence < 1:
+            raise ValueError(f"`selection_confidence` must be in [0.5, 1), got {self.selection_confidence}")
         if self.bp_loss not in BP_LOSSES:
             raise ValueError(f"`bp_loss` must be one of {BP_LOSSES}, got {self.bp_loss!r}")
         if self.refit_toward not in ("trained", "zero"):

@@ -19,11 +19,12 @@ from ..metrics.core import METRICS
 from .bp import run_bp
 from .config import CFTConfig
 from .data import Split, ViewFactory, as_features, check_finite, make_blocks
+from .decide import IN_ANOTHER_SHARD, Run, decide
 from .ga import run_ga
 from .pygad_backend import run_pygad
 from .refit import run_refit
 from .result import CategoryReport, CFTResult
-from .selection import BlockOutcome
+from .selection import BlockOutcome, Judge, SelectionPlan, crossfit_block
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,10 @@ def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+# variant → its runner: (weight, bias, fit view, judge, config, seed, progress, categories) → BestTracker
+RUNNERS = {"bp": run_bp, "ga": run_ga, "pygad": run_pygad, "refit": run_refit}
 
 
 def _block_seed(seed: int, block: Sequence[int]) -> int:
@@ -170,25 +175,17 @@ class CFTEngine:
         device = _resolve_device(cfg.device)
         dtype = torch.float64 if weight0.dtype == torch.float64 else torch.float32
 
-        candidates = []
+        runs: dict[str, Run] = {}
         for policy in policies:
             fit_p = fit if policy is None else _with_policy(fit, unc, policy)
             for variant in variants:
                 tag = variant if policy is None else f"{variant}/{policy}"
-                w, b, rep = self._run_variant(variant, fit_p, sel, weight0, bias0, wanted, category_names,
+                runs[tag] = self._run_variant(variant, fit_p, sel, weight0, bias0, wanted, category_names,
                                               device, dtype)
-                for r in rep:
-                    r.policy = policy if r.changed else None
-                candidates.append((tag, w, b, rep))
-        result = self._combine(candidates, weight0, bias0, protocol)
-        logger.info("CFT-%s: %d of %d rows changed", cfg.variant, result.n_changed, n_cat)
+        result = decide(runs, weight0, bias0, cfg, protocol)
+        logger.info("CFT-%s: %d of %d rows changed (%s rule)", cfg.variant, result.n_changed, n_cat,
+                    cfg.selection_rule)
         return result
-
-    def _combine(self, candidates, weight0, bias0, protocol) -> CFTResult:
-        if len(candidates) == 1:
-            _, w, b, rep = candidates[0]
-            return CFTResult(w, b, rep, self.config, protocol)
-        return _choose(candidates, weight0, bias0, self.config, protocol)
 
     def _run_variant(self, variant, fit, sel, weight0, bias0, wanted, category_names, device, dtype):
         cfg = self.config
@@ -230,7 +227,7 @@ class CFTEngine:
             for block in blocks:
                 if block not in mine:
                     for c in block:
-                        report[c].skipped = "in another shard"
+                        report[c].skipped = IN_ANOTHER_SHARD
             todo = [c for b in mine for c in b]
             blocks = mine
         logger.info(
@@ -256,12 +253,15 @@ class CFTEngine:
                 r.best_step = int(outcome.best_step[j])
                 r.steps_run = int(outcome.steps_run[j])
                 r.variant = variant if r.best_step > 0 else "original"
+                r.alpha = float(outcome.alpha[j])
+                if not bool(torch.isnan(outcome.oof_gain[j])):
+                    r.oof_gain, r.gain_se = float(outcome.oof_gain[j]), float(outcome.gain_se[j])
                 if outcome.detail is not None and r.best_step > 0:
                     r.detail = outcome.detail[j]
             bar.update(len(block))
         bar.close()
         logger.info("CFT-%s: done in %.1fs", variant, time.perf_counter() - start)
-        return new_w, new_b, report
+        return Run(new_w, new_b, report)
 
     def _block_path(self, variant: str, block: list[int]) -> str | None:
         if self._checkpoint_dir is None:
@@ -271,53 +271,25 @@ class CFTEngine:
                                         sort_keys=True).encode()).hexdigest()[:24]
         return os.path.join(self._checkpoint_dir, f"{variant}-{key}.safetensors")
 
-    def _run_block(self, variant, block, weight0, bias0, fit_f, sel_f, metric, device, dtype, bar):
+    def _run_block(self, variant, block, weight0, bias0, fit_f, sel_f, metric, device, dtype, bar) -> BlockOutcome:
         cfg = self.config
         fit_v, sel_v = fit_f.view(block), sel_f.view(block)
         idx = torch.as_tensor(block)
         w = weight0[idx].to(device, dtype)
         b = bias0[idx].to(device, dtype)
-        original = metric(sel_v.scores(w.unsqueeze(1), b.unsqueeze(1)), sel_v.labels, sel_v.mask).squeeze(1)
+        folds = cfg.selection_folds if cfg.selection_rule == "crossfit" else 1
+        judge = Judge(sel_v, SelectionPlan.build(sel_v, block, folds, cfg.seed), metric)
+        seed = _block_seed(cfg.seed, block)
 
         def progress(step: int) -> None:
             if step % 50 == 0:
                 bar.set_postfix_str(f"block of {len(block)}, step {step}", refresh=False)
 
-        if variant == "bp":
-            out = run_bp(w, b, fit_v, sel_v, original, metric, cfg, progress)
-        elif variant == "ga":
-            out = run_ga(w, b, fit_v, sel_v, original, metric, cfg, _block_seed(cfg.seed, block), progress)
-        elif variant == "refit":
-            out = run_refit(w, b, fit_v, sel_v, original, metric, cfg, progress)
+        tracker = RUNNERS[variant](w, b, fit_v, judge, cfg, seed=seed, progress=progress, categories=block)
+        out = crossfit_block(w, b, tracker, judge, cfg)
+        if variant == "refit":
             out.detail = [f"l2={cfg.refit_l2[int(s) - 1]:g}" if int(s) > 0 else None for s in out.best_step]
-        else:
-            seeds = [(cfg.seed * 1_000_003 + c) % (2**32) for c in block]
-            out = run_pygad(w, b, fit_v, sel_v, original, metric, cfg, seeds, progress)
-        out.original = original
         return out
-
-
-def _choose(candidates, weight0, bias0, config, protocol) -> CFTResult:
-    """Per category, the candidate with the best selection score (strictly above the trained row)."""
-    new_w, new_b = weight0.clone(), bias0.clone()
-    report = []
-    for c in range(weight0.shape[0]):
-        best_j, best_score, scores = None, None, {}
-        for j, (tag, _, _, rep) in enumerate(candidates):
-            r = rep[c]
-            scores[tag] = r.best_score if r.skipped is None else None
-            if r.skipped is None and r.changed and (best_score is None or r.best_score > best_score):
-                best_j, best_score = j, r.best_score
-        fitted = [rep[c] for _, _, _, rep in candidates if rep[c].skipped is None]
-        chosen = candidates[best_j][3][c] if best_j is not None else (fitted or [candidates[0][3][c]])[0]
-        chosen = dataclasses.replace(chosen, candidates=scores)
-        if best_j is not None:
-            new_w[c] = candidates[best_j][1][c]
-            new_b[c] = candidates[best_j][2][c]
-        else:
-            chosen.best_score, chosen.best_step, chosen.variant = chosen.original_score, 0, "original"
-        report.append(chosen)
-    return CFTResult(new_w, new_b, report, config, protocol)
 
 
 def choose_per_category(results: dict[str, CFTResult], weight, bias) -> CFTResult:
@@ -335,10 +307,17 @@ def choose_per_category(results: dict[str, CFTResult], weight, bias) -> CFTResul
         raise ValueError("the results were selected on different splits; run them with the same data and seed")
     w0 = torch.as_tensor(np.asarray(weight) if not isinstance(weight, torch.Tensor) else weight).to(first.weight.dtype)
     b0 = torch.as_tensor(np.asarray(bias) if not isinstance(bias, torch.Tensor) else bias).to(first.bias.dtype)
-    candidates = [(tag, r.weight, r.bias, r.report) for tag, r in results.items()]
+    runs = {}
+    for tag, r in results.items():
+        if len(r.runs) == 1:
+            runs[tag] = next(iter(r.runs.values()))
+        elif r.runs:  # an auto or greedy result: every run it holds
+            runs.update({f"{tag}:{t}": run for t, run in r.runs.items()})
+        else:  # a result without its candidates (e.g. rebuilt from JSON): its rows as they were decided
+            runs[tag] = Run(r.weight, r.bias, r.report)
     variants = [r.config.variant for r in results.values()]
     config = dataclasses.replace(first.config, variant="auto", auto_variants=variants)
-    return _choose(candidates, w0, b0, config, first.selection)
+    return decide(runs, w0, b0, config, first.selection)
 
 
 def _deal(blocks: list[list[int]], costs: list[float], rank: int, world: int) -> list[list[int]]:
@@ -374,11 +353,9 @@ def _save_block(path: str, out: BlockOutcome) -> None:
     from safetensors.torch import save_file
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tensors = {"weight": out.weight, "bias": out.bias, "best_score": out.best_score, "best_step": out.best_step,
-               "steps_run": out.steps_run, "original": out.original}
+    tensors = {k: getattr(out, k).detach().cpu().contiguous() for k in BlockOutcome.TENSORS}
     tmp = path + ".tmp"
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
-              metadata={"detail": json.dumps(out.detail)})
+    save_file(tensors, tmp, metadata={"detail": json.dumps(out.detail)})
     os.replace(tmp, path)
 
 
@@ -388,12 +365,11 @@ def _load_block(path: str, size: int) -> BlockOutcome | None:
 
     try:
         with safe_open(path, framework="pt") as f:
-            t = {k: f.get_tensor(k) for k in f.keys()}
+            t = {k: f.get_tensor(k) for k in BlockOutcome.TENSORS}
             detail = json.loads((f.metadata() or {}).get("detail", "null"))
-        out = BlockOutcome(t["weight"], t["bias"], t["best_score"], t["best_step"], t["steps_run"], t["original"],
-                           detail)
-        if any(v.shape[0] != size for v in (out.weight, out.bias, out.best_score, out.best_step, out.original)):
-            raise ValueError(f"it holds {out.weight.shape[0]} rows for a block of {size}")
+        out = BlockOutcome(**t, detail=detail)
+        if any(v.shape[0] != size for v in t.values()):
+            raise ValueError(f"it holds rows for another block size than {size}")
     except Exception as err:  # truncated, corrupt or foreign: recompute, never trust it
         logger.warning("block checkpoint %s is unreadable (%s): recomputing the block", path, err)
         return None

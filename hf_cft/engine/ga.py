@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .config import CFTConfig
-from .selection import BestTracker, BlockOutcome
+from .selection import BestTracker, Judge
 
 __all__ = ["run_ga"]
 
@@ -69,18 +69,10 @@ def _breed(pw: torch.Tensor, pb: torch.Tensor, n_cat: int, n_child: int, rng: _R
     return child_w, child_b
 
 
-def run_ga(
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    fit,
-    sel,
-    original_score: torch.Tensor,
-    metric,
-    config: CFTConfig,
-    seed: int,
-    progress=None,
-) -> BlockOutcome:
-    """Evolve a block of rows (``weight`` B×d, ``bias`` B); keep each row's best elite on ``sel``."""
+def run_ga(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, config: CFTConfig, seed: int = 0,
+           progress=None, categories: list[int] | None = None) -> BestTracker:
+    """Evolve a block of rows (``weight`` B×d, ``bias`` B); track each row's elite on ``judge``."""
+    metric = judge.metric
     n_cat, d = weight.shape
     pop_size, n_elite = config.population_size, config.elitism
     n_child = pop_size - n_elite
@@ -89,7 +81,7 @@ def run_ga(
     pop_w = weight.unsqueeze(1).repeat(1, pop_size, 1)  # B × P × d
     pop_b = bias.unsqueeze(1).repeat(1, pop_size)  # B × P
     fitness = metric(fit.scores(pop_w, pop_b), fit.labels, fit.mask)  # B × P
-    tracker = BestTracker(weight, bias, original_score, config.patience)
+    tracker = BestTracker(weight, bias, judge(weight, bias), config.patience)
     offset = (torch.arange(n_cat, device=device) * pop_size).unsqueeze(1)
     cat_idx = torch.arange(n_cat, device=device)
 
@@ -110,10 +102,9 @@ def run_ga(
             pop_w, pop_b, fitness = child_w, child_b, child_fit
         best = fitness.nan_to_num(-1.0).argmax(dim=1)
         champ_w, champ_b = pop_w[cat_idx, best], pop_b[cat_idx, best]  # B × d, B
-        score = metric(sel.scores(champ_w.unsqueeze(1), champ_b.unsqueeze(1)), sel.labels, sel.mask).squeeze(1)
-        running = tracker.update(gen, champ_w, champ_b, score)
+        running = tracker.update(gen, champ_w, champ_b, judge(champ_w, champ_b))
         if progress is not None:
             progress(gen)
         if not running:
             break
-    return tracker.outcome()
+    return tracker

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .config import CFTConfig
-from .selection import BestTracker, BlockOutcome
+from .selection import BestTracker, Judge
 
 logger = logging.getLogger(__name__)
 
@@ -29,30 +29,22 @@ def _pygad():
     return pygad
 
 
-def run_pygad(
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    fit,
-    sel,
-    original_score: torch.Tensor,
-    metric,
-    config: CFTConfig,
-    seeds: list[int],
-    progress=None,
-) -> BlockOutcome:
-    """Run one PyGAD instance per category of the block (``seeds`` one per category)."""
+def run_pygad(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, config: CFTConfig, seed: int = 0,
+              progress=None, categories: list[int] | None = None) -> BestTracker:
+    """Run one PyGAD instance per category of the block, seeded by ``seed`` and the category's index."""
+    metric = judge.metric
+    cats = categories if categories is not None else list(range(weight.shape[0]))
+    seeds = [(seed * 1_000_003 + c) % (2**32) for c in cats]
     pygad = _pygad()
     n_cat, d = weight.shape
-    tracker = BestTracker(weight, bias, original_score, config.patience)
+    tracker = BestTracker(weight, bias, judge(weight, bias), config.patience)
     device, dtype = weight.device, weight.dtype
     for i in range(n_cat):
         one = slice(i, i + 1)
-        fit_scores, sel_scores = _row_scorer(fit, i), _row_scorer(sel, i)
+        fit_scores, sel_scores = _row_scorer(fit, i), _row_scorer(judge.view, i)
         fit_labels, fit_mask = fit.labels[one], fit.mask[one]
-        sel_labels, sel_mask = sel.labels[one], sel.mask[one]
         row = torch.cat([weight[i], bias[i:i + 1]]).cpu().double().numpy()
         stale = [0]
-        best = [float(original_score[i])]
 
         def fitness(ga, solutions, _idx, fit_scores=fit_scores, fit_labels=fit_labels, fit_mask=fit_mask):
             sols = torch.as_tensor(np.atleast_2d(solutions), device=device, dtype=dtype)
@@ -60,20 +52,18 @@ def run_pygad(
             # roulette selection fails when every fitness is 0; a tiny floor keeps it defined
             return (f.nan_to_num(0.0).clamp(min=0) + 1e-12).cpu().double().numpy()
 
-        def on_generation(ga, i=i, sel_scores=sel_scores, sel_labels=sel_labels, sel_mask=sel_mask,
-                          stale=stale, best=best):
+        def on_generation(ga, i=i, sel_scores=sel_scores, stale=stale):
             sol, _, _ = ga.best_solution(pop_fitness=ga.last_generation_fitness)
             champ = torch.as_tensor(sol, device=device, dtype=dtype).unsqueeze(0)
-            score = float(metric(sel_scores(champ), sel_labels, sel_mask).squeeze())
+            score = judge.row(i, sel_scores(champ)).view(1, -1)  # 1 × M
             step = ga.generations_completed
-            if score > best[0]:
-                best[0], stale[0] = score, 0
-                tracker.weight[i] = champ[0, :d]
-                tracker.bias[i] = champ[0, d]
-                tracker.score[i] = score
-                tracker.step[i] = step
-            else:
-                stale[0] += 1
+            better = (score[0] > tracker.score[i]) & tracker.active[i]
+            if bool(better.any()):
+                tracker.weight[i, better] = champ[0, :d]
+                tracker.bias[i, better] = champ[0, d]
+                tracker.score[i, better] = score[0, better]
+                tracker.step[i, better] = step
+            stale[0] = 0 if bool(better[0]) else stale[0] + 1
             tracker.steps_run[i] = step
             if progress is not None:
                 progress(step)
@@ -104,7 +94,7 @@ def run_pygad(
         )
         ga.run()
     tracker.active[:] = False
-    return tracker.outcome()
+    return tracker
 
 
 def _row_scorer(view, i: int):

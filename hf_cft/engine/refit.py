@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import CFTConfig
-from .selection import BlockOutcome
+from .selection import BestTracker, Judge
 
 __all__ = ["logistic_objective", "run_refit"]
 
@@ -141,17 +141,9 @@ def solve_logistic(view, w0, b0, lam, w_ref, sample_weight, max_iter: int = 200,
     return w, b, iters
 
 
-def run_refit(
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    fit,
-    sel,
-    original_score: torch.Tensor,
-    metric,
-    config: CFTConfig,
-    progress=None,
-) -> BlockOutcome:
-    """Solve every (category, λ) pair of the block; keep per category the best λ on ``sel`` if it beats the row."""
+def run_refit(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, config: CFTConfig, seed: int = 0,
+              progress=None, categories: list[int] | None = None) -> BestTracker:
+    """Solve every (category, λ) pair of the block; the λ grid is the trajectory the ``judge`` tracks (step p: λ_p)."""
     n_cat, d = weight.shape
     dtype = weight.dtype
     lam = torch.tensor(config.refit_l2, dtype=dtype, device=weight.device).view(1, -1)
@@ -162,14 +154,11 @@ def run_refit(
     sw = _sample_weight(fit, config.refit_balanced)
     w, b, iters = solve_logistic(fit, w0, b0, lam, w_ref, sw,
                                  max_iter=config.refit_max_iter, tol=config.refit_tol)
-    scores = metric(sel.scores(w, b), sel.labels, sel.mask)  # B × n_lam
-    best = scores.nan_to_num(-1.0).argmax(dim=1)
-    rows = torch.arange(n_cat, device=weight.device)
-    best_score = scores[rows, best]
-    better = best_score > original_score
-    out_w = torch.where(better.unsqueeze(1), w[rows, best], weight)
-    out_b = torch.where(better, b[rows, best], bias)
-    steps = torch.where(better, best + 1, torch.zeros_like(best))  # 1-based index into the λ grid
+    scores = judge(w, b)  # B × n_lam × M
+    tracker = BestTracker(weight, bias, judge(weight, bias), None)
+    for p in range(n_lam):
+        tracker.update(p + 1, w[:, p], b[:, p], scores[:, p])
+    tracker.steps_run = iters.max(1).values
     if progress is not None:
         progress(int(iters.max()))
-    return BlockOutcome(out_w, out_b, torch.where(better, best_score, original_score), steps, iters.max(1).values)
+    return tracker

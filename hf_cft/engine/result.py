@@ -35,7 +35,13 @@ class CategoryReport:
         variant: the variant that produced the kept row ("original" when unchanged).
         policy: the uncertain-label policy of the kept row (CheXpert greedy), else None.
         detail: variant-specific detail of the kept row (refit: the L2 strength).
-        candidates: selection score of each variant / policy tried (``auto`` and greedy runs).
+        alpha: shrinkage of the candidate toward the trained row (``w0 + α·(w_new − w0)``; crossfit rule).
+        oof_gain: cross-fitted gain of the candidate procedure over the trained row on the selection labels.
+        gain_se: its stratified paired-bootstrap standard error.
+        posterior_gain: the gain after pooling across categories (empirical Bayes).
+        p_gain: the pooled posterior probability that the gain is positive.
+        reason: why the row was kept or replaced, in words.
+        candidates: per variant / policy tried (``auto`` and greedy runs), its selection score and evidence.
         skipped: why the category was not fitted (None when it was).
     """
 
@@ -52,7 +58,13 @@ class CategoryReport:
     variant: str = "original"
     policy: str | None = None
     detail: str | None = None
-    candidates: dict[str, float | None] | None = None
+    alpha: float | None = None
+    oof_gain: float | None = None
+    gain_se: float | None = None
+    posterior_gain: float | None = None
+    p_gain: float | None = None
+    reason: str | None = None
+    candidates: dict[str, dict[str, Any]] | None = None
     skipped: str | None = None
 
     @property
@@ -90,6 +102,8 @@ class CFTResult:
         report: one :class:`CategoryReport` per category, in row order.
         config: the configuration used.
         selection: a plain statement of the selection protocol.
+        runs: tag → the candidates of each variant run (rows and raw reports), from which the rows were
+            decided; not serialized.
     """
 
     weight: torch.Tensor
@@ -98,6 +112,7 @@ class CFTResult:
     config: CFTConfig
     selection: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    runs: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def n_changed(self) -> int:
@@ -112,6 +127,7 @@ class CFTResult:
         orig = [r.original_score for r in fitted]
         best = [r.best_score for r in fitted]
         return {
+            "rule": self.config.selection_rule,
             "categories": len(self.report),
             "fitted": len(fitted),
             "changed": self.n_changed,
@@ -126,7 +142,7 @@ class CFTResult:
         for r in self.report:
             row = {k: _clean(v) for k, v in asdict(r).items()}
             if r.candidates is not None:
-                row["candidates"] = {k: _clean(v) for k, v in r.candidates.items()}
+                row["candidates"] = {k: {kk: _clean(vv) for kk, vv in v.items()} for k, v in r.candidates.items()}
             row["changed"] = r.changed
             cats.append(row)
         return {
@@ -146,19 +162,26 @@ class CFTResult:
         os.replace(tmp, path)
 
     def to_markdown(self) -> str:
-        """A per-category markdown table (selection scores, in percent)."""
+        """A per-category markdown table (selection scores and gains in points)."""
         metric = self.config.metric.upper()
-        lines = [
-            f"| # | category | fit (pos) | selection (pos) | {metric} before | {metric} after | gain | step | kept |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|---|",
-        ]
+        crossfit = self.config.selection_rule == "crossfit"
+        head = f"| # | category | fit (pos) | selection (pos) | {metric} before | {metric} after | gain |"
+        rule = "|---:|---|---:|---:|---:|---:|---:|"
+        if crossfit:
+            head += " cross-fitted gain (95%) | P(gain > 0) | α |"
+            rule += "---:|---:|---:|"
+        lines = [head + " kept |", rule + "---|"]
         for r in self.report:
             gain = r.gain
             kept = f"skipped: {r.skipped}" if r.skipped else " ".join(
                 x for x in (r.variant, r.policy, r.detail and f"({r.detail})") if x)
-            lines.append(
-                f"| {r.index} | {r.name or r.index} | {r.n_fit} ({r.n_fit_pos}) | {r.n_sel} ({r.n_sel_pos}) | "
-                f"{_pct(r.original_score)} | {_pct(r.best_score)} | {'–' if gain is None else f'{100 * gain:+.2f}'} | "
-                f"{r.best_step} | {kept} |"
-            )
+            row = (f"| {r.index} | {r.name or r.index} | {r.n_fit} ({r.n_fit_pos}) | {r.n_sel} ({r.n_sel_pos}) | "
+                   f"{_pct(r.original_score)} | {_pct(r.best_score)} | "
+                   f"{'–' if gain is None else f'{100 * gain:+.2f}'} |")
+            if crossfit:
+                cf = "–" if r.oof_gain is None or r.skipped else f"{100 * r.oof_gain:+.2f} ± {196 * r.gain_se:.2f}"
+                prob = "–" if r.p_gain is None or r.skipped else f"{r.p_gain:.2f}"
+                alpha = "–" if r.alpha is None or r.skipped or not r.changed else f"{r.alpha:g}"
+                row += f" {cf} | {prob} | {alpha} |"
+            lines.append(row + f" {kept} |")
         return "\n".join(lines) + "\n"

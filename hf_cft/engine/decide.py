@@ -1,0 +1,149 @@
+"""The per-category decision: which run's candidate row replaces the trained row, if any, and why.
+
+A *run* is one variant (or variant / uncertain-label policy) over all categories: its candidate rows and its
+raw per-category reports (selection scores, cross-fitted gain and standard error, α). ``decide`` is a pure
+function of the runs, so a sharded run decides again, identically, once the shards are gathered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+
+from .config import CFTConfig
+from .result import CategoryReport, CFTResult
+from .selection import posterior_gains
+
+__all__ = ["IN_ANOTHER_SHARD", "Run", "decide", "merge_shards"]
+
+IN_ANOTHER_SHARD = "in another shard"
+
+
+@dataclasses.dataclass
+class Run:
+    """One variant's candidates: rows (C×d, C) and the raw report of every category."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    report: list[CategoryReport]
+
+
+def _split_tag(tag: str) -> tuple[str, str | None]:
+    variant, _, policy = tag.partition("/")
+    return variant, policy or None
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.2f}"
+
+
+def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, config: CFTConfig,
+           protocol: str) -> CFTResult:
+    """Per category: the trained row, or one run's candidate, by ``config.selection_rule``."""
+    n_cat = weight0.shape[0]
+    crossfit = config.selection_rule == "crossfit"
+    post: dict[str, dict[int, tuple[float, float, float]]] = {}
+    if crossfit:
+        for tag, run in runs.items():
+            fitted = [r for r in run.report if r.skipped is None and r.oof_gain is not None]
+            if not fitted:
+                post[tag] = {}
+                continue
+            p = posterior_gains(np.array([r.oof_gain for r in fitted]), np.array([r.gain_se for r in fitted]))
+            post[tag] = {r.index: (float(m), float(s), float(q)) for r, m, s, q in
+                         zip(fitted, p.mean, p.sd, p.prob_positive)}
+    new_w, new_b = weight0.clone(), bias0.clone()
+    report = []
+    for c in range(n_cat):
+        raw = {tag: run.report[c] for tag, run in runs.items()}
+        fitted = {tag: r for tag, r in raw.items() if r.skipped is None}
+        best_tag, best_key = None, None
+        for tag, r in fitted.items():
+            if r.best_step <= 0:  # the candidate is the trained row
+                continue
+            if crossfit:
+                mean, _, prob = post[tag].get(c, (float("nan"),) * 3)
+                if not prob >= config.selection_confidence:
+                    continue
+                key = mean
+            else:
+                key = r.best_score
+            if best_key is None or key > best_key:
+                best_tag, best_key = tag, key
+        base = fitted.get(best_tag) if best_tag else next(iter(fitted.values()), next(iter(raw.values())))
+        chosen = dataclasses.replace(base)
+        if len(runs) > 1:
+            chosen.candidates = {tag: _candidate_summary(r, post.get(tag, {}).get(c)) for tag, r in raw.items()}
+        if crossfit and best_tag is None and fitted:
+            tag0 = next(iter(fitted))
+            if c in post.get(tag0, {}):
+                chosen.posterior_gain, _, chosen.p_gain = post[tag0][c]
+        if best_tag is not None:
+            new_w[c] = runs[best_tag].weight[c]
+            new_b[c] = runs[best_tag].bias[c]
+            chosen.variant, chosen.policy = _split_tag(best_tag)
+            if crossfit:
+                chosen.posterior_gain, _, chosen.p_gain = post[best_tag][c]
+        else:
+            chosen.variant, chosen.policy, chosen.detail = "original", None, None
+            if chosen.skipped is None:
+                chosen.best_score, chosen.best_step, chosen.alpha = chosen.original_score, 0, 0.0
+        chosen.reason = _reason(chosen, best_tag, fitted, post, config, c)
+        report.append(chosen)
+    return CFTResult(new_w, new_b, report, config, protocol,
+                     runs={tag: run for tag, run in runs.items()})
+
+
+def _candidate_summary(r: CategoryReport, posterior) -> dict:
+    out = {"selection_score": r.best_score if r.skipped is None else None, "step": r.best_step}
+    if r.oof_gain is not None and r.skipped is None:
+        out.update({"crossfit_gain": r.oof_gain, "gain_se": r.gain_se, "alpha": r.alpha})
+    if posterior is not None:
+        out.update({"posterior_gain": posterior[0], "p_gain": posterior[2]})
+    return out
+
+
+def _reason(r: CategoryReport, best_tag: str | None, fitted: dict, post: dict, config: CFTConfig, c: int) -> str:
+    if r.skipped is not None:
+        return f"kept: {r.skipped}"
+    if config.selection_rule == "strict":
+        if best_tag is None:
+            return "kept: no candidate scored strictly higher than the trained row on the selection labels (strict)"
+        return (f"replaced by {best_tag}: selection score {_pts(r.best_score - r.original_score)} points above the "
+                "trained row (strict rule: best of the trajectory, not judged out of fold)")
+    if best_tag is not None:
+        return (f"replaced by {best_tag}: cross-fitted gain {_pts(r.oof_gain)} ± {100 * 1.96 * r.gain_se:.2f} "
+                f"points, pooled P(gain > 0) = {r.p_gain:.2f} >= {config.selection_confidence:g}, α = {r.alpha:g}")
+    moved = [t for t, x in fitted.items() if x.best_step > 0]
+    if not moved:
+        return "kept: no candidate scored higher than the trained row on the selection labels"
+    parts = []
+    for t in moved:
+        x = fitted[t]
+        p = post.get(t, {}).get(c)
+        prob = f"{p[2]:.2f}" if p is not None and not math.isnan(p[2]) else "–"
+        parts.append(f"{t}: gain {_pts(x.oof_gain)} ± {100 * 1.96 * x.gain_se:.2f}, P = {prob}")
+    return (f"kept: no candidate's pooled P(gain > 0) reached {config.selection_confidence:g} ("
+            + "; ".join(parts) + ")")
+
+
+def merge_shards(parts: list[CFTResult], weight0: torch.Tensor, bias0: torch.Tensor) -> CFTResult:
+    """One result from the shards of a run: each category's candidates from the shard that ran it, decided again."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    runs = {}
+    for tag, run in first.runs.items():
+        w, b = run.weight.clone(), run.bias.clone()
+        report = []
+        for c in range(len(run.report)):
+            owner = next((p.runs[tag] for p in parts if p.runs[tag].report[c].skipped != IN_ANOTHER_SHARD), run)
+            w[c], b[c] = owner.weight[c], owner.bias[c]
+            report.append(owner.report[c])
+        runs[tag] = Run(w, b, report)
+    w0 = torch.as_tensor(weight0).to(first.weight.dtype)
+    b0 = torch.as_tensor(bias0).to(first.bias.dtype)
+    return decide(runs, w0, b0, first.config, first.selection)

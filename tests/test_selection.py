@@ -1,0 +1,158 @@
+"""The cross-fitted selection rule: noise is never taken for a gain, a clear gain always is, and its numbers."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score
+
+from hf_cft import CFTConfig, CFTEngine, fit_cft
+from hf_cft.engine.data import Split, ViewFactory
+from hf_cft.engine.decide import merge_shards
+from hf_cft.engine.selection import BestTracker, Judge, SelectionPlan, crossfit_block, posterior_gains
+from hf_cft.metrics import average_precision
+
+FAST = dict(show_progress=False, epochs=150, lr=0.02, patience=None)
+
+
+def _world(seed, n=1500, d=12, c=6, known=0.4, noise=0.0):
+    """Labels drawn from true logistic rows; the trained rows are the truth plus ``noise``."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    w_true = rng.normal(size=(c, d)).astype(np.float32)
+    b_true = np.full(c, -1.0, dtype=np.float32)
+    p = 1 / (1 + np.exp(-(x @ w_true.T + b_true)))
+    y = (rng.random(p.shape) < p).astype(np.int8)
+    m = rng.random((n, c)) < known
+    w0 = (w_true + noise * rng.normal(size=w_true.shape)).astype(np.float32)
+    return x, y, m, w0, b_true.copy()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_row_with_nothing_to_fix_is_never_replaced(seed):
+    """The trained rows are the true rows: every candidate's apparent gain is noise, so nothing is replaced
+    (the paper's strict rule replaces rows in this world)."""
+    x, y, m, w0, b0 = _world(seed)
+    for variant in ("refit", "bp"):
+        res = fit_cft(x, y, m, w0, b0, CFTConfig(variant=variant, seed=seed, **FAST))
+        assert res.n_changed == 0, res.to_markdown()
+        assert torch.equal(res.weight, torch.from_numpy(w0))
+        assert all(r.reason.startswith("kept") for r in res.report)
+    strict = fit_cft(x, y, m, w0, b0, CFTConfig(variant="bp", seed=seed, selection_rule="strict", **FAST))
+    assert strict.n_changed > 0
+
+
+def test_a_clearly_better_row_is_always_replaced():
+    x, y, m, w0, b0 = _world(0, noise=2.0)
+    res = fit_cft(x, y, m, w0, b0, CFTConfig(variant="refit", **FAST))
+    assert res.n_changed == 6
+    for r in res.report:
+        assert r.oof_gain > 1.5 * r.gain_se > 0 and r.p_gain > 0.99 and 0 < r.alpha <= 1
+        assert r.reason.startswith("replaced by refit: cross-fitted gain +")
+
+
+def test_determinism_by_seed():
+    x, y, m, w0, b0 = _world(3, noise=0.7)
+    cfg = dict(variant="bp", **FAST)
+    a = fit_cft(x, y, m, w0, b0, CFTConfig(**cfg))
+    b = fit_cft(x, y, m, w0, b0, CFTConfig(**cfg))
+    assert torch.equal(a.weight, b.weight) and a.to_dict() == b.to_dict()
+    c = fit_cft(x, y, m, w0, b0, CFTConfig(seed=1, **cfg))
+    assert [r.oof_gain for r in a.report] != [r.oof_gain for r in c.report]
+
+
+def test_shards_decided_again_together_equal_one_run():
+    x, y, m, w0, b0 = _world(4, c=7, noise=0.8)
+    cfg = CFTConfig(variant="refit", block_memory_mb=0.02, **FAST)
+    one = fit_cft(x, y, m, w0, b0, cfg)
+    parts = [CFTEngine(cfg).fit(x, y, m, w0, b0, shard=(r, 3)) for r in range(3)]
+    merged = merge_shards(parts, torch.from_numpy(w0), torch.from_numpy(b0))
+    assert torch.equal(merged.weight, one.weight) and merged.to_dict() == one.to_dict()
+
+
+def test_the_plan_is_stratified_and_does_not_depend_on_the_block():
+    x, y, m, w0, b0 = _world(5, c=4)
+    split = Split.from_arrays(x, y, m, "selection")
+    for threshold in (0.0, 1.0):  # dense and gathered views
+        factory = ViewFactory(split, torch.device("cpu"), torch.float32, threshold)
+        full = SelectionPlan.build(factory.view([0, 1, 2, 3]), [0, 1, 2, 3], 5, seed=0)
+        alone = SelectionPlan.build(factory.view([2]), [2], 5, seed=0)
+        n = int(alone.n_known[0])
+        assert torch.equal(full.order[2, :n], alone.order[0, :n]) and torch.equal(full.folds[2, :n],
+                                                                                  alone.folds[0, :n])
+        for i in range(4):
+            n_pos, n_known = int(full.n_pos[i]), int(full.n_known[i])
+            assert n_pos == int((y[:, i][m[:, i]] > 0).sum()) and n_known == int(m[:, i].sum())
+            pos_folds = torch.bincount(full.folds[i, :n_pos], minlength=5)
+            assert int(pos_folds.max() - pos_folds.min()) <= 1  # positives dealt round-robin
+            # judge k sees every known label except those of fold k
+            for k in range(5):
+                seen = full.judge_mask[i, k + 1]
+                assert int(seen.sum()) == n_known - int((full.folds[i, :n_known] == k).sum())
+
+
+def test_crossfit_numbers_against_a_plain_reference():
+    """Out-of-fold predictions, α per fold and the gain, recomputed per category with scikit-learn."""
+    x, y, m, w0, b0 = _world(6, n=600, c=3)
+    split = Split.from_arrays(x, y, m, "selection")
+    view = ViewFactory(split, torch.device("cpu"), torch.float64, 0.0).view([0, 1, 2])
+    plan = SelectionPlan.build(view, [0, 1, 2], 3, seed=0)
+    cfg = CFTConfig(selection_folds=3, selection_alphas=[0.5, 1.0], selection_bootstrap=50)
+    judge = Judge(view, plan, average_precision)
+    w0t, b0t = torch.from_numpy(w0).double(), torch.from_numpy(b0).double()
+    tracker = BestTracker(w0t, b0t, judge(w0t, b0t), None)
+    rng = np.random.default_rng(0)
+    for step in range(1, 30):  # random candidate rows around the trained ones
+        w = w0t + torch.from_numpy(rng.normal(scale=0.6, size=w0.shape))
+        tracker.update(step, w, b0t, judge(w, b0t))
+    out = crossfit_block(w0t, b0t, tracker, judge, cfg)
+    alphas = [0.0, 0.5, 1.0]
+    for i in range(3):
+        rows = np.flatnonzero(m[:, i])
+        order = plan.order[i, :len(rows)].numpy()
+        folds = plan.folds[i, :len(rows)].numpy()
+        yy = y[order, i]
+        s0 = x[order].astype(np.float64) @ w0[i].astype(np.float64) + b0[i]
+        oof = s0.copy()
+        for k in range(3):
+            snap = tracker.weight[i, k + 1].numpy() @ x[order].T.astype(np.float64) + tracker.bias[i, k + 1].item()
+            train = folds != k
+            aps = [average_precision_score(yy[train], (s0 + a * (snap - s0))[train]) for a in alphas]
+            a = alphas[int(np.argmax(aps))]
+            oof[~train] = (s0 + a * (snap - s0))[~train]
+        gain = average_precision_score(yy, oof) - average_precision_score(yy, s0)
+        assert float(out.oof_gain[i]) == pytest.approx(gain, abs=1e-9)
+        assert float(out.original[i]) == pytest.approx(average_precision_score(yy, s0), abs=1e-9)
+        assert (float(out.gain_se[i]) > 0) == (abs(gain) > 0 or not np.allclose(oof, s0))
+
+
+def test_posterior_pools_like_the_normal_normal_model():
+    se = np.full(8, 0.02)
+    # no spread beyond the noise: every category gets the pooled mean, with the mean's own uncertainty
+    flat = posterior_gains(np.array([0.01, -0.01, 0.02, 0.0, 0.01, 0.0, 0.015, -0.005]), se)
+    assert np.allclose(flat.mean, flat.prior_mean) and flat.prior_sd == 0.0
+    assert np.allclose(flat.sd, 0.02 / np.sqrt(8))
+    # a real spread: each gain is shrunk toward the mean by se² / (se² + τ²)
+    g = np.array([0.3, -0.2, 0.1, 0.0, 0.25, -0.1])
+    post = posterior_gains(g, np.full(6, 0.05))
+    tau2 = g.var(ddof=1) - 0.0025
+    shrink = 0.0025 / (0.0025 + tau2)
+    assert np.allclose(post.mean, g.mean() + (1 - shrink) * (g - g.mean()))
+    assert post.prob_positive[0] > 0.99 and post.prob_positive[1] < 0.01
+    # fewer than three categories: nothing to pool from
+    alone = posterior_gains(np.array([0.05, -0.05]), np.array([0.05, 0.05]))
+    assert np.allclose(alone.mean, [0.05, -0.05]) and alone.prob_positive[0] == pytest.approx(0.8413, abs=1e-4)
+
+
+def test_the_report_explains_each_decision():
+    x, y, m, w0, b0 = _world(7, c=4, noise=1.5)
+    w0[0] = _world(7, c=4)[3][0]  # category 0: the true row, nothing to fix
+    res = fit_cft(x, y, m, w0, b0, CFTConfig(variant="auto", auto_variants=["refit", "bp"], **FAST),
+                  category_names=["a", "b", "c", "d"])
+    data = res.to_dict()
+    assert data["summary"]["rule"] == "crossfit"
+    for r in data["categories"]:
+        assert r["reason"] and set(r["candidates"]) == {"refit", "bp"}
+        assert {"crossfit_gain", "gain_se", "alpha", "p_gain"} <= set(r["candidates"]["refit"])
+    assert res.report[0].variant == "original" and res.report[0].reason.startswith("kept")
+    md = res.to_markdown()
+    assert "cross-fitted gain (95%)" in md and "P(gain > 0)" in md
