@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -18,13 +19,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GAINS_PLOT_NAME", "CFTHead", "HeadSpec", "find_head"]
+__all__ = ["GAINS_PLOT_NAME", "CFTHead", "HeadSpec", "find_head", "recover_model_dir", "save_timm_model", "swap_in"]
 
 GAINS_PLOT_NAME = "cft_gains.png"
+_OLD, _TMP = ".old", ".tmp"  # beside a model folder while it is replaced (see swap_in)
 
 
 @dataclass
@@ -93,6 +96,9 @@ class CFTHead:
         self.model = model
         self.spec = find_head(model)
         self.library = "timm" if _is_timm(model) else "transformers"
+        self.image_processor = None  # a transformers image processor; None: the timm data config, or none known
+        self.name_or_path: str | None = None  # where from_pretrained loaded the model from
+        self.cft_result = None  # the CFTResult last applied
         w = self.weight
         self.num_labels, self.hidden_size = w.shape
         if category_names is not None:
@@ -172,8 +178,9 @@ class CFTHead:
 
     # -- labels --------------------------------------------------------------------------------------------
     def label_names(self) -> list[str] | None:
+        """The model's label names in order, or None when it has none (transformers' ``LABEL_i``)."""
         if self.library == "timm":
-            names = getattr(self.model, "pretrained_cfg", {}).get("label_names")
+            names = self.model.pretrained_cfg.get("label_names")
             return list(names) if names else None
         cfg = getattr(self.model, "config", None)
         if cfg is None or not getattr(cfg, "id2label", None):
@@ -195,12 +202,63 @@ class CFTHead:
             raise ValueError("the model's labels differ from the dataset's categories (in order): "
                              + "; ".join(diff[:10]) + more)
 
+    # -- preprocessing -----------------------------------------------------------------------------------
+    def set_preprocessing(self, image_size: int | Sequence[int], image_mean: float | Sequence[float],
+                          image_std: float | Sequence[float]) -> CFTHead:
+        """Use a ``transformers.ViTImageProcessor`` built from these values for feature extraction; returns self.
+
+        It resizes to ``image_size`` (an int for a square, or ``(height, width)``), scales to [0, 1] and
+        normalizes with ``image_mean`` / ``image_std`` (3 values, or one for every channel): the evaluation
+        transform of hf_cft's trainer. Use it when the model was saved without an image processor.
+        """
+        from transformers import ViTImageProcessor
+
+        sizes = [image_size] * 2 if isinstance(image_size, int) else [int(v) for v in image_size]
+        if len(sizes) != 2 or any(v <= 0 for v in sizes):
+            raise ValueError(f"`image_size` must be a positive int or (height, width), got {image_size!r}")
+
+        def three(name: str, value) -> list[float]:
+            values = [float(value)] * 3 if isinstance(value, (int, float)) else [float(v) for v in value]
+            if len(values) != 3:
+                raise ValueError(f"`{name}` needs 3 values (R, G, B) or one for all, got {value!r}")
+            return values
+
+        mean, std = three("image_mean", image_mean), three("image_std", image_std)
+        if any(v <= 0 for v in std):
+            raise ValueError(f"`image_std` values must be > 0, got {image_std!r}")
+        self.image_processor = ViTImageProcessor(size={"height": sizes[0], "width": sizes[1]}, image_mean=mean,
+                                                 image_std=std)
+        return self
+
+    def _has_timm_data_config(self) -> bool:
+        model = self.model.timm_model if hasattr(self.model, "timm_model") else self.model
+        return bool(getattr(model, "pretrained_cfg", None))
+
+    def _missing_preprocessing_message(self) -> str:
+        where = self.name_or_path or f"this {type(self.model).__name__}"
+        return (
+            f"no image preprocessing is known for {where}: no image processor was saved with it "
+            "(preprocessor_config.json) or given, so the input size and normalization it was trained with are "
+            "unknown and any guess gives wrong features. Fix: save an image processor with the model: "
+            "processor.save_pretrained(<folder>); or pass one: CFTHead.from_pretrained(..., image_processor=...) "
+            "or extract(..., image_processor=...); or give image_size, image_mean and image_std: "
+            "head.set_preprocessing(image_size, image_mean, image_std) (on the command line: "
+            "--image_size/--image_mean/--image_std)"
+        )
+
     # -- data --------------------------------------------------------------------------------------------
     def extract(self, dataset, cache_dir: str | None = None, **kwargs):
-        """Features of a ``datasets.Dataset`` split, from the on-disk cache (built or resumed as needed)."""
+        """Features of a ``datasets.Dataset`` split, from the on-disk cache (built or resumed as needed).
+
+        Preprocessing: ``transform=`` or ``image_processor=`` when given, else this head's image processor,
+        else a timm model's data config; with none of them it raises (see :meth:`set_preprocessing`).
+        """
         from .features import extract_features
 
-        kwargs.setdefault("image_processor", getattr(self, "image_processor", None))
+        if kwargs.get("image_processor") is None:
+            kwargs["image_processor"] = self.image_processor
+        if kwargs["image_processor"] is None and kwargs.get("transform") is None and not self._has_timm_data_config():
+            raise ValueError(self._missing_preprocessing_message())
         cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "hf_cft", "features")
         return extract_features(self, dataset, cache_dir, **kwargs)
 
@@ -280,12 +338,7 @@ class CFTHead:
         try:
             names = [str(n) for n in category_names] if category_names is not None else self.label_names()
             if self.library == "timm":
-                from timm.models import save_for_hf
-
-                if names is not None:
-                    self.model.pretrained_cfg = {**self.model.pretrained_cfg, "label_names": names}
-                save_for_hf(self.model, tmp, model_config={"label_names": names} if names else None,
-                            safe_serialization=True)
+                save_timm_model(self.model, tmp, names)
             else:
                 cfg = self.model.config
                 cfg.problem_type = "multi_label_classification"
@@ -293,13 +346,13 @@ class CFTHead:
                     cfg.id2label = dict(enumerate(names))
                     cfg.label2id = {n: i for i, n in enumerate(names)}
                 self.model.save_pretrained(tmp, safe_serialization=True)
-                if getattr(self, "image_processor", None) is not None:
+                if self.image_processor is not None:
                     self.image_processor.save_pretrained(tmp)  # the pipeline needs it beside the weights
             for name, content in (extra_files or {}).items():
                 mode = "wb" if isinstance(content, bytes) else "w"
                 with open(os.path.join(tmp, name), mode) as f:
                     f.write(content)
-            if getattr(self, "cft_result", None) is not None:
+            if self.cft_result is not None:
                 from .engine import CFT_REPORT_NAME
                 from .model_card import gains_plot_png, render_model_card
 
@@ -314,18 +367,11 @@ class CFTHead:
                     f.write(png)
                 card = render_model_card(
                     result, repo_id or os.path.basename(directory),
-                    base_model=base_model or getattr(self, "name_or_path", None), dataset_name=dataset_name,
+                    base_model=base_model or self.name_or_path, dataset_name=dataset_name,
                     evaluation=evaluation, selection_on_eval=selection_on_eval, library=self.library,
                 )
                 card.save(os.path.join(tmp, "README.md"))
-            if os.path.exists(directory):
-                old = directory + ".old"
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(directory, old)
-                os.replace(tmp, directory)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, directory)
+            swap_in(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -333,43 +379,39 @@ class CFTHead:
 
     # -- loading -------------------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path: str, category_names: Sequence[str] | None = None, **kwargs) -> CFTHead:
+    def from_pretrained(cls, name_or_path: str, category_names: Sequence[str] | None = None,
+                        image_processor=None, **kwargs) -> CFTHead:
         """Load a transformers or timm classifier from the Hub or a local folder and wrap it.
 
-        Refuses a model whose head was (re)initialized at load time (``ignore_mismatched_sizes`` or a changed
-        ``num_labels``): its rows are random, not trained, and CFT would calibrate noise.
+        Refuses a model whose head was (re)initialized at load time (``ignore_mismatched_sizes``, a changed
+        ``num_labels`` / ``num_classes``, head weights missing from the checkpoint): its rows are random, not
+        trained, and CFT would calibrate noise. A truncated or corrupt ``.safetensors`` file raises an
+        ``OSError`` that names it. ``image_processor`` sets the preprocessing of :meth:`extract`; by default the
+        one saved with a transformers model is loaded (timm models use their data config).
         """
+        name_or_path = os.fspath(name_or_path)
+        if not os.path.isdir(name_or_path) and os.path.isdir(name_or_path + _OLD):
+            recover_model_dir(name_or_path)  # a save was interrupted between its two renames
         library = kwargs.pop("library", None) or _library_of(name_or_path)
-        if library == "timm":
-            import timm
-
-            src = f"local-dir:{name_or_path}" if os.path.isdir(name_or_path) else f"hf-hub:{name_or_path}"
-            model = timm.create_model(src, pretrained=True, **kwargs)
-        else:
-            from transformers import AutoModelForImageClassification
-
-            model, info = AutoModelForImageClassification.from_pretrained(
-                name_or_path, output_loading_info=True, **kwargs
-            )
-            spec = find_head(model)
-            touched = [k for k in (*info.get("missing_keys", []), *(m[0] if isinstance(m, tuple) else m
-                                                                      for m in info.get("mismatched_keys", [])))
-                       if any(k.startswith(p + ".") or k == p for p in spec.paths)]
-            if touched:
-                raise ValueError(
-                    f"the classifier head of {name_or_path} was initialized at random when loading "
-                    f"({', '.join(touched)} missing or resized, e.g. by ignore_mismatched_sizes or a new "
-                    "num_labels); CFT re-fits trained rows: load the model as its classifier was trained"
-                )
+        try:
+            if library == "timm":
+                model = _load_timm(name_or_path, **kwargs)
+            else:
+                model = _load_transformers(name_or_path, **kwargs)
+        except SafetensorError as err:
+            raise _corrupt_weights_error(name_or_path, err) from err
         head = cls(model.eval(), category_names=category_names)
         head.name_or_path = name_or_path
-        if library != "timm":
+        if image_processor is not None:
+            head.image_processor = image_processor
+        elif library != "timm":
             try:
                 from transformers import AutoImageProcessor
 
                 head.image_processor = AutoImageProcessor.from_pretrained(name_or_path)
             except (OSError, ValueError) as err:
-                logger.info("no image processor with %s (%s): pass one to extract()", name_or_path, err)
+                if not head._has_timm_data_config():
+                    logger.warning("%s (%s)", head._missing_preprocessing_message(), err)
         return head
 
     # -- hub -----------------------------------------------------------------------------------------------
@@ -398,6 +440,224 @@ class CFTHead:
             info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
                                      repo_type="model")
         return str(getattr(info, "commit_url", info))
+
+
+# -- saving and loading helpers ------------------------------------------------------------------------------
+def swap_in(new: str, directory: str) -> None:
+    """Replace ``directory`` by the complete folder ``new`` so that a model is on disk at every instant.
+
+    The old folder is moved aside to ``<directory>.old``, ``new`` is moved in, then the old one is deleted.
+    A crash between the two renames leaves ``<directory>.old``: :func:`recover_model_dir` moves it back.
+    """
+    old = directory + _OLD
+    if os.path.isdir(old):  # left by an interrupted swap
+        if os.path.exists(directory):
+            shutil.rmtree(old)
+        else:
+            os.replace(old, directory)  # the last complete model goes back in place first
+    if os.path.exists(directory):
+        os.replace(directory, old)
+    os.replace(new, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_model_dir(directory: str | os.PathLike) -> bool:
+    """Repair what an interrupted save (:func:`swap_in`) left beside ``directory``; True when a model was restored.
+
+    ``<directory>.old`` without ``<directory>`` (killed between the two renames): the old model is moved back,
+    the last one that was completely in place. ``<directory>.old`` beside ``<directory>`` (killed while deleting
+    it) and a ``<directory>.tmp`` (killed while writing it, or before it was moved in) are removed.
+    """
+    directory = os.fspath(directory)
+    old, tmp = directory + _OLD, directory + _TMP
+    restored = False
+    if os.path.isdir(old):
+        if os.path.exists(directory):
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            try:
+                os.replace(old, directory)
+                restored = True
+                logger.warning("a save of %s was interrupted: restored the previous model from %s", directory, old)
+            except OSError:
+                if not os.path.isdir(directory):  # else another process restored it first
+                    raise
+    if os.path.isdir(tmp):
+        shutil.rmtree(tmp, ignore_errors=True)
+    return restored
+
+
+def save_timm_model(model: nn.Module, directory: str, label_names: Sequence[str] | None = None,
+                    preprocessing: tuple[int, Sequence[float], Sequence[float]] | None = None) -> None:
+    """Save a timm model (``timm.models.save_for_hf``) so that timm and transformers both load it.
+
+    ``timm.create_model("local-dir:<dir>", pretrained=True)`` and
+    ``transformers.AutoModelForImageClassification.from_pretrained(<dir>)`` (``TimmWrapper…``) both work:
+    ``num_classes`` is dropped from ``model_args`` (transformers passes it itself and failed with "got multiple
+    values for keyword argument 'num_classes'"); it stays at the top level. ``problem_type`` is
+    ``multi_label_classification`` and the label names become transformers' ``id2label``. ``preprocessing``
+    ``(size, mean, std)`` records a squash resize to ``size``×``size`` with that normalization (the trainer's
+    evaluation transform) in the data config, so that timm's ``resolve_data_config`` gives it back.
+    """
+    from timm.models import save_for_hf
+
+    names = [str(n) for n in label_names] if label_names is not None else None
+    if names is not None:
+        model.pretrained_cfg = {**model.pretrained_cfg, "label_names": names}
+    save_for_hf(model, directory, model_config={"label_names": names} if names else None, safe_serialization=True)
+    path = os.path.join(directory, "config.json")
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    if isinstance(cfg.get("model_args"), dict):
+        cfg["model_args"].pop("num_classes", None)
+    cfg["problem_type"] = "multi_label_classification"
+    if preprocessing is not None:
+        size, mean, std = preprocessing
+        data = cfg.setdefault("pretrained_cfg", {})
+        if list(data.get("input_size", [3])[1:]) != [size, size]:
+            data["pool_size"] = None
+        data.update(input_size=[data.get("input_size", [3])[0], size, size], mean=[float(v) for v in mean],
+                    std=[float(v) for v in std], crop_pct=1.0, crop_mode="squash", interpolation="bilinear")
+        for key in ("test_input_size", "test_crop_pct"):
+            data.pop(key, None)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(cfg, f, indent=2)
+
+
+def _head_refused(name_or_path: str, details: str) -> ValueError:
+    return ValueError(
+        f"the classifier head of {name_or_path} was initialized at random when loading ({details}); CFT re-fits "
+        "trained rows: load the model as its classifier was trained (no new num_labels / num_classes, no "
+        "ignore_mismatched_sizes, a checkpoint that holds the head)"
+    )
+
+
+def _load_transformers(name_or_path: str, **kwargs) -> nn.Module:
+    from transformers import AutoModelForImageClassification
+
+    model, info = AutoModelForImageClassification.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+    spec = find_head(model)
+    touched = [k for k in (*info.get("missing_keys", []), *(m[0] if isinstance(m, tuple) else m
+                                                              for m in info.get("mismatched_keys", [])))
+               if any(k.startswith(p + ".") or k == p for p in spec.paths)]
+    if touched:
+        raise _head_refused(name_or_path, f"{', '.join(sorted(touched))} missing or resized, e.g. by "
+                                          "ignore_mismatched_sizes or a new num_labels")
+    return model
+
+
+def _load_timm(name_or_path: str, **kwargs) -> nn.Module:
+    import timm
+
+    local = os.path.isdir(name_or_path)
+    src = f"local-dir:{name_or_path}" if local else f"hf-hub:{name_or_path}"
+    try:
+        model = timm.create_model(src, pretrained=True, **kwargs)
+    except RuntimeError as err:  # strict loading of a checkpoint that lacks weights of the model
+        line = next((ln for ln in str(err).splitlines() if "Missing key(s)" in ln), None)
+        if line is None:
+            raise
+        missing = ", ".join(re.findall(r'"([^"]+)"', line))
+        raise ValueError(
+            f"the checkpoint of {name_or_path} lacks weights of the model (missing: {missing}); a classifier head "
+            "missing from the checkpoint would be random and CFT re-fits trained rows: load the model with the "
+            "architecture and arguments it was saved with, from a checkpoint that holds its head"
+        ) from err
+    spec = find_head(model)
+    problems = []
+    saved = model.pretrained_cfg.get("num_classes")
+    if saved is not None and model.num_classes != saved:
+        problems.append(f"num_classes={model.num_classes} differs from the checkpoint's {saved}")
+    weights = _timm_weights_file(name_or_path)
+    if weights is None:
+        logger.warning("could not find the weights file of %s to check that its head was loaded", name_or_path)
+    else:
+        params = {f"{p}.{n}": t for p in spec.paths for n, t in _get(model, p).named_parameters(recurse=False)}
+        saved_tensors = _checkpoint_tensors(weights, list(params))
+        offset = int(model.pretrained_cfg.get("label_offset") or 0)
+        for key, param in params.items():
+            t = saved_tensors.get(key)
+            if t is None:
+                problems.append(f"{key} missing from {os.path.basename(weights)}")
+                continue
+            if offset and t.ndim and t.shape[0] == param.shape[0] + offset:
+                t = t[offset:]
+            if t.numel() != param.numel():
+                problems.append(f"{key} resized from {tuple(t.shape)} to {tuple(param.shape)}")
+    if problems:
+        raise _head_refused(name_or_path, "; ".join(problems))
+    return model
+
+
+def _timm_weights_file(name_or_path: str) -> str | None:
+    """The checkpoint file timm loads a local folder or Hub repo from (its order of preference), or None."""
+    names = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth")
+    if os.path.isdir(name_or_path):
+        for name in names:
+            if os.path.isfile(os.path.join(name_or_path, name)):
+                return os.path.join(name_or_path, name)
+        for ext in (".safetensors", ".pth", ".pth.tar", ".bin"):
+            found = sorted(f for f in os.listdir(name_or_path) if f.endswith(ext))
+            if found:
+                return os.path.join(name_or_path, found[0])
+        return None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import HfHubHTTPError
+
+    for name in names[:2]:
+        try:
+            return hf_hub_download(name_or_path, name)  # timm has just fetched it: from the cache
+        except (OSError, ValueError, HfHubHTTPError):
+            continue
+    return None
+
+
+def _checkpoint_tensors(path: str, keys: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The tensors ``keys`` of a checkpoint file that has them (safetensors: only those are read)."""
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            have = set(f.keys())
+            return {k: f.get_tensor(k) for k in keys if k in have}
+    from timm.models import load_state_dict
+
+    state = load_state_dict(path)
+    return {k: state[k] for k in keys if k in state}
+
+
+def _safetensors_files(name_or_path: str) -> list[str]:
+    if os.path.isdir(name_or_path):
+        return sorted(os.path.join(name_or_path, f) for f in os.listdir(name_or_path) if f.endswith(".safetensors"))
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(name_or_path, "model.safetensors")
+    return [found] if isinstance(found, str) else []
+
+
+def _readable_safetensors(path: str) -> bool:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError):
+        return False
+    return True
+
+
+def _corrupt_weights_error(name_or_path: str, err: Exception) -> OSError:
+    files = _safetensors_files(name_or_path)
+    bad = [f for f in files if not _readable_safetensors(f)] or files
+    which = ", ".join(bad) if bad else f"the .safetensors weights of {name_or_path}"
+    if os.path.isdir(name_or_path):
+        fix = ("Re-save it from the original model (model.save_pretrained(<folder>) or "
+               "CFTHead.save_pretrained(<folder>)) or download it again (`hf download <repo id> --force-download "
+               f"--local-dir {name_or_path}`)")
+    else:
+        fix = (f"Re-download it (`hf download {name_or_path} --force-download`, or delete it from the Hugging Face "
+               "cache and load again) or re-save it from the original model (model.save_pretrained(<folder>))")
+    return OSError(f"{which} is truncated or corrupt and cannot be read ({err}). {fix}")
 
 
 CARD_START, CARD_END = "<!-- hf_cft:start -->", "<!-- hf_cft:end -->"

@@ -415,15 +415,24 @@ def _refresh(args, accelerator, model, train_ds, fit_rows, size, mean, std, pseu
 
 
 def _save_model(accelerator, model, directory: str, names: list[str], preprocessing=None) -> None:
+    """Save the model (main process) with its labels and evaluation preprocessing ``(size, mean, std)``, atomically.
+
+    The new folder is written to ``<directory>.tmp``, the old one moved aside to ``<directory>.old``, the new one
+    moved in, the old one deleted: a kill at any point leaves a complete model at ``directory`` or at
+    ``<directory>.old``, which the next save (or ``CFTHead.from_pretrained``) moves back.
+    """
+    from .head import recover_model_dir, save_timm_model, swap_in
+
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return
     model = accelerator.unwrap_model(model)
+    recover_model_dir(directory)  # a previous save killed half-way; also removes a stale <directory>.tmp
+    tmp = directory + ".tmp"
     if hasattr(model, "save_pretrained"):
         model.config.problem_type = "multi_label_classification"
         model.config.id2label = dict(enumerate(names))
         model.config.label2id = {n: i for i, n in enumerate(names)}
-        tmp = directory + ".tmp"
         model.save_pretrained(tmp, safe_serialization=True)
         if preprocessing is not None:  # exactly the evaluation transform the model was trained with
             import transformers
@@ -431,16 +440,9 @@ def _save_model(accelerator, model, directory: str, names: list[str], preprocess
             size, mean, std = preprocessing
             transformers.ViTImageProcessor(size={"height": size, "width": size}, image_mean=list(mean),
                                            image_std=list(std)).save_pretrained(tmp)
-    else:
-        from timm.models import save_for_hf
-
-        tmp = directory + ".tmp"
-        save_for_hf(model, tmp, model_config={"label_names": names}, safe_serialization=True)
-    if os.path.exists(directory):
-        import shutil
-
-        shutil.rmtree(directory)
-    os.replace(tmp, directory)
+    else:  # timm: the preprocessing goes into the data config of config.json
+        save_timm_model(model, tmp, names, preprocessing)
+    swap_in(tmp, directory)
 
 
 def _load_best(args):

@@ -186,3 +186,48 @@ def test_end_to_end_fit_evaluate_save_and_pipeline(tmp_path):
     preds = clf(Image.new("RGB", (24, 24), (200, 200, 200)), top_k=10)
     assert len(preds) == 10 and all(0 < p["score"] < 1 for p in preds)
     assert {p["label"] for p in preds} == set(names)
+
+
+def test_calibrated_timm_model_loads_in_timm_and_transformers_without_hf_cft(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    head = CFTHead(timm.create_model("test_resnet", num_classes=C, pretrained=False).eval())
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(600, head.hidden_size)).astype(np.float32)
+    y = (z @ rng.normal(size=(head.hidden_size, C)) > 0).astype(np.int8)  # learnable: the refit replaces rows
+    m = rng.random((600, C)) < 0.7
+    x = torch.randn(2, 3, 40, 40)
+    with torch.no_grad():
+        before = head.forward_with_features(x)[1]
+    result = fit_cft(z, y, m, head.weight, head.bias, CFTConfig(variant="refit", show_progress=False))
+    assert not torch.equal(result.weight, head.weight)
+    head.apply(result)
+    with torch.no_grad():
+        expected = head.forward_with_features(x)[1]
+    assert not torch.allclose(expected, before)
+    out = head.save_pretrained(tmp_path / "calibrated", category_names=["a", "b", "c"])
+    with open(os.path.join(out, "config.json")) as f:
+        cfg = json.load(f)
+    assert cfg["num_classes"] == C and "num_classes" not in cfg.get("model_args", {})
+    np.save(tmp_path / "x.npy", x.numpy())
+    code = (
+        "import json, sys, numpy as np, timm, torch\n"
+        "from transformers import AutoModelForImageClassification\n"
+        f"x = torch.from_numpy(np.load({str(tmp_path / 'x.npy')!r}))\n"
+        f"t = timm.create_model('local-dir:{out}', pretrained=True).eval()\n"
+        f"m = AutoModelForImageClassification.from_pretrained({out!r}).eval()\n"
+        "with torch.no_grad(): a, b = t(x), m(x).logits\n"
+        "assert 'hf_cft' not in sys.modules\n"
+        "print(json.dumps({'timm': a.tolist(), 'transformers': b.tolist(), 'type': type(m).__name__,\n"
+        "                  'id2label': m.config.id2label, 'problem_type': m.config.problem_type,\n"
+        "                  'timm_labels': t.pretrained_cfg.get('label_names')}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["type"] == "TimmWrapperForImageClassification"
+    assert got["id2label"] == {"0": "a", "1": "b", "2": "c"} and got["timm_labels"] == ["a", "b", "c"]
+    assert got["problem_type"] == "multi_label_classification"
+    torch.testing.assert_close(torch.tensor(got["timm"]), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.tensor(got["transformers"]), expected, atol=1e-5, rtol=1e-5)

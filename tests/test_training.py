@@ -134,3 +134,95 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="uncertain_policy"):
         TrainArguments(uncertain_policy="u_maybe")
     np.testing.assert_equal(TrainArguments().val_fraction, 0.1)
+
+
+class _MainProcess:
+    """The few accelerate calls `_save_model` makes, for one process."""
+
+    is_main_process = True
+
+    def wait_for_everyone(self):
+        pass
+
+    def unwrap_model(self, model):
+        return model
+
+
+def _resnet(seed):
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
+                                    num_labels=3)
+    return transformers.ResNetForImageClassification(cfg).eval()
+
+
+def test_save_model_is_atomic_and_a_crash_leaves_a_loadable_model(tmp_path, monkeypatch):
+    from hf_cft.head import CFTHead
+    from hf_cft.training import _save_model
+
+    best = str(tmp_path / "best")
+    names = ["a", "b", "c"]
+    prep = (32, [0.5] * 3, [0.5] * 3)
+    first, second, third = _resnet(0), _resnet(1), _resnet(2)
+    _save_model(_MainProcess(), first, best, names, prep)
+    rows = CFTHead(first).weight
+    real_replace = os.replace
+    calls = []
+
+    def killed_when_moving_in(src, dst):  # the process dies after the old model was moved aside
+        calls.append((src, dst))
+        if str(src).endswith(".tmp"):
+            raise KeyboardInterrupt("killed")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_when_moving_in)
+    with pytest.raises(KeyboardInterrupt):
+        _save_model(_MainProcess(), second, best, names, prep)
+    monkeypatch.setattr(os, "replace", real_replace)
+    back = CFTHead.from_pretrained(best)  # the last complete model is found again
+    torch.testing.assert_close(back.weight, rows)
+    assert calls == [(best, best + ".old"), (best + ".tmp", best)]  # moved aside only once the new one was written
+    assert back.image_processor.size == {"height": 32, "width": 32}
+    assert sorted(os.listdir(tmp_path)) == ["best"]
+
+    def killed_when_moving_aside(src, dst):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(os, "replace", killed_when_moving_aside)
+    with pytest.raises(KeyboardInterrupt):
+        _save_model(_MainProcess(), second, best, names, prep)
+    monkeypatch.setattr(os, "replace", real_replace)
+    torch.testing.assert_close(CFTHead.from_pretrained(best).weight, rows)  # untouched
+    _save_model(_MainProcess(), third, best, names, prep)  # the stale .tmp is cleared, the new model in
+    torch.testing.assert_close(CFTHead.from_pretrained(best).weight, CFTHead(third).weight)
+    assert sorted(os.listdir(tmp_path)) == ["best"]
+
+
+def test_trainer_saves_the_preprocessing_it_evaluated_with(tmp_path):
+    import timm
+    import transformers
+    from PIL import Image
+
+    from hf_cft.head import CFTHead
+    from hf_cft.training import _save_model, _transforms
+
+    mean, std = [0.4, 0.45, 0.5], [0.2, 0.25, 0.3]
+    _save_model(_MainProcess(), _resnet(0), str(tmp_path / "hf"), ["a", "b", "c"], (40, mean, std))
+    proc = CFTHead.from_pretrained(str(tmp_path / "hf")).image_processor
+    assert isinstance(proc, transformers.ViTImageProcessor) and proc.size == {"height": 40, "width": 40}
+    np.testing.assert_allclose(proc.image_mean, mean)
+    np.testing.assert_allclose(proc.image_std, std)
+
+    model = timm.create_model("test_resnet", num_classes=3, pretrained=False).eval()
+    _save_model(_MainProcess(), model, str(tmp_path / "timm"), ["a", "b", "c"], (48, mean, std))
+    back = timm.create_model(f"local-dir:{tmp_path / 'timm'}", pretrained=True)
+    cfg = timm.data.resolve_data_config({}, model=back)
+    assert cfg["input_size"] == (3, 48, 48)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 61, 3), dtype=np.uint8))
+    # the data config a timm user (and hf_cft's feature extraction) gets is the trainer's evaluation transform
+    trained_with = _transforms(48, mean, std, False, False)(image)
+    torch.testing.assert_close(timm.data.create_transform(**cfg)(image), trained_with)
+    wrapped = transformers.AutoModelForImageClassification.from_pretrained(str(tmp_path / "timm"))
+    assert wrapped.config.id2label == {0: "a", 1: "b", 2: "c"}
+    assert wrapped.config.problem_type == "multi_label_classification"
