@@ -7,6 +7,7 @@ labels) and chooses the best epoch; the test split is only evaluated at the end,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -44,6 +45,10 @@ class TrainArguments:
         "help": "Hub id or folder of a transformers or timm image classifier (pretrained weights used when "
                 "present); None: a small ResNet built from a config, randomly initialized."})
     model_type: str = field(default="transformers", metadata={"help": "'transformers' or 'timm' (a timm name)."})
+    init_from: str | None = field(default=None, metadata={
+        "help": "A model (folder or Hub id) pretrained on another task whose backbone starts the training; its "
+                "classifier is initialized afresh, as ImageNet weights are used for COCO. 'digits' pretrains the "
+                "small ResNet on single-digit classification of the embedded data's training pool first."})
     dataset: str = field(default="digits_mosaic", metadata={"help": "A builder name of hf_cft.data."})
     data_dir: str | None = field(default=None, metadata={"help": "The folder with the dataset's files."})
     known_ratio: float | None = field(default=0.1, metadata={"help": "Simulated known share (COCO, digits)."})
@@ -105,18 +110,33 @@ class TrainArguments:
                              f"{self.uncertain_policy!r}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"`val_fraction` must be in (0, 1), got {self.val_fraction}")
+        if self.init_from and self.model_name_or_path:
+            raise ValueError("give --model_name_or_path (continue a model, its classifier included) or --init_from "
+                             "(a pretrained backbone, classifier made afresh), not both")
         if self.optimizer not in ("adam", "adamw"):
             raise ValueError(f"`optimizer` must be 'adam' or 'adamw', got {self.optimizer!r}")
 
 
 # -- model and data ------------------------------------------------------------------------------------------
 def build_model(args: TrainArguments, names: list[str]):
-    """The model to train and its input size, mean and std."""
+    """The model to train and its input size, mean and std (with ``init_from``: its classifier made afresh)."""
+    model, size, mean, std = _load_model(args, names)
+    if args.init_from:
+        from .head import find_head
+
+        torch.manual_seed(args.seed)
+        for path in find_head(model).paths:
+            model.get_submodule(path).reset_parameters()
+    return model, size, mean, std
+
+
+def _load_model(args: TrainArguments, names: list[str]):
     id2label = dict(enumerate(names))
+    source = args.init_from or args.model_name_or_path
     if args.model_type == "timm":
         import timm
 
-        name = str(args.model_name_or_path)
+        name = str(source)
         local = os.path.isdir(name)
         # pretrained where the weights are at hand (a local folder or a Hub repo); a bare timm name: random init
         model = timm.create_model(f"local-dir:{name}" if local else name,
@@ -126,19 +146,17 @@ def build_model(args: TrainArguments, names: list[str]):
         return model, args.image_size or cfg["input_size"][-1], cfg["mean"], cfg["std"]
     import transformers
 
-    if args.model_name_or_path is None:
-        cfg = transformers.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64], depths=[1, 1, 1],
-                                        layer_type="basic", num_labels=len(names), id2label=id2label,
-                                        label2id={n: i for i, n in enumerate(names)},
-                                        problem_type="multi_label_classification")
+    if source is None:
+        from .pretrain import IMAGE_SIZE, MEAN, STD, tiny_resnet
+
         torch.manual_seed(args.seed)
-        return transformers.ResNetForImageClassification(cfg), args.image_size or 32, [0.5] * 3, [0.5] * 3
+        return tiny_resnet(len(names), id2label), args.image_size or IMAGE_SIZE, MEAN, STD
     model = transformers.AutoModelForImageClassification.from_pretrained(
-        args.model_name_or_path, num_labels=len(names), id2label=id2label,
+        source, num_labels=len(names), id2label=id2label,
         label2id={n: i for i, n in enumerate(names)}, ignore_mismatched_sizes=True,
         problem_type="multi_label_classification")
     try:
-        proc = transformers.AutoImageProcessor.from_pretrained(args.model_name_or_path)
+        proc = transformers.AutoImageProcessor.from_pretrained(source)
         size = getattr(proc, "size", {}) or {}
         side = size.get("height") or size.get("shortest_edge") or 224
         return model, args.image_size or side, proc.image_mean, proc.image_std
@@ -230,6 +248,16 @@ def train(args: TrainArguments) -> dict:
     n_val = max(1, int(round(args.val_fraction * len(order))))
     val_rows, fit_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
 
+    if args.init_from == "digits":
+        if args.dataset != "digits_mosaic":
+            raise ValueError("--init_from digits pretrains on the embedded digits: use it with digits_mosaic")
+        from .pretrain import pretrain_digits
+
+        folder = os.path.join(args.output_dir, "pretrained-digits")
+        with accelerator.main_process_first():  # the others then find it finished
+            pretrain_digits(folder, seed=args.seed, pool_seed=config.get("seed", args.seed),
+                            show_progress=accelerator.is_local_main_process)
+        args = dataclasses.replace(args, init_from=folder)
     model, size, mean, std = build_model(args, names)
     fit_set = _Split(train_ds, fit_rows, _transforms(size, mean, std, True, args.randaugment), labels, mask, uncertain)
     val_set = _Split(train_ds, val_rows, _transforms(size, mean, std, False, False), labels, mask, uncertain)

@@ -204,6 +204,8 @@ class PartialBuilder(datasets.GeneratorBasedBuilder):
     BUILDER_CONFIG_CLASS = PartialConfig
     CATEGORIES: list[str] = []
     UNCERTAIN_MASK = False  # builders with uncertain labels add an `uncertain_mask` column
+    # builders that simulate partial labels keep every true label behind the mask (reporting only: headroom rows)
+    FULL_LABELS_BEHIND_MASK = False
     HOMEPAGE = ""
     CITATION = ""
 
@@ -218,6 +220,7 @@ class PartialBuilder(datasets.GeneratorBasedBuilder):
             "protocol": getattr(cfg, "protocol", None),
             "known_ratio": getattr(cfg, "known_ratio", None),
             "seed": getattr(cfg, "seed", None),
+            "full_labels_behind_mask": self.FULL_LABELS_BEHIND_MASK,
         }
 
     def _info(self) -> datasets.DatasetInfo:

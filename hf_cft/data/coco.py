@@ -45,6 +45,8 @@ class CocoConfig(PartialConfig):
 class Coco2014(PartialBuilder):
     """Partially labeled MS-COCO 2014."""
 
+    FULL_LABELS_BEHIND_MASK = True  # partial labels are simulated from the full ones
+
     BUILDER_CONFIG_CLASS = CocoConfig
     VERSION = datasets.Version("1.0.0")
     HOMEPAGE = "https://cocodataset.org"

@@ -24,6 +24,23 @@ from .base import PROTOCOLS, PartialBuilder, PartialConfig, image_rng, simulate_
 CATEGORIES = [str(d) for d in range(10)]
 
 
+def digit_pools(seed: int, test_pool_fraction: float = 0.3) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """scikit-learn's 8×8 digits in [0, 1], their targets, and the disjoint source pools of ``train`` and ``test``.
+
+    The same ``seed`` gives the same pools everywhere (the builder, and the single-digit pretraining of
+    :mod:`hf_cft.pretrain`, which must never see a digit of the test pool).
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:  # pragma: no cover - scikit-learn is a dependency
+        raise ImportError("digits_mosaic is built from scikit-learn's digits: pip install scikit-learn") from err
+    digits = load_digits()
+    perm = np.random.default_rng(seed).permutation(len(digits.target))
+    n_test_pool = int(round(test_pool_fraction * len(perm)))
+    images = (digits.images / 16.0).astype(np.float32)
+    return images, digits.target, {"test": perm[:n_test_pool], "train": perm[n_test_pool:]}
+
+
 @dataclasses.dataclass
 class DigitsMosaicConfig(PartialConfig):
     known_ratio: float = 0.1
@@ -37,6 +54,8 @@ class DigitsMosaicConfig(PartialConfig):
 
 class DigitsMosaic(PartialBuilder):
     """Multi-label digit mosaics: 10 categories, no download."""
+
+    FULL_LABELS_BEHIND_MASK = True  # partial labels are simulated from the full ones
 
     BUILDER_CONFIG_CLASS = DigitsMosaicConfig
     VERSION = datasets.Version("1.0.0")
@@ -53,21 +72,13 @@ class DigitsMosaic(PartialBuilder):
         cfg.check((*PROTOCOLS, "salient"))
         if cfg.grid < 1 or not 0 < cfg.fill <= 1 or cfg.n_train < 1 or cfg.n_test < 1:
             raise ValueError("digits_mosaic needs grid >= 1, 0 < fill <= 1 and n_train, n_test >= 1")
-        try:
-            from sklearn.datasets import load_digits
-        except ImportError as err:  # pragma: no cover - scikit-learn is a dependency
-            raise ImportError("digits_mosaic is built from scikit-learn's digits: pip install scikit-learn") from err
-        digits = load_digits()
-        perm = np.random.default_rng(cfg.seed).permutation(len(digits.target))
-        n_test_pool = int(round(cfg.test_pool_fraction * len(perm)))
-        pools = {"test": perm[:n_test_pool], "train": perm[n_test_pool:]}
-        images = (digits.images / 16.0).astype(np.float32)
+        images, targets, pools = digit_pools(cfg.seed, cfg.test_pool_fraction)
         return [
             datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={
-                "images": images, "targets": digits.target, "pool": pools["train"], "n": cfg.n_train,
+                "images": images, "targets": targets, "pool": pools["train"], "n": cfg.n_train,
                 "split": "train", "offset": 0}),
             datasets.SplitGenerator(name=datasets.Split.TEST, gen_kwargs={
-                "images": images, "targets": digits.target, "pool": pools["test"], "n": cfg.n_test,
+                "images": images, "targets": targets, "pool": pools["test"], "n": cfg.n_test,
                 "split": "test", "offset": 10_000_000}),
         ]
 

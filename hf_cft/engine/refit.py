@@ -13,6 +13,7 @@ independent solvers. Every solution is warm-started from the trained row; each c
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -162,3 +163,22 @@ def run_refit(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, confi
     if progress is not None:
         progress(int(iters.max()))
     return tracker
+
+
+def fit_logistic_rows(features, labels, mask, l2: list[float], max_iter: int = 300):
+    """Per category and L2 strength, the logistic regression on the masked labels, fitted from zero.
+
+    For reporting (headroom rows of benchmarks and the recipe), never for choosing rows. Returns the weights
+    (C × P × d) and biases (C × P) for the P strengths of ``l2``.
+    """
+    from .data import Split, ViewFactory
+
+    split = Split.from_arrays(np.asarray(features, dtype=np.float64), labels, mask, "training")
+    n_cat, d = split.labels.shape[1], split.features.shape[1]
+    view = ViewFactory(split, torch.device("cpu"), torch.float64, 0.0).view(list(range(n_cat)))
+    lam = torch.tensor([l2], dtype=torch.float64)
+    start_w = torch.zeros(n_cat, len(l2), d, dtype=torch.float64)
+    start_b = torch.zeros(n_cat, len(l2), dtype=torch.float64)
+    w, b, _ = solve_logistic(view, start_w, start_b, lam, torch.zeros(n_cat, 1, d, dtype=torch.float64),
+                             _sample_weight(view, False), max_iter=max_iter)
+    return w, b
