@@ -8,7 +8,7 @@ from sklearn.metrics import average_precision_score
 from hf_cft import CFTConfig, CFTEngine, fit_cft
 from hf_cft.engine.data import Split, ViewFactory
 from hf_cft.engine.decide import merge_shards
-from hf_cft.engine.selection import BestTracker, Judge, SelectionPlan, crossfit_block, posterior_gains
+from hf_cft.engine.selection import SelectionPlan, choose_crossfit, posterior_gains
 from hf_cft.metrics import average_precision
 
 FAST = dict(show_progress=False, epochs=150, lr=0.02, patience=None)
@@ -77,52 +77,61 @@ def test_the_plan_is_stratified_and_does_not_depend_on_the_block():
         full = SelectionPlan.build(factory.view([0, 1, 2, 3]), [0, 1, 2, 3], 5, seed=0)
         alone = SelectionPlan.build(factory.view([2]), [2], 5, seed=0)
         n = int(alone.n_known[0])
-        assert torch.equal(full.order[2, :n], alone.order[0, :n]) and torch.equal(full.folds[2, :n],
-                                                                                  alone.folds[0, :n])
+        assert torch.equal(full.folds[2, :n], alone.folds[0, :n])
         for i in range(4):
             n_pos, n_known = int(full.n_pos[i]), int(full.n_known[i])
             assert n_pos == int((y[:, i][m[:, i]] > 0).sum()) and n_known == int(m[:, i].sum())
-            pos_folds = torch.bincount(full.folds[i, :n_pos], minlength=5)
-            assert int(pos_folds.max() - pos_folds.min()) <= 1  # positives dealt round-robin
-            # judge k sees every known label except those of fold k
-            for k in range(5):
-                seen = full.judge_mask[i, k + 1]
-                assert int(seen.sum()) == n_known - int((full.folds[i, :n_known] == k).sum())
+            for part in (full.folds[i, :n_pos], full.folds[i, n_pos:n_known]):  # dealt round-robin per class
+                counts = torch.bincount(part, minlength=5)
+                assert int(counts.max() - counts.min()) <= 1
+            labels = factory.view([i]).labels.squeeze()
+            listed = full.order[i, :n_known]
+            if threshold == 0.0:  # dense: positions are images; positives first
+                assert bool((labels[listed[:n_pos]] > 0).all()) and bool((labels[listed[n_pos:]] <= 0).all())
 
 
 def test_crossfit_numbers_against_a_plain_reference():
-    """Out-of-fold predictions, α per fold and the gain, recomputed per category with scikit-learn."""
-    x, y, m, w0, b0 = _world(6, n=600, c=3)
-    split = Split.from_arrays(x, y, m, "selection")
-    view = ViewFactory(split, torch.device("cpu"), torch.float64, 0.0).view([0, 1, 2])
-    plan = SelectionPlan.build(view, [0, 1, 2], 3, seed=0)
-    cfg = CFTConfig(selection_folds=3, selection_alphas=[0.5, 1.0], selection_bootstrap=50)
-    judge = Judge(view, plan, average_precision)
-    w0t, b0t = torch.from_numpy(w0).double(), torch.from_numpy(b0).double()
-    tracker = BestTracker(w0t, b0t, judge(w0t, b0t), None)
-    rng = np.random.default_rng(0)
-    for step in range(1, 30):  # random candidate rows around the trained ones
-        w = w0t + torch.from_numpy(rng.normal(scale=0.6, size=w0.shape))
-        tracker.update(step, w, b0t, judge(w, b0t))
-    out = crossfit_block(w0t, b0t, tracker, judge, cfg)
-    alphas = [0.0, 0.5, 1.0]
-    for i in range(3):
-        rows = np.flatnonzero(m[:, i])
-        order = plan.order[i, :len(rows)].numpy()
-        folds = plan.folds[i, :len(rows)].numpy()
-        yy = y[order, i]
-        s0 = x[order].astype(np.float64) @ w0[i].astype(np.float64) + b0[i]
-        oof = s0.copy()
-        for k in range(3):
-            snap = tracker.weight[i, k + 1].numpy() @ x[order].T.astype(np.float64) + tracker.bias[i, k + 1].item()
-            train = folds != k
-            aps = [average_precision_score(yy[train], (s0 + a * (snap - s0))[train]) for a in alphas]
-            a = alphas[int(np.argmax(aps))]
-            oof[~train] = (s0 + a * (snap - s0))[~train]
-        gain = average_precision_score(yy, oof) - average_precision_score(yy, s0)
+    """The shared (step, α), each fold's choice and the out-of-fold gains, recomputed with scikit-learn."""
+    rng = np.random.default_rng(6)
+    k, alphas, n_steps = 3, [0.5, 1.0], 4
+    records = []
+    for c in range(5):
+        n_pos, n_neg = int(rng.integers(4, 9)), int(rng.integers(15, 30))
+        n = n_pos + n_neg
+        listed = torch.from_numpy(rng.normal(size=(n_steps + 1, n)))
+        listed[:, :n_pos] += torch.linspace(0.0, 1.5, n_steps + 1).view(-1, 1)  # later steps separate better
+        folds = torch.cat([torch.arange(n_pos) % k, torch.arange(n_neg) % k])
+        records.append({"index": c, "weight": torch.zeros(3), "bias": torch.tensor(0.0),
+                        "grid_weight": torch.randn(n_steps, 3), "grid_bias": torch.randn(n_steps),
+                        "grid_step": torch.tensor([1, 3, 10, 30]), "listed": listed, "n_pos": n_pos, "folds": folds})
+    out = choose_crossfit(records, average_precision, alphas, k, 50, seed=0)
+    grid = [(0, 0.0)] + [(g, a) for g in range(1, n_steps + 1) for a in alphas]
+
+    def mixed(r, g, a):
+        s0 = r["listed"][0].numpy()
+        return s0 + a * (r["listed"][g].numpy() - s0)
+
+    def y(r):
+        return (np.arange(r["listed"].shape[1]) < r["n_pos"]).astype(int)
+
+    def best(keep):  # the shared choice: the mean AP over categories on the kept labels; ties to the trained row
+        means = [np.mean([average_precision_score(y(r)[keep(r)], mixed(r, g, a)[keep(r)]) for r in records])
+                 for g, a in grid]
+        return grid[int(np.argmax(means))]
+
+    g0, a0 = best(lambda r: np.ones(r["listed"].shape[1], bool))
+    assert (out.step, out.alpha) == ((0, 0.0) if g0 == 0 else (int(records[0]["grid_step"][g0 - 1]), a0))
+    fold_choice = [best(lambda r, j=j: r["folds"].numpy() != j) for j in range(k)]
+    for i, r in enumerate(records):
+        oof = mixed(r, 0, 0.0).copy()
+        for j, (g, a) in enumerate(fold_choice):
+            here = r["folds"].numpy() == j
+            oof[here] = mixed(r, g, a)[here]
+        gain = average_precision_score(y(r), oof) - average_precision_score(y(r), mixed(r, 0, 0.0))
         assert float(out.oof_gain[i]) == pytest.approx(gain, abs=1e-9)
-        assert float(out.original[i]) == pytest.approx(average_precision_score(yy, s0), abs=1e-9)
-        assert (float(out.gain_se[i]) > 0) == (abs(gain) > 0 or not np.allclose(oof, s0))
+        assert float(out.gain_se[i]) > 0 or gain == 0
+        if g0:
+            torch.testing.assert_close(out.weight[i], a0 * r["grid_weight"][g0 - 1])
 
 
 def test_posterior_pools_like_the_normal_normal_model():

@@ -18,13 +18,12 @@ from .selection import BestTracker, Judge
 __all__ = ["run_bp"]
 
 
-def run_bp(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, config: CFTConfig, seed: int = 0,
-           progress=None, categories: list[int] | None = None) -> BestTracker:
-    """Fit a block of rows (``weight`` B×d, ``bias`` B) with Adam on ``config.bp_loss``; track each on ``judge``."""
+def run_bp(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker: BestTracker, config: CFTConfig,
+           seed: int = 0, progress=None, categories: list[int] | None = None) -> None:
+    """Fit a block of rows (``weight`` B×d, ``bias`` B) with Adam on ``config.bp_loss``; ``tracker`` keeps them."""
     w = weight.detach().clone().requires_grad_(True)
     b = bias.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([w, b], lr=config.lr)
-    tracker = BestTracker(w, b, judge(w.detach(), b.detach()), config.patience)
     fit_labels, fit_mask = fit.labels.squeeze(1), fit.mask.squeeze(1)
     for epoch in range(1, config.epochs + 1):
         opt.zero_grad(set_to_none=True)
@@ -44,4 +43,3 @@ def run_bp(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, config: 
             progress(epoch)
         if not running:
             break
-    return tracker

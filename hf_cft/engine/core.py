@@ -24,7 +24,7 @@ from .ga import run_ga
 from .pygad_backend import run_pygad
 from .refit import run_refit
 from .result import CategoryReport, CFTResult
-from .selection import BlockOutcome, Judge, SelectionPlan, crossfit_block
+from .selection import BestTracker, BlockOutcome, GridTracker, Judge, SelectionPlan, grid_steps, record_block
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-# variant → its runner: (weight, bias, fit view, judge, config, seed, progress, categories) → BestTracker
+# variant → its runner: (weight, bias, fit view, judge, tracker, config, seed, progress, categories); the runner
+# feeds its trajectory to the tracker
 RUNNERS = {"bp": run_bp, "ga": run_ga, "pygad": run_pygad, "refit": run_refit}
 
 
@@ -236,6 +237,7 @@ class CFTEngine:
         )
         start = time.perf_counter()
         bar = tqdm(total=len(todo), desc=f"CFT-{variant}", unit="cat", disable=not cfg.show_progress)
+        records: dict[int, dict] = {}
         for block in blocks:
             path = self._block_path(variant, block)
             outcome = _load_block(path, len(block)) if path and os.path.exists(path) else None
@@ -253,15 +255,18 @@ class CFTEngine:
                 r.best_step = int(outcome.best_step[j])
                 r.steps_run = int(outcome.steps_run[j])
                 r.variant = variant if r.best_step > 0 else "original"
-                r.alpha = float(outcome.alpha[j])
-                if not bool(torch.isnan(outcome.oof_gain[j])):
-                    r.oof_gain, r.gain_se = float(outcome.oof_gain[j]), float(outcome.gain_se[j])
                 if outcome.detail is not None and r.best_step > 0:
                     r.detail = outcome.detail[j]
+                if outcome.listed is not None:
+                    n = int(outcome.n_known[j])
+                    records[c] = {"index": c, "weight": outcome.weight[j], "bias": outcome.bias[j],
+                                  "grid_weight": outcome.grid_weight[j], "grid_bias": outcome.grid_bias[j],
+                                  "grid_step": outcome.grid_step, "listed": outcome.listed[j, :, :n],
+                                  "n_pos": int(outcome.n_pos[j]), "folds": outcome.folds[j, :n]}
             bar.update(len(block))
         bar.close()
         logger.info("CFT-%s: done in %.1fs", variant, time.perf_counter() - start)
-        return Run(new_w, new_b, report)
+        return Run(new_w, new_b, report, variant, records if cfg.selection_rule == "crossfit" else None)
 
     def _block_path(self, variant: str, block: list[int]) -> str | None:
         if self._checkpoint_dir is None:
@@ -277,16 +282,26 @@ class CFTEngine:
         idx = torch.as_tensor(block)
         w = weight0[idx].to(device, dtype)
         b = bias0[idx].to(device, dtype)
-        folds = cfg.selection_folds if cfg.selection_rule == "crossfit" else 1
-        judge = Judge(sel_v, SelectionPlan.build(sel_v, block, folds, cfg.seed), metric)
-        seed = _block_seed(cfg.seed, block)
+        judge = Judge(sel_v, metric)
+        original = judge(w, b)
+        max_steps = {"bp": cfg.epochs, "ga": cfg.generations, "pygad": cfg.pygad_generations,
+                     "refit": len(cfg.refit_l2)}[variant]
+        patience = None if variant == "refit" else cfg.patience
+        if cfg.selection_rule == "crossfit":
+            grid = list(range(1, max_steps + 1)) if variant == "refit" else grid_steps(max_steps)
+            tracker = GridTracker(w, b, original, patience, grid)
+        else:
+            tracker = BestTracker(w, b, original, patience)
 
         def progress(step: int) -> None:
             if step % 50 == 0:
                 bar.set_postfix_str(f"block of {len(block)}, step {step}", refresh=False)
 
-        tracker = RUNNERS[variant](w, b, fit_v, judge, cfg, seed=seed, progress=progress, categories=block)
-        out = crossfit_block(w, b, tracker, judge, cfg)
+        seed = _block_seed(cfg.seed, block)
+        RUNNERS[variant](w, b, fit_v, judge, tracker, cfg, seed=seed, progress=progress, categories=block)
+        if cfg.selection_rule == "crossfit":
+            return record_block(tracker, judge, SelectionPlan.build(sel_v, block, cfg.selection_folds, cfg.seed))
+        out = tracker.outcome()
         if variant == "refit":
             out.detail = [f"l2={cfg.refit_l2[int(s) - 1]:g}" if int(s) > 0 else None for s in out.best_step]
         return out
@@ -353,7 +368,8 @@ def _save_block(path: str, out: BlockOutcome) -> None:
     from safetensors.torch import save_file
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tensors = {k: getattr(out, k).detach().cpu().contiguous() for k in BlockOutcome.TENSORS}
+    names = [k for k in (*BlockOutcome.TENSORS, *BlockOutcome.GRID) if getattr(out, k) is not None]
+    tensors = {k: getattr(out, k).detach().cpu().contiguous() for k in names}
     tmp = path + ".tmp"
     save_file(tensors, tmp, metadata={"detail": json.dumps(out.detail)})
     os.replace(tmp, path)
@@ -365,10 +381,11 @@ def _load_block(path: str, size: int) -> BlockOutcome | None:
 
     try:
         with safe_open(path, framework="pt") as f:
-            t = {k: f.get_tensor(k) for k in BlockOutcome.TENSORS}
+            t = {k: f.get_tensor(k) for k in f.keys()}
             detail = json.loads((f.metadata() or {}).get("detail", "null"))
-        out = BlockOutcome(**t, detail=detail)
-        if any(v.shape[0] != size for v in t.values()):
+        out = BlockOutcome(**{k: t[k] for k in BlockOutcome.TENSORS},
+                           **{k: t.get(k) for k in BlockOutcome.GRID}, detail=detail)
+        if any(t[k].shape[0] != size for k in BlockOutcome.TENSORS):
             raise ValueError(f"it holds rows for another block size than {size}")
     except Exception as err:  # truncated, corrupt or foreign: recompute, never trust it
         logger.warning("block checkpoint %s is unreadable (%s): recomputing the block", path, err)

@@ -13,9 +13,10 @@ import math
 import numpy as np
 import torch
 
+from ..metrics.core import METRICS
 from .config import CFTConfig
 from .result import CategoryReport, CFTResult
-from .selection import posterior_gains
+from .selection import choose_crossfit, posterior_gains
 
 __all__ = ["IN_ANOTHER_SHARD", "Run", "decide", "merge_shards"]
 
@@ -24,11 +25,37 @@ IN_ANOTHER_SHARD = "in another shard"
 
 @dataclasses.dataclass
 class Run:
-    """One variant's candidates: rows (C×d, C) and the raw report of every category."""
+    """One variant's candidates: rows (C×d, C), the raw report of every category and, for the crossfit rule,
+    each fitted category's recorded trajectory and listed selection scores (``records``, by category)."""
 
     weight: torch.Tensor
     bias: torch.Tensor
     report: list[CategoryReport]
+    variant: str = ""
+    records: dict[int, dict] | None = None
+
+
+def _crossfit(run: Run, config: CFTConfig) -> tuple[Run, dict]:
+    """The run with its candidates chosen by the crossfit rule (shared step and α, out-of-fold gains)."""
+    fitted = [c for c, r in enumerate(run.report) if r.skipped is None and c in (run.records or {})]
+    report = [dataclasses.replace(r) for r in run.report]
+    w, b = run.weight.clone(), run.bias.clone()
+    if not fitted:
+        return Run(w, b, report, run.variant), {}
+    choice = choose_crossfit([run.records[c] for c in fitted], METRICS[config.metric], config.selection_alphas,
+                             config.selection_folds, config.selection_bootstrap, config.seed)
+    for j, c in enumerate(fitted):
+        r = report[c]
+        w[c], b[c] = choice.weight[j].to(w.dtype), choice.bias[j].to(b.dtype)
+        r.best_step, r.alpha = choice.step, choice.alpha
+        r.best_score = float(choice.score[j])
+        r.oof_gain, r.gain_se = float(choice.oof_gain[j]), float(choice.gain_se[j])
+        r.variant = run.variant if choice.step > 0 else "original"
+        r.detail = f"l2={config.refit_l2[choice.step - 1]:g}" if run.variant == "refit" and choice.step else None
+    summary = {"step": choice.step, "alpha": choice.alpha,
+               "fold_choices": [{"step": g, "alpha": a} for g, a in choice.fold_choices],
+               "mean_crossfit_gain": float(choice.oof_gain.nanmean())}
+    return Run(w, b, report, run.variant, run.records), summary
 
 
 def _split_tag(tag: str) -> tuple[str, str | None]:
@@ -43,10 +70,16 @@ def _pts(x: float) -> str:
 def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, config: CFTConfig,
            protocol: str) -> CFTResult:
     """Per category: the trained row, or one run's candidate, by ``config.selection_rule``."""
+    original_runs = runs
     n_cat = weight0.shape[0]
     crossfit = config.selection_rule == "crossfit"
     post: dict[str, dict[int, tuple[float, float, float]]] = {}
+    chosen_runs: dict[str, dict] = {}
     if crossfit:
+        done = {}
+        for tag, run in runs.items():
+            done[tag], chosen_runs[tag] = _crossfit(run, config) if run.records is not None else (run, {})
+        runs = done
         for tag, run in runs.items():
             fitted = [r for r in run.report if r.skipped is None and r.oof_gain is not None]
             if not fitted:
@@ -93,8 +126,8 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
                 chosen.best_score, chosen.best_step, chosen.alpha = chosen.original_score, 0, 0.0
         chosen.reason = _reason(chosen, best_tag, fitted, post, config, c)
         report.append(chosen)
-    return CFTResult(new_w, new_b, report, config, protocol,
-                     runs={tag: run for tag, run in runs.items()})
+    extra = {"crossfit": chosen_runs} if chosen_runs else {}
+    return CFTResult(new_w, new_b, report, config, protocol, extra=extra, runs=dict(original_runs))
 
 
 def _candidate_summary(r: CategoryReport, posterior) -> dict:
@@ -138,12 +171,14 @@ def merge_shards(parts: list[CFTResult], weight0: torch.Tensor, bias0: torch.Ten
     runs = {}
     for tag, run in first.runs.items():
         w, b = run.weight.clone(), run.bias.clone()
-        report = []
+        report, records = [], {} if run.records is not None else None
         for c in range(len(run.report)):
             owner = next((p.runs[tag] for p in parts if p.runs[tag].report[c].skipped != IN_ANOTHER_SHARD), run)
             w[c], b[c] = owner.weight[c], owner.bias[c]
             report.append(owner.report[c])
-        runs[tag] = Run(w, b, report)
+            if records is not None and c in (owner.records or {}):
+                records[c] = owner.records[c]
+        runs[tag] = Run(w, b, report, run.variant, records)
     w0 = torch.as_tensor(weight0).to(first.weight.dtype)
     b0 = torch.as_tensor(bias0).to(first.bias.dtype)
     return decide(runs, w0, b0, first.config, first.selection)

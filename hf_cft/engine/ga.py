@@ -69,9 +69,9 @@ def _breed(pw: torch.Tensor, pb: torch.Tensor, n_cat: int, n_child: int, rng: _R
     return child_w, child_b
 
 
-def run_ga(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, config: CFTConfig, seed: int = 0,
-           progress=None, categories: list[int] | None = None) -> BestTracker:
-    """Evolve a block of rows (``weight`` B×d, ``bias`` B); track each row's elite on ``judge``."""
+def run_ga(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker: BestTracker, config: CFTConfig,
+           seed: int = 0, progress=None, categories: list[int] | None = None) -> None:
+    """Evolve a block of rows (``weight`` B×d, ``bias`` B); ``tracker`` keeps each row's elite."""
     metric = judge.metric
     n_cat, d = weight.shape
     pop_size, n_elite = config.population_size, config.elitism
@@ -81,7 +81,6 @@ def run_ga(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, config: 
     pop_w = weight.unsqueeze(1).repeat(1, pop_size, 1)  # B × P × d
     pop_b = bias.unsqueeze(1).repeat(1, pop_size)  # B × P
     fitness = metric(fit.scores(pop_w, pop_b), fit.labels, fit.mask)  # B × P
-    tracker = BestTracker(weight, bias, judge(weight, bias), config.patience)
     offset = (torch.arange(n_cat, device=device) * pop_size).unsqueeze(1)
     cat_idx = torch.arange(n_cat, device=device)
 
@@ -107,4 +106,3 @@ def run_ga(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, config: 
             progress(gen)
         if not running:
             break
-    return tracker

@@ -29,22 +29,20 @@ def _pygad():
     return pygad
 
 
-def run_pygad(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, config: CFTConfig, seed: int = 0,
-              progress=None, categories: list[int] | None = None) -> BestTracker:
+def run_pygad(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker: BestTracker, config: CFTConfig,
+              seed: int = 0, progress=None, categories: list[int] | None = None) -> None:
     """Run one PyGAD instance per category of the block, seeded by ``seed`` and the category's index."""
     metric = judge.metric
     cats = categories if categories is not None else list(range(weight.shape[0]))
     seeds = [(seed * 1_000_003 + c) % (2**32) for c in cats]
     pygad = _pygad()
     n_cat, d = weight.shape
-    tracker = BestTracker(weight, bias, judge(weight, bias), config.patience)
     device, dtype = weight.device, weight.dtype
     for i in range(n_cat):
         one = slice(i, i + 1)
         fit_scores, sel_scores = _row_scorer(fit, i), _row_scorer(judge.view, i)
         fit_labels, fit_mask = fit.labels[one], fit.mask[one]
         row = torch.cat([weight[i], bias[i:i + 1]]).cpu().double().numpy()
-        stale = [0]
 
         def fitness(ga, solutions, _idx, fit_scores=fit_scores, fit_labels=fit_labels, fit_mask=fit_mask):
             sols = torch.as_tensor(np.atleast_2d(solutions), device=device, dtype=dtype)
@@ -52,24 +50,14 @@ def run_pygad(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, confi
             # roulette selection fails when every fitness is 0; a tiny floor keeps it defined
             return (f.nan_to_num(0.0).clamp(min=0) + 1e-12).cpu().double().numpy()
 
-        def on_generation(ga, i=i, sel_scores=sel_scores, stale=stale):
+        def on_generation(ga, i=i, sel_scores=sel_scores):
             sol, _, _ = ga.best_solution(pop_fitness=ga.last_generation_fitness)
             champ = torch.as_tensor(sol, device=device, dtype=dtype).unsqueeze(0)
-            score = judge.row(i, sel_scores(champ)).view(1, -1)  # 1 × M
             step = ga.generations_completed
-            better = (score[0] > tracker.score[i]) & tracker.active[i]
-            if bool(better.any()):
-                tracker.weight[i, better] = champ[0, :d]
-                tracker.bias[i, better] = champ[0, d]
-                tracker.score[i, better] = score[0, better]
-                tracker.step[i, better] = step
-            stale[0] = 0 if bool(better[0]) else stale[0] + 1
-            tracker.steps_run[i] = step
+            running = tracker.update_row(i, step, champ[0, :d], champ[0, d], judge.row(i, sel_scores(champ)))
             if progress is not None:
                 progress(step)
-            if config.patience and stale[0] >= config.patience:
-                return "stop"
-            return None
+            return None if running else "stop"
 
         ga = pygad.GA(
             num_generations=config.pygad_generations,
@@ -94,7 +82,6 @@ def run_pygad(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, confi
         )
         ga.run()
     tracker.active[:] = False
-    return tracker
 
 
 def _row_scorer(view, i: int):

@@ -142,8 +142,8 @@ def solve_logistic(view, w0, b0, lam, w_ref, sample_weight, max_iter: int = 200,
     return w, b, iters
 
 
-def run_refit(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, config: CFTConfig, seed: int = 0,
-              progress=None, categories: list[int] | None = None) -> BestTracker:
+def run_refit(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker: BestTracker, config: CFTConfig,
+              seed: int = 0, progress=None, categories: list[int] | None = None) -> None:
     """Solve every (category, λ) pair of the block; the λ grid is the trajectory the ``judge`` tracks (step p: λ_p)."""
     n_cat, d = weight.shape
     dtype = weight.dtype
@@ -155,14 +155,12 @@ def run_refit(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, confi
     sw = _sample_weight(fit, config.refit_balanced)
     w, b, iters = solve_logistic(fit, w0, b0, lam, w_ref, sw,
                                  max_iter=config.refit_max_iter, tol=config.refit_tol)
-    scores = judge(w, b)  # B × n_lam × M
-    tracker = BestTracker(weight, bias, judge(weight, bias), None)
+    scores = judge(w, b)  # B × n_lam
     for p in range(n_lam):
         tracker.update(p + 1, w[:, p], b[:, p], scores[:, p])
     tracker.steps_run = iters.max(1).values
     if progress is not None:
         progress(int(iters.max()))
-    return tracker
 
 
 def fit_logistic_rows(features, labels, mask, l2: list[float], max_iter: int = 300):

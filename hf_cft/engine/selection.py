@@ -6,108 +6,193 @@ Two rules turn it into a decision (``CFTConfig.selection_rule``):
 * ``"strict"`` (the paper's): keep the candidate with the best selection score if it is strictly higher
   than the trained row's. The best of thousands of candidates on a small split is biased upward (the
   winner's curse), so this rule also keeps noise.
-* ``"crossfit"`` (default): the known selection labels of each category are split into K stratified folds.
-  For every fold k a tracker keeps the best candidate judged on the *other* folds, and a shrinkage
-  ``α ∈ {0} ∪ selection_alphas`` toward the trained row (``w = w₀ + α·(w_new − w₀)``, logits interpolate
-  linearly) is chosen on those folds too; its scores on fold k are therefore out of fold. Pooled over the
-  folds they give an honest estimate of what the whole procedure (choose a step, choose α) gains over the
-  trained row, with a stratified paired-bootstrap standard error. The gains of all categories of a variant
-  are then pooled (normal–normal empirical Bayes: their spread beyond the noise tells how much categories
-  differ, their mean whether the variant helps at all), and a row is replaced only where the posterior
-  probability of a positive gain reaches ``selection_confidence``. The row written is the candidate and α
-  chosen on all the selection labels.
+* ``"crossfit"`` (default), in three steps:
+
+  1. *Record*: each row's trajectory is kept at a log-spaced grid of steps (every λ for ``refit``).
+  2. *Choose, shared across categories*: a candidate is a grid step g and a shrinkage α toward the trained
+     row (``w = w₀ + α·(w_g − w₀)``; logits interpolate linearly; α = 0 is the trained row). One (g, α) is
+     chosen per variant, maximizing the mean over categories of the metric on the selection labels: a few
+     dozen options judged on every category's labels at once, instead of thousands judged per category on
+     a handful of positives.
+  3. *Judge out of fold, pool, decide*: the selection labels of each category are split into K stratified
+     folds; (g, α) is chosen again without fold k and applied to fold k, so that every selection label gets
+     an out-of-fold score. Pooled, they estimate honestly what the whole procedure gains over the trained
+     row, with a stratified paired-bootstrap standard error. The gains of all categories are then pooled
+     (normal–normal empirical Bayes: their spread beyond the noise says how much categories differ, their
+     mean whether the variant helps at all) and a row is replaced only where the posterior probability of a
+     positive gain reaches ``selection_confidence``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-__all__ = ["BestTracker", "BlockOutcome", "Judge", "SelectionPlan", "crossfit_block", "posterior_gains"]
+__all__ = ["BestTracker", "BlockOutcome", "GridTracker", "Judge", "SelectionPlan", "grid_steps", "posterior_gains"]
+
+
+def grid_steps(max_steps: int) -> list[int]:
+    """Log-spaced steps at which a crossfit trajectory is recorded: 1, 3, 10, 30, …, and the last step."""
+    steps, k = [], 0
+    while True:
+        for m in (1, 3):
+            s = m * 10**k
+            if s >= max_steps:
+                return sorted(set(steps + [max(1, max_steps)]))
+            steps.append(s)
+        k += 1
 
 
 @dataclass
 class BlockOutcome:
-    """What a block of B categories contributes: a candidate row per category and the evidence for it."""
+    """What a block of B categories contributes.
 
-    weight: torch.Tensor  # B × d, the candidate (the trained row where nothing better was found)
+    ``strict``: the kept candidate per row (``weight``, ``bias``, its score and step). ``crossfit``: the
+    recorded trajectory per row (``grid_weight`` B×G×d, ``grid_bias`` B×G) and the selection scores of the
+    trained row and of every recorded candidate, listed positives first (``listed`` B×(G+1)×Lk), with each
+    row's positives, known count and folds; the candidate is chosen later, across all categories.
+    """
+
+    weight: torch.Tensor  # B × d (strict: the kept row; crossfit: the trained row)
     bias: torch.Tensor  # B
-    best_score: torch.Tensor  # B, selection score of the candidate on all selection labels
-    best_step: torch.Tensor  # B, step of the candidate (0: the trained row)
+    best_score: torch.Tensor  # B
+    best_step: torch.Tensor  # B
     steps_run: torch.Tensor  # B
     original: torch.Tensor | None = None  # B, selection score of the trained row
-    alpha: torch.Tensor | None = None  # B, shrinkage toward the candidate (crossfit), 1 (strict)
-    oof_gain: torch.Tensor | None = None  # B, cross-fitted gain over the trained row (NaN: strict)
-    gain_se: torch.Tensor | None = None  # B, its bootstrap standard error (NaN: strict)
-    detail: list[str | None] | None = None  # per row, e.g. the chosen L2 strength
+    grid_weight: torch.Tensor | None = None  # B × G × d
+    grid_bias: torch.Tensor | None = None  # B × G
+    grid_step: torch.Tensor | None = None  # G
+    listed: torch.Tensor | None = None  # B × (G+1) × Lk
+    n_pos: torch.Tensor | None = None  # B
+    n_known: torch.Tensor | None = None  # B
+    folds: torch.Tensor | None = None  # B × Lk
+    detail: list[str | None] | None = None
 
-    TENSORS = ("weight", "bias", "best_score", "best_step", "steps_run", "original", "alpha", "oof_gain",
-               "gain_se")
+    TENSORS = ("weight", "bias", "best_score", "best_step", "steps_run", "original")
+    GRID = ("grid_weight", "grid_bias", "grid_step", "listed", "n_pos", "n_known", "folds")
 
 
 class BestTracker:
-    """Best-so-far snapshot per row and per *judge*, with per-row patience.
+    """Best-so-far snapshot, best step and patience for every row of a block (the strict rule).
 
-    A judge is one set of selection labels (all of them, or all but one fold): ``update`` takes scores of
-    shape ``(B, M)`` for M judges and keeps, per row and judge, the first candidate that scores *strictly*
-    higher than everything before it (the trained row is candidate 0). A row stops after ``patience`` steps
-    without a new best on judge 0 (all selection labels), exactly as if it had been run alone.
+    The trained row is candidate 0 with its selection score; a later version replaces the snapshot only
+    when it scores *strictly* higher. A row stops (its snapshot is frozen) after ``patience`` steps without
+    improvement, exactly as if it had been run alone.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, score: torch.Tensor, patience: int | None):
-        score = score if score.ndim == 2 else score.unsqueeze(1)
-        m = score.shape[1]
-        self.weight = weight.detach().unsqueeze(1).repeat(1, m, 1)
-        self.bias = bias.detach().unsqueeze(1).repeat(1, m)
+        self.weight = weight.detach().clone()
+        self.bias = bias.detach().clone()
         self.score = score.detach().clone()
         b = score.shape[0]
-        self.step = torch.zeros(b, m, dtype=torch.long, device=score.device)
+        self.step = torch.zeros(b, dtype=torch.long, device=score.device)
         self.steps_run = torch.zeros(b, dtype=torch.long, device=score.device)
         self.stale = torch.zeros(b, dtype=torch.long, device=score.device)
         self.active = torch.ones(b, dtype=torch.bool, device=score.device)
         self.patience = patience or None
+        self.original = self.score.clone()
 
-    def update(self, step: int, weight: torch.Tensor, bias: torch.Tensor, score: torch.Tensor) -> bool:
-        """Record step ``step``'s rows (B×d, B) with their judges' scores (B×M); True while any row runs."""
-        score = score if score.ndim == 2 else score.unsqueeze(1)
-        better = self.active.unsqueeze(1) & (score > self.score)  # NaN never wins
+    def _better(self, step: int, weight, bias, score) -> torch.Tensor:
+        better = self.active & (score > self.score)  # NaN never wins
         if bool(better.any()):
-            self.weight = torch.where(better.unsqueeze(-1), weight.detach().unsqueeze(1), self.weight)
-            self.bias = torch.where(better, bias.detach().unsqueeze(1), self.bias)
+            self.weight[better] = weight.detach()[better]
+            self.bias[better] = bias.detach()[better]
             self.score = torch.where(better, score, self.score)
             self.step = torch.where(better, torch.full_like(self.step, step), self.step)
+        return better
+
+    def update(self, step: int, weight: torch.Tensor, bias: torch.Tensor, score: torch.Tensor) -> bool:
+        """Record step ``step``'s rows (B×d, B) and their selection scores (B); True while any row runs."""
+        better = self._better(step, weight, bias, score)
         self.steps_run = torch.where(self.active, torch.full_like(self.steps_run, step), self.steps_run)
-        self.stale = torch.where(better[:, 0], torch.zeros_like(self.stale), self.stale + self.active.long())
+        self.stale = torch.where(better, torch.zeros_like(self.stale), self.stale + self.active.long())
         if self.patience is not None:
             self.active &= self.stale < self.patience
         return bool(self.active.any())
 
+    def update_row(self, i: int, step: int, weight: torch.Tensor, bias: torch.Tensor, score: torch.Tensor) -> bool:
+        """:meth:`update` for row ``i`` alone (``weight`` d, ``bias`` and ``score`` scalars); True while it runs."""
+        if not bool(self.active[i]):
+            return False
+        if bool(score > self.score[i]):
+            self.weight[i], self.bias[i], self.score[i], self.step[i] = weight, bias, score, step
+            self.stale[i] = 0
+        else:
+            self.stale[i] += 1
+        self.steps_run[i] = step
+        if self.patience is not None and int(self.stale[i]) >= self.patience:
+            self.active[i] = False
+        return bool(self.active[i])
+
+    def outcome(self) -> BlockOutcome:
+        return BlockOutcome(self.weight, self.bias, self.score, self.step, self.steps_run, self.original)
+
+
+class GridTracker(BestTracker):
+    """The crossfit rule's tracker: each row's version at every step of ``grid`` (a row that has stopped keeps
+    the version it stopped with there), with the strict rule's patience on the whole selection split."""
+
+    def __init__(self, weight, bias, score, patience, grid: list[int]):
+        super().__init__(weight, bias, score, patience)
+        self.grid = list(grid)
+        self._slot = {s: g for g, s in enumerate(self.grid)}
+        self.trained_w, self.trained_b = weight.detach().clone(), bias.detach().clone()
+        self.last_w, self.last_b = weight.detach().clone(), bias.detach().clone()
+        self.grid_w = weight.detach().unsqueeze(1).repeat(1, len(grid), 1)
+        self.grid_b = bias.detach().unsqueeze(1).repeat(1, len(grid))
+        self.recorded = torch.zeros(weight.shape[0], dtype=torch.long)  # grid slots filled, per row
+
+    def update(self, step, weight, bias, score) -> bool:
+        act = self.active
+        self.last_w = torch.where(act.unsqueeze(1), weight.detach(), self.last_w)
+        self.last_b = torch.where(act, bias.detach(), self.last_b)
+        running = super().update(step, weight, bias, score)
+        if step in self._slot:
+            g = self._slot[step]
+            self.grid_w[:, g], self.grid_b[:, g] = self.last_w, self.last_b
+            self.recorded[:] = g + 1
+        return running
+
+    def update_row(self, i, step, weight, bias, score) -> bool:
+        if bool(self.active[i]):
+            self.last_w[i], self.last_b[i] = weight, bias
+        running = super().update_row(i, step, weight, bias, score)
+        if step in self._slot:
+            g = self._slot[step]
+            self.grid_w[i, g], self.grid_b[i, g] = self.last_w[i], self.last_b[i]
+            self.recorded[i] = g + 1
+        return running
+
+    def finish(self) -> None:
+        """Rows stopped before the last grid steps keep their last version there."""
+        for i in range(self.grid_w.shape[0]):
+            g = int(self.recorded[i])
+            self.grid_w[i, g:] = self.last_w[i]
+            self.grid_b[i, g:] = self.last_b[i]
+        self.recorded[:] = len(self.grid)
+
 
 @dataclass
 class SelectionPlan:
-    """How one block's selection labels are laid out, folded and judged.
+    """How one block's selection labels are listed and folded, per category and independent of the block.
 
     ``order`` (B × Lk) lists each category's known selection entries (positions in the view), positives
-    first, each group in a seeded order that depends on the category alone (so blocks and shards agree);
-    ``folds`` gives the fold of each listed entry (stratified: positives and negatives dealt round-robin);
-    ``judge_mask`` (B × M × L) is the view's mask for judge 0 (all) and judges 1..K (all but fold k).
+    first, each group in a seeded order that depends on the category alone; ``folds`` gives each listed
+    entry's fold (stratified: positives and negatives dealt round-robin; -1 past ``n_known``).
     """
 
-    order: torch.Tensor  # B × Lk, long
-    n_pos: torch.Tensor  # B
-    n_known: torch.Tensor  # B
-    folds: torch.Tensor  # B × Lk, long (-1 past n_known)
-    judge_mask: torch.Tensor  # B × M × L
-    k: int
-    categories: list[int]
+    order: torch.Tensor
+    n_pos: torch.Tensor
+    n_known: torch.Tensor
+    folds: torch.Tensor
+    categories: list[int] = field(default_factory=list)
 
     @classmethod
     def build(cls, view, categories: list[int], k: int, seed: int) -> SelectionPlan:
         labels, mask = view.labels.squeeze(1).cpu(), view.mask.squeeze(1).cpu()  # B × L
-        n_cat, length = mask.shape
         rows = []
         for i, c in enumerate(categories):
             known = mask[i].nonzero().squeeze(1).numpy()
@@ -116,6 +201,7 @@ class SelectionPlan:
             rng = np.random.default_rng([int(seed), int(c), 7129])
             rows.append((rng.permutation(pos), rng.permutation(neg)))
         width = max(1, max(len(p) + len(n) for p, n in rows))
+        n_cat = len(categories)
         order = torch.zeros(n_cat, width, dtype=torch.long)
         folds = torch.full((n_cat, width), -1, dtype=torch.long)
         n_pos = torch.zeros(n_cat, dtype=torch.long)
@@ -123,124 +209,175 @@ class SelectionPlan:
         for i, (pos, neg) in enumerate(rows):
             listed = np.concatenate([pos, neg]).astype(np.int64)
             order[i, :len(listed)] = torch.from_numpy(listed)
-            folds[i, :len(pos)] = torch.arange(len(pos)) % max(k, 1)
-            folds[i, len(pos):len(listed)] = torch.arange(len(neg)) % max(k, 1)
+            folds[i, :len(pos)] = torch.arange(len(pos)) % k
+            folds[i, len(pos):len(listed)] = torch.arange(len(neg)) % k
             n_pos[i], n_known[i] = len(pos), len(listed)
-        masks = [mask]
-        if k > 1:
-            listed = torch.arange(width).unsqueeze(0) < n_known.unsqueeze(1)
-            target = torch.where(listed, order, torch.full_like(order, length))  # padding → a spare column
-            fold_at = torch.full((n_cat, length + 1), -1, dtype=torch.long).scatter_(1, target, folds)[:, :length]
-            masks += [mask & (fold_at != j) for j in range(k)]
-        device = view.mask.device
-        return cls(order.to(device), n_pos.to(device), n_known.to(device), folds.to(device),
-                   torch.stack(masks, dim=1).to(device), k, [int(c) for c in categories])
+        return cls(order, n_pos, n_known, folds, [int(c) for c in categories])
 
     def listed(self, scores: torch.Tensor) -> torch.Tensor:
-        """``scores`` (B × P × L) of the view's positions → (B × P × Lk) in the plan's order."""
-        idx = self.order.unsqueeze(1).expand(-1, scores.shape[1], -1)
+        """``scores`` (B × P × L) at the view's positions → (B × P × Lk) in the plan's order."""
+        idx = self.order.to(scores.device).unsqueeze(1).expand(-1, scores.shape[1], -1)
         return torch.gather(scores, -1, idx)
 
-    def listed_labels(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B × 1 × Lk) labels and mask of the listed entries (positives first)."""
-        j = torch.arange(self.order.shape[1], device=self.order.device)
-        return (j < self.n_pos.unsqueeze(1)).unsqueeze(1), (j < self.n_known.unsqueeze(1)).unsqueeze(1)
+
+def listed_labels(n_pos: torch.Tensor, n_known: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B × 1 × Lk) labels and mask of listed entries (positives first)."""
+    j = torch.arange(width, device=n_pos.device)
+    return (j < n_pos.unsqueeze(1)).unsqueeze(1), (j < n_known.unsqueeze(1)).unsqueeze(1)
 
 
 class Judge:
-    """Scores candidate rows of a block on the selection split, once per judge (all labels, all but fold k)."""
+    """Scores candidate rows of a block on all its selection labels."""
 
-    def __init__(self, view, plan: SelectionPlan, metric):
-        self.view, self.plan, self.metric = view, plan, metric
-
-    @property
-    def n_judges(self) -> int:
-        return self.plan.judge_mask.shape[1]
+    def __init__(self, view, metric):
+        self.view, self.metric = view, metric
 
     def __call__(self, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """Rows ``weight`` (B × d), ``bias`` (B) → (B × M); or candidates (B × P × d), (B × P) → (B × P × M)."""
-        single = weight.ndim == 2
-        w, b = (weight.unsqueeze(1), bias.unsqueeze(1)) if single else (weight, bias)
-        scores = self.view.scores(w, b).unsqueeze(2)  # B × P × 1 × L
-        out = self.metric(scores, self.view.labels.unsqueeze(2), self.plan.judge_mask.unsqueeze(1))
-        return out.squeeze(1) if single else out
+        """Rows ``weight`` (B × d), ``bias`` (B) → (B); or candidates (B × P × d), (B × P) → (B × P)."""
+        if weight.ndim == 2:
+            return self.metric(self.view.scores(weight.unsqueeze(1), bias.unsqueeze(1)), self.view.labels,
+                               self.view.mask).squeeze(1)
+        return self.metric(self.view.scores(weight, bias), self.view.labels, self.view.mask)
 
     def row(self, i: int, scores: torch.Tensor) -> torch.Tensor:
-        """Judges' scores (M) of one category's row, from its (L,) view scores."""
-        return self.metric(scores.view(1, -1), self.view.labels[i], self.plan.judge_mask[i])
+        """Score of one category's row from its (L,) view scores."""
+        return self.metric(scores.view(1, -1), self.view.labels[i], self.view.mask[i]).squeeze(0)
 
 
-def _argmax_first(values: torch.Tensor) -> torch.Tensor:
-    """Index of the first maximum along the last dim (NaN counts as -inf): ties go to the smaller α."""
-    return values.nan_to_num(float("-inf")).argmax(dim=-1)
+def record_block(tracker: GridTracker, judge: Judge, plan: SelectionPlan) -> BlockOutcome:
+    """A crossfit block's outcome: the recorded trajectory and the listed selection scores of every version."""
+    tracker.finish()
+    view = judge.view
+    s0 = view.scores(tracker.trained_w.unsqueeze(1), tracker.trained_b.unsqueeze(1))
+    listed = plan.listed(torch.cat([s0, view.scores(tracker.grid_w, tracker.grid_b)], dim=1)).cpu()
+    return BlockOutcome(tracker.trained_w, tracker.trained_b, tracker.original, torch.zeros_like(tracker.step),
+                        tracker.steps_run, tracker.original, grid_weight=tracker.grid_w, grid_bias=tracker.grid_b,
+                        grid_step=torch.tensor(tracker.grid), listed=listed, n_pos=plan.n_pos,
+                        n_known=plan.n_known, folds=plan.folds)
 
 
-def crossfit_block(weight0: torch.Tensor, bias0: torch.Tensor, tracker: BestTracker, judge: Judge,
-                   config) -> BlockOutcome:
-    """Turn a tracker's per-judge snapshots into one candidate per row with its cross-fitted evidence."""
-    metric, plan = judge.metric, judge.plan
-    w_snap, b_snap = tracker.weight, tracker.bias  # B × M × d, B × M
-    n_cat = w_snap.shape[0]
-    original = judge(weight0, bias0)[:, 0]
-    if config.selection_rule == "strict" or plan.k < 2:
-        changed = tracker.step[:, 0] > 0
-        nan = torch.full_like(original, float("nan"))
-        return BlockOutcome(w_snap[:, 0], b_snap[:, 0], tracker.score[:, 0], tracker.step[:, 0], tracker.steps_run,
-                            original, changed.to(original.dtype), nan, nan.clone())
-    dtype = w_snap.dtype
-    alphas = torch.tensor([0.0, *config.selection_alphas], dtype=dtype, device=w_snap.device)
-    s0 = plan.listed(judge.view.scores(weight0.unsqueeze(1), bias0.unsqueeze(1)))  # B × 1 × Lk
-    snaps = plan.listed(judge.view.scores(w_snap, b_snap))  # B × M × Lk
-    mixed = s0.unsqueeze(2) + alphas.view(1, 1, -1, 1) * (snaps - s0).unsqueeze(2)  # B × M × A × Lk
-    labels, known = plan.listed_labels()
-    folds = plan.folds.unsqueeze(1)  # B × 1 × Lk
-    # α of each fold's candidate, chosen on the other folds; then its scores on the fold itself
-    oof = s0.squeeze(1).clone()
-    for j in range(plan.k):
-        a = _argmax_first(metric(mixed[:, j + 1], labels, known & (folds != j)))  # B
-        pick = mixed[torch.arange(n_cat), j + 1, a]  # B × Lk
-        oof = torch.where(folds.squeeze(1) == j, pick, oof)
-    a_all = _argmax_first(metric(mixed[:, 0], labels, known))  # B
-    alpha = alphas[a_all]
-    cand_w = weight0 + alpha.unsqueeze(1) * (w_snap[:, 0] - weight0)
-    cand_b = bias0 + alpha * (b_snap[:, 0] - bias0)
-    best = metric(mixed[torch.arange(n_cat), 0, a_all].unsqueeze(1), labels, known).squeeze(1)
-    gain = metric(oof.unsqueeze(1), labels, known).squeeze(1) - metric(s0, labels, known).squeeze(1)
-    se = _bootstrap_se(oof, s0.squeeze(1), plan, metric, config.selection_bootstrap, config.seed)
-    step = torch.where(alpha > 0, tracker.step[:, 0], torch.zeros_like(tracker.step[:, 0]))
-    return BlockOutcome(cand_w, cand_b, torch.where(alpha > 0, best, original), step, tracker.steps_run, original,
-                        alpha, gain, se)
+@dataclass
+class CrossfitChoice:
+    """A variant's crossfit outcome over its categories (rows in the order of ``index``)."""
+
+    index: list[int]
+    weight: torch.Tensor  # n × d candidate rows
+    bias: torch.Tensor
+    alpha: float
+    step: int  # the grid step chosen (0: the trained row)
+    score: torch.Tensor  # n, candidate's selection score (all labels)
+    oof_gain: torch.Tensor  # n
+    gain_se: torch.Tensor  # n
+    fold_choices: list[tuple[int, float]]
 
 
-def _bootstrap_se(new: torch.Tensor, old: torch.Tensor, plan: SelectionPlan, metric, n_boot: int,
-                  seed: int) -> torch.Tensor:
+def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_boot: int, seed: int,
+                    chunk: int = 64) -> CrossfitChoice:
+    """Steps 2 and 3 of the crossfit rule for one variant: the shared (g, α), out-of-fold gains and their SEs.
+
+    ``records``: per fitted category, ``{"index", "weight" (d), "bias", "grid_weight" (G×d), "grid_bias" (G),
+    "grid_step" (G), "listed" ((G+1)×n), "n_pos", "folds" (n)}`` (``listed[0]``: the trained row).
+    """
+    a_grid = torch.tensor([0.0, *alphas], dtype=torch.float64)
+    n_g = records[0]["listed"].shape[0]
+    steps = records[0]["grid_step"]
+    # per category, judge (0: all labels, 1..k: all but fold j-1), step, α: the metric
+    tables = []
+    for start in range(0, len(records), chunk):
+        part = records[start:start + chunk]
+        width = max(int(r["listed"].shape[1]) for r in part)
+        lst = torch.zeros(len(part), n_g, width, dtype=torch.float64)
+        fold = torch.full((len(part), width), -1, dtype=torch.long)
+        for i, r in enumerate(part):
+            n = r["listed"].shape[1]
+            lst[i, :, :n] = r["listed"].double()
+            fold[i, :n] = r["folds"]
+        n_pos = torch.tensor([int(r["n_pos"]) for r in part])
+        n_known = torch.tensor([int(r["listed"].shape[1]) for r in part])
+        labels, known = listed_labels(n_pos, n_known, width)
+        s0 = lst[:, :1]
+        mixed = s0.unsqueeze(2) + a_grid.view(1, 1, -1, 1) * (lst - s0).unsqueeze(2)  # B × G+1 × A × Lk
+        masks = [known] + [known & (fold.unsqueeze(1) != j) for j in range(k)]
+        t = torch.stack([metric(mixed, labels.unsqueeze(1), m.unsqueeze(1)) for m in masks], dim=1)
+        tables.append(t)  # B × (k+1) × (G+1) × A
+    table = torch.cat(tables)
+    mean = table.nanmean(dim=0)  # (k+1) × (G+1) × A
+
+    def pick(j: int) -> tuple[int, int]:
+        m = mean[j].clone()
+        m[0, 1:] = float("-inf")  # step 0 (the trained row) only with α = 0
+        m[:, 0] = torch.where(torch.arange(n_g) == 0, m[:, 0], torch.full_like(m[:, 0], float("-inf")))
+        flat = m.nan_to_num(float("-inf")).reshape(-1)
+        best = int(flat.argmax())  # the first maximum: the trained row wins ties
+        return best // m.shape[1], best % m.shape[1]
+
+    g0, a0 = pick(0)
+    fold_choices = [pick(j + 1) for j in range(k)]
+    weight, bias, score, gain, se = [], [], [], [], []
+    for i, r in enumerate(records):
+        alpha = float(a_grid[a0])
+        if g0 == 0:
+            w, b = r["weight"], r["bias"]
+        else:
+            w = r["weight"] + alpha * (r["grid_weight"][g0 - 1] - r["weight"])
+            b = r["bias"] + alpha * (r["grid_bias"][g0 - 1] - r["bias"])
+        weight.append(w)
+        bias.append(b)
+        score.append(table[i, 0, g0, a0])
+        lst, fold = r["listed"].double(), r["folds"]
+        s0 = lst[0]
+        oof = s0.clone()
+        for j, (g, a) in enumerate(fold_choices):
+            pick_scores = s0 + a_grid[a] * (lst[g] - s0)
+            oof = torch.where(fold == j, pick_scores, oof)
+        gain.append(oof)
+    # gains and bootstrap SEs, batched over padded categories
+    width = max(int(r["listed"].shape[1]) for r in records)
+    n_pos = torch.tensor([int(r["n_pos"]) for r in records])
+    n_known = torch.tensor([int(r["listed"].shape[1]) for r in records])
+    oof_m = torch.zeros(len(records), width, dtype=torch.float64)
+    s0_m = torch.zeros(len(records), width, dtype=torch.float64)
+    for i, (r, o) in enumerate(zip(records, gain)):
+        n = o.shape[0]
+        oof_m[i, :n], s0_m[i, :n] = o, r["listed"][0].double()
+    labels, known = listed_labels(n_pos, n_known, width)
+    g_all = (metric(oof_m.unsqueeze(1), labels, known) - metric(s0_m.unsqueeze(1), labels, known)).squeeze(1)
+    se = bootstrap_se(oof_m, s0_m, n_pos, n_known, [int(r["index"]) for r in records], metric, n_boot, seed)
+    return CrossfitChoice([int(r["index"]) for r in records], torch.stack(weight), torch.stack(bias),
+                          float(a_grid[a0]) if g0 else 0.0, int(steps[g0 - 1]) if g0 else 0,
+                          torch.stack(score), g_all, se,
+                          [(int(steps[g - 1]) if g else 0, float(a_grid[a])) for g, a in fold_choices])
+
+
+def bootstrap_se(new: torch.Tensor, old: torch.Tensor, n_pos: torch.Tensor, n_known: torch.Tensor,
+                 categories: list[int], metric, n_boot: int, seed: int) -> torch.Tensor:
     """Standard error of ``metric(new) − metric(old)`` (B × Lk listed scores) by a stratified paired bootstrap.
 
     Each resample draws a category's known positives and known negatives with replacement, as many as it
-    has of each, so every resample keeps the category's class balance and stays defined.
+    has of each, so every resample keeps the category's class balance; the draws of a category depend on
+    the seed and the category alone.
     """
     n_cat, width = new.shape
-    device = new.device
     gens = [torch.Generator(device="cpu").manual_seed((int(seed) * 1_000_003 + c * 7919 + 17) % (2**63))
-            for c in plan.categories]  # per category: the draws do not depend on the block
-    j = torch.arange(width, device=device).view(1, 1, -1)
-    n_pos, n_known = plan.n_pos.view(-1, 1, 1), plan.n_known.view(-1, 1, 1)
-    is_pos = j < n_pos
-    offset = torch.where(is_pos, torch.zeros_like(n_pos), n_pos)
-    size = torch.where(is_pos, n_pos, n_known - n_pos).clamp(min=1)
-    labels, known = plan.listed_labels()
+            for c in categories]
+    j = torch.arange(width).view(1, 1, -1)
+    pos_n, known_n = n_pos.view(-1, 1, 1), n_known.view(-1, 1, 1)
+    is_pos = j < pos_n
+    offset = torch.where(is_pos, torch.zeros_like(pos_n), pos_n)
+    size = torch.where(is_pos, pos_n, known_n - pos_n).clamp(min=1)
+    labels, known = listed_labels(n_pos, n_known, width)
     diffs = []
     chunk = max(1, min(n_boot, int(2e7 // max(1, n_cat * width))))
     for start in range(0, n_boot, chunk):
         r = min(chunk, n_boot - start)
-        u = torch.stack([torch.rand(r, width, generator=g, dtype=torch.float64) for g in gens]).to(device)
+        u = torch.stack([torch.rand(r, width, generator=g, dtype=torch.float64) for g in gens])
         idx = (offset + (u * size).floor().long()).clamp(max=width - 1)
         pair = torch.stack([torch.gather(new.unsqueeze(1).expand(-1, r, -1), -1, idx),
                             torch.gather(old.unsqueeze(1).expand(-1, r, -1), -1, idx)], dim=1)  # B × 2 × r × Lk
-        s = metric(pair, labels.unsqueeze(1), known.unsqueeze(1))  # B × 2 × r
+        s = metric(pair, labels.unsqueeze(1), known.unsqueeze(1))
         diffs.append(s[:, 0] - s[:, 1])
     d = torch.cat(diffs, dim=1).double()
-    return d.std(dim=1, unbiased=True).nan_to_num(0.0).to(new.dtype)
+    return d.std(dim=1, unbiased=True).nan_to_num(0.0)
 
 
 @dataclass
