@@ -70,8 +70,8 @@ def _tensors(pixels: np.ndarray) -> torch.Tensor:
     return torch.stack([tf(Image.fromarray(p, mode="L").convert("RGB")) for p in pixels])
 
 
-def pretrain_digits(output_dir: str, seed: int = 0, pool_seed: int = 0, n_train: int = 8000, n_val: int = 1000,
-                    epochs: int = 4, batch_size: int = 128, learning_rate: float = 3e-3,
+def pretrain_digits(output_dir: str, seed: int = 0, pool_seed: int = 0, n_train: int = 5000, n_val: int = 1000,
+                    epochs: int = 3, batch_size: int = 128, learning_rate: float = 3e-3,
                     show_progress: bool = True) -> dict:
     """Train the small ResNet on single-digit classification and save it to ``output_dir`` (atomically).
 
@@ -108,7 +108,7 @@ def pretrain_digits(output_dir: str, seed: int = 0, pool_seed: int = 0, n_train:
             opt.step()
             sched.step()
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     model.eval()
     with torch.no_grad():

@@ -153,20 +153,3 @@ def test_a_failure_on_one_process_ends_all_with_its_message(tmp_path):
     assert "process 1 of 2 failed: KeyError" in out
     root = out[out.index("Root Cause"):]
     assert "rank      : 1" in root and "induced failure on rank 1" in root
-
-
-def test_nothing_is_computed_for_an_unwritable_output_or_a_push_without_token(tmp_path, monkeypatch):
-    from hf_cft.recipe import RecipeArguments, preflight
-
-    blocker = tmp_path / "a_file"
-    blocker.write_text("")
-    with pytest.raises(ValueError, match="is a file, not a folder"):
-        preflight(RecipeArguments(output_dir=str(blocker / "out"), cache_dir=str(tmp_path / "c")))
-    if not os.path.isdir("/proc/self"):
-        pytest.skip("needs Linux's /proc, a folder nobody can create files in")
-    with pytest.raises(ValueError, match="cannot be written"):  # even as root
-        preflight(RecipeArguments(output_dir="/proc/hf_cft_out", cache_dir=str(tmp_path / "c")))
-    monkeypatch.setenv("HF_TOKEN", "")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
-    with pytest.raises(ValueError, match="needs a Hugging Face token"):
-        preflight(RecipeArguments(output_dir=str(tmp_path / "o"), cache_dir=str(tmp_path / "c"), push_to_hub=True))

@@ -165,3 +165,13 @@ def test_the_report_explains_each_decision():
     assert res.report[0].variant == "original" and res.report[0].reason.startswith("kept")
     md = res.to_markdown()
     assert "cross-fitted gain (95%)" in md and "P(gain > 0)" in md
+
+
+def test_crossfit_blocks_are_checkpointed_and_reused(tmp_path):
+    x, y, m, w0, b0 = _world(8, c=5, noise=1.0)
+    cfg = CFTConfig(variant="ga", generations=30, population_size=6, mutation_range=0.05, block_memory_mb=0.02,
+                    **{k: v for k, v in FAST.items() if k != "epochs"})
+    first = CFTEngine(cfg).fit(x, y, m, w0, b0, checkpoint_dir=str(tmp_path))
+    assert len(list(tmp_path.glob("*.safetensors"))) > 1
+    again = CFTEngine(cfg).fit(x, y, m, w0, b0, checkpoint_dir=str(tmp_path))
+    assert torch.equal(first.weight, again.weight) and first.to_dict() == again.to_dict()

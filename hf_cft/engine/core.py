@@ -37,6 +37,8 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+BLOCK_FORMAT = 2  # what a block checkpoint holds; a new format never reads an old file
+
 # variant → its runner: (weight, bias, fit view, judge, tracker, config, seed, progress, categories); the runner
 # feeds its trajectory to the tracker
 RUNNERS = {"bp": run_bp, "ga": run_ga, "pygad": run_pygad, "refit": run_refit}
@@ -64,6 +66,8 @@ class CFTEngine:
     def _splits(self, features, labels, label_mask, selection) -> tuple[Split, Split, str]:
         cfg = self.config
         train = Split.from_arrays(features, labels, label_mask, "training")
+        if train.n == 0:
+            raise ValueError("the training split is empty (0 images): CFT needs images with known labels to fit on")
         check_finite(train.features, "features")
         if selection is None:
             n = train.n
@@ -272,7 +276,7 @@ class CFTEngine:
         if self._checkpoint_dir is None:
             return None
         cfg = {k: v for k, v in self.config.to_dict().items() if k != "show_progress"}
-        key = hashlib.sha256(json.dumps([variant, cfg, block, self._fingerprint],
+        key = hashlib.sha256(json.dumps([BLOCK_FORMAT, variant, cfg, block, self._fingerprint],
                                         sort_keys=True).encode()).hexdigest()[:24]
         return os.path.join(self._checkpoint_dir, f"{variant}-{key}.safetensors")
 
@@ -369,7 +373,7 @@ def _save_block(path: str, out: BlockOutcome) -> None:
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     names = [k for k in (*BlockOutcome.TENSORS, *BlockOutcome.GRID) if getattr(out, k) is not None]
-    tensors = {k: getattr(out, k).detach().cpu().contiguous() for k in names}
+    tensors = {k: getattr(out, k).detach().cpu().clone().contiguous() for k in names}  # no shared storage
     tmp = path + ".tmp"
     save_file(tensors, tmp, metadata={"detail": json.dumps(out.detail)})
     os.replace(tmp, path)

@@ -75,6 +75,7 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
     crossfit = config.selection_rule == "crossfit"
     post: dict[str, dict[int, tuple[float, float, float]]] = {}
     chosen_runs: dict[str, dict] = {}
+    pooled: dict[str, tuple[float, float, int]] = {}
     if crossfit:
         done = {}
         for tag, run in runs.items():
@@ -88,6 +89,7 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
             p = posterior_gains(np.array([r.oof_gain for r in fitted]), np.array([r.gain_se for r in fitted]))
             post[tag] = {r.index: (float(m), float(s), float(q)) for r, m, s, q in
                          zip(fitted, p.mean, p.sd, p.prob_positive)}
+            pooled[tag] = (p.prior_mean, p.prior_sd, len(fitted))
     new_w, new_b = weight0.clone(), bias0.clone()
     report = []
     for c in range(n_cat):
@@ -124,7 +126,7 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
             chosen.variant, chosen.policy, chosen.detail = "original", None, None
             if chosen.skipped is None:
                 chosen.best_score, chosen.best_step, chosen.alpha = chosen.original_score, 0, 0.0
-        chosen.reason = _reason(chosen, best_tag, fitted, post, config, c)
+        chosen.reason = _reason(chosen, best_tag, fitted, post, config, c, pooled)
         report.append(chosen)
     extra = {"crossfit": chosen_runs} if chosen_runs else {}
     return CFTResult(new_w, new_b, report, config, protocol, extra=extra, runs=dict(original_runs))
@@ -139,7 +141,8 @@ def _candidate_summary(r: CategoryReport, posterior) -> dict:
     return out
 
 
-def _reason(r: CategoryReport, best_tag: str | None, fitted: dict, post: dict, config: CFTConfig, c: int) -> str:
+def _reason(r: CategoryReport, best_tag: str | None, fitted: dict, post: dict, config: CFTConfig, c: int,
+            pooled: dict) -> str:
     if r.skipped is not None:
         return f"kept: {r.skipped}"
     if config.selection_rule == "strict":
@@ -148,8 +151,12 @@ def _reason(r: CategoryReport, best_tag: str | None, fitted: dict, post: dict, c
         return (f"replaced by {best_tag}: selection score {_pts(r.best_score - r.original_score)} points above the "
                 "trained row (strict rule: best of the trajectory, not judged out of fold)")
     if best_tag is not None:
+        mu, tau, n = pooled.get(best_tag, (float("nan"), float("nan"), 0))
+        across = f"; {best_tag} gains {_pts(mu)} points on average over {n} categories (spread {100 * tau:.2f})" \
+            if n >= 3 else ""
         return (f"replaced by {best_tag}: cross-fitted gain {_pts(r.oof_gain)} ± {100 * 1.96 * r.gain_se:.2f} "
-                f"points, pooled P(gain > 0) = {r.p_gain:.2f} >= {config.selection_confidence:g}, α = {r.alpha:g}")
+                f"points here{across}; pooled P(gain > 0) = {r.p_gain:.2f} >= {config.selection_confidence:g}, "
+                f"α = {r.alpha:g}")
     moved = [t for t, x in fitted.items() if x.best_step > 0]
     if not moved:
         return "kept: no candidate scored higher than the trained row on the selection labels"
