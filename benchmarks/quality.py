@@ -31,6 +31,7 @@ from hf_cft import CFTConfig, choose_per_category, fit_cft  # noqa: E402
 from hf_cft.data import label_arrays, load_partial_dataset, partial_info  # noqa: E402
 from hf_cft.head import CFTHead  # noqa: E402
 from hf_cft.metrics import partial_auroc, partial_average_precision  # noqa: E402
+from hf_cft.pretrain import pretrain_digits  # noqa: E402
 from hf_cft.recipe import ORACLE, UPPER_BOUND, headroom_rows  # noqa: E402
 from hf_cft.training import TrainArguments, train  # noqa: E402
 
@@ -62,11 +63,13 @@ def main() -> None:
                 names = partial_info(ds["train"])["categories"]
                 y, m = label_arrays(ds["train"])
                 ye, me = label_arrays(ds["test"])
+                backbone = os.path.join(work, f"pretrained-digits-{seed}")  # shared by the methods of a seed
+                pretrain_digits(backbone, seed=seed, pool_seed=seed, show_progress=False)
                 for method in args.methods:
                     tag = f"{protocol}-{ratio}-{seed}-{method}"
                     out = os.path.join(work, f"base-{tag}")
                     rep = train(TrainArguments(known_ratio=ratio, protocol=protocol, seed=seed, method=method,
-                                               init_from="digits", epochs=args.epochs, report_split=None,
+                                               init_from=backbone, epochs=args.epochs, report_split=None,
                                                output_dir=out))
                     head = CFTHead.from_pretrained(os.path.join(out, "best"), category_names=names)
                     cache = os.path.join(work, "features")

@@ -71,7 +71,9 @@ def render_model_card(result, repo_id: str, base_model: str | None = None, datas
         eval_results=eval_results or None,
     )
     cfg = result.config.to_dict()
-    keep = {"variant", "metric", "seed", "selection_fraction", "patience"}
+    keep = {"variant", "metric", "seed", "selection_fraction", "patience", "selection_rule"}
+    if result.config.selection_rule == "crossfit":
+        keep |= {"selection_folds", "selection_alphas", "selection_bootstrap", "selection_confidence"}
     variant = result.config.variant
     keep |= {"epochs", "lr", "gamma_neg", "gamma_pos", "clip", "bp_loss"} if variant in ("bp", "auto") else set()
     keep |= {"generations", "population_size", "elitism", "crossover_rate", "mutation_probability",
@@ -89,6 +91,7 @@ def render_model_card(result, repo_id: str, base_model: str | None = None, datas
         base_model=base_model,  # a Hub id, or the folder as the user named it (never just its last component)
         dataset_name=dataset_name,
         variant=result.config.variant,
+        rule=result.config.selection_rule,
         eval_rows=eval_rows,
         changed=summary["changed"],
         n_categories=summary["categories"],

@@ -12,6 +12,8 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
+from hf_cft.recipe import ORACLE, UPPER_BOUND
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "recipes", "cft.py")
 DATA = ["--dataset_config", '{"n_train": 384, "n_test": 128}', "--batch_size", "64"]
@@ -76,7 +78,11 @@ def test_two_processes_equal_one_and_selection_on_eval_is_stated(tmp_path, model
     assert r1 == r2
     assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
     results = json.loads((tmp_path / "one" / "cft_results.json").read_text())
-    assert [row["method"] for row in results["table"]] == ["baseline", "CFT-ga", "CFT-refit", "CFT-auto"]
+    assert [row["method"] for row in results["table"] if not row.get("reporting_only")] == [
+        "baseline", "CFT-ga", "CFT-refit", "CFT-auto"]
+    headroom = [row for row in results["table"] if row.get("reporting_only")]
+    assert [row["method"] for row in headroom] == [UPPER_BOUND, ORACLE]  # the labels of digits are simulated
+    assert all(0 < row["map"] <= 1 for row in headroom)
     assert {"README.md", "cft_gains.png", "cft_config.json", "preprocessor_config.json"} <= set(
         os.listdir(tmp_path / "one"))
     _run(["--model_name_or_path", model_dir, *DATA, "--variant", "refit", "--selection", "split:test",
