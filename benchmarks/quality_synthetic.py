@@ -90,6 +90,24 @@ def known_label_upper_bound(x, y, m, xt, yt) -> float:
     return float(np.nanmean(np.nanmax(np.array(per), axis=0)))
 
 
+def print_table(table) -> None:
+    print("\n| setting | known | method | test mAP | Δ vs baseline (min … max) | seeds better | "
+          "improved / degraded |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for (protocol, ratio, name), rows in table.items():
+        a = np.array(rows, dtype=float)
+        if name.startswith("share"):
+            print(f"| {protocol} | {ratio:.0%} | {name} | {100 * np.nanmean(a[:, 0]):.0f}% | | | |")
+            continue
+        fixed = name == "baseline" or "row" in name
+        imp = "–" if fixed else f"{int(a[:, 2].sum())} / {int(a[:, 3].sum())}"
+        delta = "–" if name == "baseline" else (f"{100 * a[:, 4].mean():+.2f} ({100 * a[:, 4].min():+.2f} … "
+                                                 f"{100 * a[:, 4].max():+.2f})")
+        better = "–" if fixed else f"{int((a[:, 4] > 0).sum())}/{len(a)}"
+        print(f"| {protocol} | {ratio:.0%} | {name} | {100 * a[:, 0].mean():.2f} ± {100 * a[:, 0].std():.2f} | "
+              f"{delta} | {better} | {imp} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 seed, 1000 steps")
@@ -173,21 +191,8 @@ def main() -> None:
                 ((auto_map - base_map) / (upper - base_map) if upper > base_map else float("nan"),
                  float("nan"), 0, 0, float("nan")))
             print(f"[{time.perf_counter() - t0:6.0f} s] {setting} seed {seed} done", flush=True)
-    print("\n| setting | known | method | test mAP | Δ vs baseline (min … max) | seeds better | "
-          "improved / degraded |")
-    print("|---|---:|---|---:|---:|---:|---:|")
-    for (protocol, ratio, name), rows in table.items():
-        a = np.array(rows, dtype=float)
-        if name.startswith("share"):
-            print(f"| {protocol} | {ratio:.0%} | {name} | {100 * np.nanmean(a[:, 0]):.0f}% | | | |")
-            continue
-        fixed = name == "baseline" or "row" in name
-        imp = "–" if fixed else f"{int(a[:, 2].sum())} / {int(a[:, 3].sum())}"
-        delta = "–" if name == "baseline" else (f"{100 * a[:, 4].mean():+.2f} ({100 * a[:, 4].min():+.2f} … "
-                                                 f"{100 * a[:, 4].max():+.2f})")
-        better = "–" if fixed else f"{int((a[:, 4] > 0).sum())}/{len(a)}"
-        print(f"| {protocol} | {ratio:.0%} | {name} | {100 * a[:, 0].mean():.2f} ± {100 * a[:, 0].std():.2f} | "
-              f"{delta} | {better} | {imp} |")
+        print_table({k: v for k, v in table.items() if k[0] == protocol and k[1] == ratio})
+    print_table(table)
     print(f"\n{time.perf_counter() - t0:.0f} s on {os.cpu_count()} CPUs")
 
 

@@ -313,7 +313,10 @@ def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_
 
     g0, a0 = pick(0)
     fold_choices = [pick(j + 1) for j in range(k)]
-    weight, bias, score, gain, se = [], [], [], [], []
+    weight, bias, score = [], [], []
+    # each fold scored alone with the candidate chosen without it: one candidate per fold, so no scores of
+    # differently scaled candidates are ranked against each other
+    new_rows, old_rows, n_pos_rows, owner, keys = [], [], [], [], []
     for i, r in enumerate(records):
         alpha = float(a_grid[a0])
         if g0 == 0:
@@ -326,40 +329,46 @@ def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_
         score.append(table[i, 0, g0, a0])
         lst, fold = r["listed"].double(), r["folds"]
         s0 = lst[0]
-        oof = s0.clone()
         for j, (g, a) in enumerate(fold_choices):
-            pick_scores = s0 + a_grid[a] * (lst[g] - s0)
-            oof = torch.where(fold == j, pick_scores, oof)
-        gain.append(oof)
-    # gains and bootstrap SEs, batched over padded categories
-    width = max(int(r["listed"].shape[1]) for r in records)
-    n_pos = torch.tensor([int(r["n_pos"]) for r in records])
-    n_known = torch.tensor([int(r["listed"].shape[1]) for r in records])
-    oof_m = torch.zeros(len(records), width, dtype=torch.float64)
-    s0_m = torch.zeros(len(records), width, dtype=torch.float64)
-    for i, (r, o) in enumerate(zip(records, gain)):
-        n = o.shape[0]
-        oof_m[i, :n], s0_m[i, :n] = o, r["listed"][0].double()
-    labels, known = listed_labels(n_pos, n_known, width)
-    g_all = (metric(oof_m.unsqueeze(1), labels, known) - metric(s0_m.unsqueeze(1), labels, known)).squeeze(1)
-    se = bootstrap_se(oof_m, s0_m, n_pos, n_known, [int(r["index"]) for r in records], metric, n_boot, seed)
+            idx = (fold == j).nonzero().squeeze(1)  # positives first, as listed
+            new_rows.append(s0[idx] + a_grid[a] * (lst[g][idx] - s0[idx]))
+            old_rows.append(s0[idx])
+            n_pos_rows.append(int((idx < int(r["n_pos"])).sum()))
+            owner.append(i)
+            keys.append(int(r["index"]) * 1009 + j)
+    width = max(1, max(len(x) for x in new_rows))
+    new_m = torch.zeros(len(new_rows), width, dtype=torch.float64)
+    old_m = torch.zeros(len(new_rows), width, dtype=torch.float64)
+    for t, (nw, od) in enumerate(zip(new_rows, old_rows)):
+        new_m[t, :len(nw)], old_m[t, :len(od)] = nw, od
+    n_pos_t = torch.tensor(n_pos_rows)
+    n_known_t = torch.tensor([len(x) for x in new_rows])
+    labels, known = listed_labels(n_pos_t, n_known_t, width)
+    fold_gain = (metric(new_m.unsqueeze(1), labels, known) - metric(old_m.unsqueeze(1), labels, known)).squeeze(1)
+    diffs = bootstrap_diffs(new_m, old_m, n_pos_t, n_known_t, keys, metric, n_boot, seed)  # rows × n_boot
+    owner_t = torch.tensor(owner)
+    gain, se = [], []
+    for i in range(len(records)):
+        rows = owner_t == i
+        gain.append(fold_gain[rows].nanmean().nan_to_num(0.0))
+        se.append(diffs[rows].nanmean(dim=0).std().nan_to_num(0.0))
     return CrossfitChoice([int(r["index"]) for r in records], torch.stack(weight), torch.stack(bias),
                           float(a_grid[a0]) if g0 else 0.0, int(steps[g0 - 1]) if g0 else 0,
-                          torch.stack(score), g_all, se,
+                          torch.stack(score), torch.stack(gain), torch.stack(se),
                           [(int(steps[g - 1]) if g else 0, float(a_grid[a])) for g, a in fold_choices])
 
 
-def bootstrap_se(new: torch.Tensor, old: torch.Tensor, n_pos: torch.Tensor, n_known: torch.Tensor,
-                 categories: list[int], metric, n_boot: int, seed: int) -> torch.Tensor:
-    """Standard error of ``metric(new) − metric(old)`` (B × Lk listed scores) by a stratified paired bootstrap.
+def bootstrap_diffs(new: torch.Tensor, old: torch.Tensor, n_pos: torch.Tensor, n_known: torch.Tensor,
+                    keys: list[int], metric, n_boot: int, seed: int) -> torch.Tensor:
+    """``metric(new) − metric(old)`` on ``n_boot`` stratified paired resamples of each row's listed entries.
 
-    Each resample draws a category's known positives and known negatives with replacement, as many as it
-    has of each, so every resample keeps the category's class balance; the draws of a category depend on
-    the seed and the category alone.
+    A row (B × Lk, positives first) is one category's fold; each resample draws its known positives and known
+    negatives with replacement, as many as it has of each, so the class balance is kept; the draws of a row
+    depend on the seed and its key alone. Returns B × n_boot (NaN where the metric is undefined).
     """
-    n_cat, width = new.shape
-    gens = [torch.Generator(device="cpu").manual_seed((int(seed) * 1_000_003 + c * 7919 + 17) % (2**63))
-            for c in categories]
+    n_rows, width = new.shape
+    gens = [torch.Generator(device="cpu").manual_seed((int(seed) * 1_000_003 + key * 7919 + 17) % (2**63))
+            for key in keys]
     j = torch.arange(width).view(1, 1, -1)
     pos_n, known_n = n_pos.view(-1, 1, 1), n_known.view(-1, 1, 1)
     is_pos = j < pos_n
@@ -367,7 +376,7 @@ def bootstrap_se(new: torch.Tensor, old: torch.Tensor, n_pos: torch.Tensor, n_kn
     size = torch.where(is_pos, pos_n, known_n - pos_n).clamp(min=1)
     labels, known = listed_labels(n_pos, n_known, width)
     diffs = []
-    chunk = max(1, min(n_boot, int(2e7 // max(1, n_cat * width))))
+    chunk = max(1, min(n_boot, int(2e7 // max(1, n_rows * width))))
     for start in range(0, n_boot, chunk):
         r = min(chunk, n_boot - start)
         u = torch.stack([torch.rand(r, width, generator=g, dtype=torch.float64) for g in gens])
@@ -376,8 +385,7 @@ def bootstrap_se(new: torch.Tensor, old: torch.Tensor, n_pos: torch.Tensor, n_kn
                             torch.gather(old.unsqueeze(1).expand(-1, r, -1), -1, idx)], dim=1)  # B × 2 × r × Lk
         s = metric(pair, labels.unsqueeze(1), known.unsqueeze(1))
         diffs.append(s[:, 0] - s[:, 1])
-    d = torch.cat(diffs, dim=1).double()
-    return d.std(dim=1, unbiased=True).nan_to_num(0.0)
+    return torch.cat(diffs, dim=1).double()
 
 
 @dataclass
