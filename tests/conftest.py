@@ -3,6 +3,8 @@ import tempfile
 
 import numpy as np
 import pytest
+import torch
+import transformers
 
 # metric modules are cached under HF_HOME: keep tests away from the user's cache, and offline
 os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hf_cft_test_home_"))
@@ -24,3 +26,24 @@ def planted():
         return x, y, m, w0, b0
 
     return make
+
+
+# a tiny ViT and the embedded dataset, for feature extraction tests
+PROC = transformers.ViTImageProcessor(size={"height": 24, "width": 24})
+
+
+def tiny_vit_head(seed: int = 0):
+    """A random 10-label ViT on 24 px images, wrapped as a CFTHead."""
+    from hf_cft.head import CFTHead
+
+    torch.manual_seed(seed)
+    cfg = transformers.ViTConfig(image_size=24, patch_size=8, hidden_size=16, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=32, num_labels=10)
+    return CFTHead(transformers.ViTForImageClassification(cfg).eval())
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    from hf_cft.data import load_partial_dataset
+
+    return load_partial_dataset("digits_mosaic", cache_dir=str(tmp_path_factory.mktemp("d")), n_train=70, n_test=10)

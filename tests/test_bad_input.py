@@ -14,6 +14,7 @@ import pytest
 import torch
 import transformers
 from accelerate import Accelerator
+from conftest import PROC, tiny_vit_head
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -130,21 +131,6 @@ def test_digits_mosaic_ignores_data_dir_with_a_warning(tmp_path, caplog):
 
 # -- feature cache -------------------------------------------------------------------------------------------
 
-PROC = transformers.ViTImageProcessor(size={"height": 24, "width": 24})
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return load_partial_dataset("digits_mosaic", cache_dir=str(tmp_path_factory.mktemp("d")), n_train=70, n_test=10)
-
-
-def _head(seed=0):
-    torch.manual_seed(seed)
-    cfg = transformers.ViTConfig(image_size=24, patch_size=8, hidden_size=16, num_hidden_layers=1,
-                                 num_attention_heads=2, intermediate_size=32, num_labels=10)
-    return CFTHead(transformers.ViTForImageClassification(cfg).eval())
-
-
 def _extract(head, ds, cache_dir):
     return extract_features(head, ds, str(cache_dir), image_processor=PROC, batch_size=16, chunk_size=32,
                             accelerator=Accelerator(cpu=True), show_progress=False)
@@ -164,9 +150,9 @@ def _data_offset(path):
 @pytest.fixture
 def cached(digits, tmp_path):
     """A complete cache (70 rows, chunks 0:32, 32:64, 64:70) and a fresh extraction of the same rows."""
-    head = _head()
+    head = tiny_vit_head()
     cache = _extract(head, digits["train"], tmp_path / "cache")
-    fresh = np.array(_extract(_head(), digits["train"], tmp_path / "fresh").features)
+    fresh = np.array(_extract(tiny_vit_head(), digits["train"], tmp_path / "fresh").features)
     np.testing.assert_array_equal(np.asarray(cache.features), fresh)
     return head, os.path.join(cache.path, "features.npy"), fresh
 
@@ -247,7 +233,7 @@ def _vit_folder(path, processor: bool = False) -> str:
     return str(path)
 
 
-def _drop_head(folder: str) -> None:
+def _droptiny_vit_head(folder: str) -> None:
     path = os.path.join(folder, "model.safetensors")
     state = load_file(path)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
@@ -260,7 +246,7 @@ def test_timm_head_made_at_random_when_loading_is_refused(tmp_path):
     assert head.library == "timm" and head.num_labels == C
     with pytest.raises(ValueError, match=r"initialized at random.*num_classes=5 differs from the checkpoint's 3"):
         CFTHead.from_pretrained(folder, num_classes=5)
-    _drop_head(folder)
+    _droptiny_vit_head(folder)
     # timm's strict load stops on the missing head: the error names it and says what to do
     with pytest.raises(ValueError, match=r"lacks weights of the model \(missing: fc.weight, fc.bias\)"):
         CFTHead.from_pretrained(folder)

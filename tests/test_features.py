@@ -9,29 +9,14 @@ import pytest
 import torch
 import transformers
 from accelerate import Accelerator
+from conftest import PROC, tiny_vit_head
 
 from hf_cft.data import load_partial_dataset
 from hf_cft.features import extract_features
-from hf_cft.head import CFTHead
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return load_partial_dataset("digits_mosaic", cache_dir=str(tmp_path_factory.mktemp("d")), n_train=70, n_test=10)
-
-
-def _head(seed=0):
-    torch.manual_seed(seed)
-    cfg = transformers.ViTConfig(image_size=24, patch_size=8, hidden_size=16, num_hidden_layers=1,
-                                 num_attention_heads=2, intermediate_size=32, num_labels=10)
-    return CFTHead(transformers.ViTForImageClassification(cfg).eval())
-
-
-PROC = transformers.ViTImageProcessor(size={"height": 24, "width": 24})
 
 
 def test_extracted_features_are_the_classifier_inputs(digits, tmp_path):
-    head = _head()
+    head = tiny_vit_head()
     cache = extract_features(head, digits["train"], str(tmp_path), image_processor=PROC, batch_size=16,
                              chunk_size=32, accelerator=Accelerator(cpu=True), show_progress=False)
     assert cache.shape == (70, 16) and isinstance(cache.features, np.memmap)
@@ -44,7 +29,7 @@ def test_extracted_features_are_the_classifier_inputs(digits, tmp_path):
 
 
 def test_cache_reused_resumed_and_never_stale(digits, tmp_path, monkeypatch):
-    head = _head()
+    head = tiny_vit_head()
     full = extract_features(head, digits["train"], str(tmp_path / "a"), image_processor=PROC, batch_size=16,
                             chunk_size=32, show_progress=False)
     # an interrupted run: the second chunk dies half-way
@@ -79,7 +64,7 @@ def test_cache_reused_resumed_and_never_stale(digits, tmp_path, monkeypatch):
     calibrated = extract_features(head, digits["train"], str(tmp_path / "b"), image_processor=PROC,
                                   show_progress=False)
     assert seen == [] and calibrated.key == again.key  # new rows, same classifier inputs: nothing recomputed
-    other_model = _head(seed=1)
+    other_model = tiny_vit_head(seed=1)
     assert extract_features(other_model, digits["train"], str(tmp_path / "b"), image_processor=PROC,
                             show_progress=False).key != again.key
     assert extract_features(head, digits["test"], str(tmp_path / "b"), image_processor=PROC,
@@ -93,7 +78,7 @@ def test_cache_reused_resumed_and_never_stale(digits, tmp_path, monkeypatch):
 
 
 def _two_process_job(root):
-    head = _head()
+    head = tiny_vit_head()
     ds = load_partial_dataset("digits_mosaic", cache_dir=os.path.join(root, "d"), n_train=70, n_test=10)
     acc = Accelerator(cpu=True)
     extract_features(head, ds["train"], os.path.join(root, "two"), image_processor=PROC, batch_size=16,
@@ -108,8 +93,8 @@ def test_two_cpu_processes_match_one(tmp_path, digits):
     proc = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__), str(tmp_path)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    one = extract_features(_head(), digits["train"], str(tmp_path / "one"), image_processor=PROC, batch_size=16,
-                           chunk_size=40, show_progress=False)
+    one = extract_features(tiny_vit_head(), digits["train"], str(tmp_path / "one"), image_processor=PROC,
+                           batch_size=16, chunk_size=40, show_progress=False)
     folder = tmp_path / "two" / os.listdir(tmp_path / "two")[0]
     two = np.load(folder / "features.npy")
     assert two.shape == (70, 16)  # no padding duplicates
@@ -133,7 +118,7 @@ def test_cache_key_includes_the_dataset_fingerprint(digits, tmp_path):
     # same model, same length, different images: one cache_dir must hold two caches, each the fresh features
     a, b = digits["train"].select(range(0, 20)), digits["train"].select(range(20, 40))
     assert len(a) == len(b) and a._fingerprint != b._fingerprint
-    head = _head()
+    head = tiny_vit_head()
 
     def run(ds, where):
         return extract_features(head, ds, str(tmp_path / where), image_processor=PROC, batch_size=16,
