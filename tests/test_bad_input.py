@@ -233,7 +233,7 @@ def _vit_folder(path, processor: bool = False) -> str:
     return str(path)
 
 
-def _droptiny_vit_head(folder: str) -> None:
+def _drop_head(folder: str) -> None:
     path = os.path.join(folder, "model.safetensors")
     state = load_file(path)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
@@ -246,7 +246,7 @@ def test_timm_head_made_at_random_when_loading_is_refused(tmp_path):
     assert head.library == "timm" and head.num_labels == C
     with pytest.raises(ValueError, match=r"initialized at random.*num_classes=5 differs from the checkpoint's 3"):
         CFTHead.from_pretrained(folder, num_classes=5)
-    _droptiny_vit_head(folder)
+    _drop_head(folder)
     # timm's strict load stops on the missing head: the error names it and says what to do
     with pytest.raises(ValueError, match=r"lacks weights of the model \(missing: fc.weight, fc.bias\)"):
         CFTHead.from_pretrained(folder)
