@@ -35,31 +35,39 @@ class Run:
     records: dict[int, dict] | None = None
 
 
-def _crossfit(run: Run, config: CFTConfig) -> tuple[Run, dict]:
-    """The run with its candidates chosen by the crossfit rule (shared step and α, out-of-fold gains)."""
+PER_CATEGORY = "#own"  # the tag suffix of a run whose step and α were chosen per category
+
+
+def _crossfit(run: Run, config: CFTConfig, shared: bool) -> tuple[Run, dict]:
+    """The run with its candidates chosen by the crossfit rule (step and α shared by the categories, or each
+    category's own), with out-of-fold gains."""
     fitted = [c for c, r in enumerate(run.report) if r.skipped is None and c in (run.records or {})]
     report = [dataclasses.replace(r) for r in run.report]
     w, b = run.weight.clone(), run.bias.clone()
     if not fitted:
         return Run(w, b, report, run.variant), {}
     choice = choose_crossfit([run.records[c] for c in fitted], METRICS[config.metric], config.selection_alphas,
-                             config.selection_folds, config.selection_bootstrap, config.seed)
+                             config.selection_folds, config.selection_bootstrap, config.seed, shared=shared)
     for j, c in enumerate(fitted):
         r = report[c]
+        step = choice.step[j]
         w[c], b[c] = choice.weight[j].to(w.dtype), choice.bias[j].to(b.dtype)
-        r.best_step, r.alpha = choice.step, choice.alpha
+        r.best_step, r.alpha = step, choice.alpha[j]
         r.best_score = float(choice.score[j])
         r.oof_gain, r.gain_se = float(choice.oof_gain[j]), float(choice.gain_se[j])
-        r.variant = run.variant if choice.step > 0 else "original"
-        r.detail = f"l2={config.refit_l2[choice.step - 1]:g}" if run.variant == "refit" and choice.step else None
-    summary = {"step": choice.step, "alpha": choice.alpha,
-               "fold_choices": [{"step": g, "alpha": a} for g, a in choice.fold_choices],
-               "mean_crossfit_gain": float(choice.oof_gain.nanmean())}
+        r.variant = run.variant if step > 0 else "original"
+        parts = [f"l2={config.refit_l2[step - 1]:g}" if run.variant == "refit" and step else None,
+                 None if shared else "step and α of its own"]
+        r.detail = ", ".join(p for p in parts if p) or None
+    summary = {"mean_crossfit_gain": float(choice.oof_gain.nanmean())}
+    if shared:
+        summary.update({"step": choice.step[0], "alpha": choice.alpha[0],
+                        "fold_choices": [{"step": g, "alpha": a} for g, a in choice.fold_choices[0]]})
     return Run(w, b, report, run.variant, run.records), summary
 
 
 def _split_tag(tag: str) -> tuple[str, str | None]:
-    variant, _, policy = tag.partition("/")
+    variant, _, policy = tag.removesuffix(PER_CATEGORY).partition("/")
     return variant, policy or None
 
 
@@ -79,7 +87,12 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
     if crossfit:
         done = {}
         for tag, run in runs.items():
-            done[tag], chosen_runs[tag] = _crossfit(run, config) if run.records is not None else (run, {})
+            if run.records is None:
+                done[tag], chosen_runs[tag] = run, {}
+                continue
+            done[tag], chosen_runs[tag] = _crossfit(run, config, shared=True)
+            own = tag + PER_CATEGORY
+            done[own], chosen_runs[own] = _crossfit(run, config, shared=False)
         runs = done
         for tag, run in runs.items():
             fitted = [r for r in run.report if r.skipped is None and r.oof_gain is not None]
@@ -92,6 +105,10 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
             pooled[tag] = (p.prior_mean, p.prior_sd, len(fitted))
     new_w, new_b = weight0.clone(), bias0.clone()
     report = []
+    # each variant offers two candidates per category (the shared choice and the category's own); the
+    # confidence asked of the better one is raised for that (Bonferroni over the two)
+    per_variant = 2 if crossfit and any(tag.endswith(PER_CATEGORY) for tag in runs) else 1
+    needed = 1.0 - (1.0 - config.selection_confidence) / per_variant
     for c in range(n_cat):
         raw = {tag: run.report[c] for tag, run in runs.items()}
         fitted = {tag: r for tag, r in raw.items() if r.skipped is None}
@@ -101,7 +118,7 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
                 continue
             if crossfit:
                 mean, _, prob = post[tag].get(c, (float("nan"),) * 3)
-                if not prob >= config.selection_confidence:
+                if not prob >= needed:
                     continue
                 key = mean
             else:
@@ -126,7 +143,7 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
             chosen.variant, chosen.policy, chosen.detail = "original", None, None
             if chosen.skipped is None:
                 chosen.best_score, chosen.best_step, chosen.alpha = chosen.original_score, 0, 0.0
-        chosen.reason = _reason(chosen, best_tag, fitted, post, config, c, pooled)
+        chosen.reason = _reason(chosen, best_tag, fitted, post, needed, c, pooled, config.selection_rule)
         report.append(chosen)
     extra = {"crossfit": chosen_runs} if chosen_runs else {}
     return CFTResult(new_w, new_b, report, config, protocol, extra=extra, runs=dict(original_runs))
@@ -141,22 +158,26 @@ def _candidate_summary(r: CategoryReport, posterior) -> dict:
     return out
 
 
-def _reason(r: CategoryReport, best_tag: str | None, fitted: dict, post: dict, config: CFTConfig, c: int,
-            pooled: dict) -> str:
+def _shown(tag: str) -> str:
+    return tag.removesuffix(PER_CATEGORY) + (" (its own step and α)" if tag.endswith(PER_CATEGORY) else "")
+
+
+def _reason(r: CategoryReport, best_tag: str | None, fitted: dict, post: dict, needed: float, c: int,
+            pooled: dict, rule: str) -> str:
     if r.skipped is not None:
         return f"kept: {r.skipped}"
-    if config.selection_rule == "strict":
+    if rule == "strict":
         if best_tag is None:
             return "kept: no candidate scored strictly higher than the trained row on the selection labels (strict)"
         return (f"replaced by {best_tag}: selection score {_pts(r.best_score - r.original_score)} points above the "
                 "trained row (strict rule: best of the trajectory, not judged out of fold)")
     if best_tag is not None:
         mu, tau, n = pooled.get(best_tag, (float("nan"), float("nan"), 0))
-        across = f"; {best_tag} gains {_pts(mu)} points on average over {n} categories (spread {100 * tau:.2f})" \
+        across = f"; it gains {_pts(mu)} points on average over {n} categories (spread {100 * tau:.2f})" \
             if n >= 3 else ""
-        return (f"replaced by {best_tag}: cross-fitted gain {_pts(r.oof_gain)} ± {100 * 1.96 * r.gain_se:.2f} "
-                f"points here{across}; pooled P(gain > 0) = {r.p_gain:.2f} >= {config.selection_confidence:g}, "
-                f"α = {r.alpha:g}")
+        return (f"replaced by {_shown(best_tag)}: cross-fitted gain {_pts(r.oof_gain)} ± "
+                f"{100 * 1.96 * r.gain_se:.2f} points here{across}; pooled P(gain > 0) = {r.p_gain:.3f} >= "
+                f"{needed:g}, α = {r.alpha:g}")
     moved = [t for t, x in fitted.items() if x.best_step > 0]
     if not moved:
         return "kept: no candidate scored higher than the trained row on the selection labels"
@@ -165,8 +186,8 @@ def _reason(r: CategoryReport, best_tag: str | None, fitted: dict, post: dict, c
         x = fitted[t]
         p = post.get(t, {}).get(c)
         prob = f"{p[2]:.2f}" if p is not None and not math.isnan(p[2]) else "–"
-        parts.append(f"{t}: gain {_pts(x.oof_gain)} ± {100 * 1.96 * x.gain_se:.2f}, P = {prob}")
-    return (f"kept: no candidate's pooled P(gain > 0) reached {config.selection_confidence:g} ("
+        parts.append(f"{_shown(t)}: gain {_pts(x.oof_gain)} ± {100 * 1.96 * x.gain_se:.2f}, P = {prob}")
+    return (f"kept: no candidate's pooled P(gain > 0) reached {needed:g} ("
             + "; ".join(parts) + ")")
 
 

@@ -263,17 +263,18 @@ class CrossfitChoice:
     index: list[int]
     weight: torch.Tensor  # n × d candidate rows
     bias: torch.Tensor
-    alpha: float
-    step: int  # the grid step chosen (0: the trained row)
+    alpha: list[float]  # per category (all equal when the choice is shared)
+    step: list[int]  # per category, the grid step chosen (0: the trained row)
     score: torch.Tensor  # n, candidate's selection score (all labels)
     oof_gain: torch.Tensor  # n
     gain_se: torch.Tensor  # n
-    fold_choices: list[tuple[int, float]]
+    fold_choices: list[list[tuple[int, float]]]  # per category, per fold
 
 
 def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_boot: int, seed: int,
-                    chunk: int = 64) -> CrossfitChoice:
-    """Steps 2 and 3 of the crossfit rule for one variant: the shared (g, α), out-of-fold gains and their SEs.
+                    chunk: int = 64, shared: bool = True) -> CrossfitChoice:
+    """Steps 2 and 3 of the crossfit rule for one variant: the (g, α) — shared by the categories, or each
+    category's own with ``shared=False`` — out-of-fold gains and their SEs.
 
     ``records``: per fitted category, ``{"index", "weight" (d), "bias", "grid_weight" (G×d), "grid_bias" (G),
     "grid_step" (G), "listed" ((G+1)×n), "n_pos", "folds" (n)}`` (``listed[0]``: the trained row).
@@ -303,22 +304,29 @@ def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_
     table = torch.cat(tables)
     mean = table.nanmean(dim=0)  # (k+1) × (G+1) × A
 
-    def pick(j: int) -> tuple[int, int]:
-        m = mean[j].clone()
+    def pick(m: torch.Tensor) -> tuple[int, int]:
+        m = m.clone()
         m[0, 1:] = float("-inf")  # step 0 (the trained row) only with α = 0
         m[:, 0] = torch.where(torch.arange(n_g) == 0, m[:, 0], torch.full_like(m[:, 0], float("-inf")))
         flat = m.nan_to_num(float("-inf")).reshape(-1)
         best = int(flat.argmax())  # the first maximum: the trained row wins ties
         return best // m.shape[1], best % m.shape[1]
 
-    g0, a0 = pick(0)
-    fold_choices = [pick(j + 1) for j in range(k)]
-    weight, bias, score = [], [], []
+    def choices(i: int) -> list[tuple[int, int]]:  # judge 0 (all labels), then without each fold
+        source = mean if shared else table[i]
+        return [pick(source[j]) for j in range(k + 1)]
+
+    shared_choices = choices(0) if shared else None
+    weight, bias, score, steps_out, alphas_out, folds_out = [], [], [], [], [], []
     # each fold scored alone with the candidate chosen without it: one candidate per fold, so no scores of
     # differently scaled candidates are ranked against each other
     new_rows, old_rows, n_pos_rows, owner, keys = [], [], [], [], []
     for i, r in enumerate(records):
-        alpha = float(a_grid[a0])
+        (g0, a0), *fold_choices = shared_choices if shared else choices(i)
+        alpha = float(a_grid[a0]) if g0 else 0.0
+        steps_out.append(int(steps[g0 - 1]) if g0 else 0)
+        alphas_out.append(alpha)
+        folds_out.append([(int(steps[g - 1]) if g else 0, float(a_grid[a])) for g, a in fold_choices])
         if g0 == 0:
             w, b = r["weight"], r["bias"]
         else:
@@ -352,10 +360,8 @@ def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_
         rows = owner_t == i
         gain.append(fold_gain[rows].nanmean().nan_to_num(0.0))
         se.append(diffs[rows].nanmean(dim=0).std().nan_to_num(0.0))
-    return CrossfitChoice([int(r["index"]) for r in records], torch.stack(weight), torch.stack(bias),
-                          float(a_grid[a0]) if g0 else 0.0, int(steps[g0 - 1]) if g0 else 0,
-                          torch.stack(score), torch.stack(gain), torch.stack(se),
-                          [(int(steps[g - 1]) if g else 0, float(a_grid[a])) for g, a in fold_choices])
+    return CrossfitChoice([int(r["index"]) for r in records], torch.stack(weight), torch.stack(bias), alphas_out,
+                          steps_out, torch.stack(score), torch.stack(gain), torch.stack(se), folds_out)
 
 
 def bootstrap_diffs(new: torch.Tensor, old: torch.Tensor, n_pos: torch.Tensor, n_known: torch.Tensor,
