@@ -34,8 +34,8 @@ def entrypoint(main: F) -> F:
             world = int(os.environ.get("WORLD_SIZE", "1"))
             if world > 1 and not isinstance(err, SystemExit):
                 rank = os.environ.get("RANK", "?")
-                print(f"\nhf_cft: process {rank} of {world} failed: {type(err).__name__}: {err}", file=sys.stderr,
-                      flush=True)
+                sys.stderr.write(f"\nhf_cft: process {rank} of {world} failed: {type(err).__name__}: {err}\n")
+                sys.stderr.flush()
             raise
 
     return record(wrapped)
