@@ -156,6 +156,6 @@ def test_a_failure_on_one_process_ends_all_with_its_message(tmp_path):
     assert proc.returncode != 0
     assert time.time() - start < 60
     out = proc.stdout + proc.stderr
-    assert "process 1 of 2 failed: KeyError" in out
-    root = out[out.index("Root Cause"):]
-    assert "rank      : 1" in root and "induced failure on rank 1" in root
+    assert "process 1 of 2 failed: KeyError: 'induced failure on rank 1'" in out  # the original message, once
+    if "Root Cause" in out:  # torch elastic's summary, when the launcher prints one, names the same rank
+        assert "rank      : 1" in out[out.index("Root Cause"):]
