@@ -13,7 +13,7 @@ Two rules turn it into a decision (``CFTConfig.selection_rule``):
      row (``w = w₀ + α·(w_g − w₀)``; logits interpolate linearly; α = 0 is the trained row). One (g, α) is
      chosen per variant, maximizing the mean over categories of the metric on the selection labels: a few
      dozen options judged on every category's labels at once, instead of thousands judged per category on
-     a handful of positives.
+     a handful of positives. Each category is also offered its own (g, α), judged the same way.
   3. *Judge out of fold, pool, decide*: the selection labels of each category are split into K stratified
      folds; (g, α) is chosen again without fold k and applied to fold k, so that every selection label gets
      an out-of-fold score. Pooled, they estimate honestly what the whole procedure gains over the trained
