@@ -16,7 +16,7 @@ import torch
 from ..metrics.core import METRICS
 from .config import CFTConfig
 from .result import CategoryReport, CFTResult
-from .selection import choose_crossfit, posterior_gains
+from .selection import choose_crossfit, crossfit_table, posterior_gains
 
 __all__ = ["IN_ANOTHER_SHARD", "Run", "decide", "merge_shards"]
 
@@ -38,7 +38,7 @@ class Run:
 PER_CATEGORY = "#own"  # the tag suffix of a run whose step and α were chosen per category
 
 
-def _crossfit(run: Run, config: CFTConfig, shared: bool) -> tuple[Run, dict]:
+def _crossfit(run: Run, config: CFTConfig, shared: bool, table: torch.Tensor | None) -> tuple[Run, dict]:
     """The run with its candidates chosen by the crossfit rule (step and α shared by the categories, or each
     category's own), with out-of-fold gains."""
     fitted = [c for c, r in enumerate(run.report) if r.skipped is None and c in (run.records or {})]
@@ -47,7 +47,8 @@ def _crossfit(run: Run, config: CFTConfig, shared: bool) -> tuple[Run, dict]:
     if not fitted:
         return Run(w, b, report, run.variant), {}
     choice = choose_crossfit([run.records[c] for c in fitted], METRICS[config.metric], config.selection_alphas,
-                             config.selection_folds, config.selection_bootstrap, config.seed, shared=shared)
+                             config.selection_folds, config.selection_bootstrap, config.seed, shared=shared,
+                             table=table)
     for j, c in enumerate(fitted):
         r = report[c]
         step = choice.step[j]
@@ -90,9 +91,12 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
             if run.records is None:
                 done[tag], chosen_runs[tag] = run, {}
                 continue
-            done[tag], chosen_runs[tag] = _crossfit(run, config, shared=True)
+            fitted = [run.records[c] for c, r in enumerate(run.report) if r.skipped is None and c in run.records]
+            table = crossfit_table(fitted, METRICS[config.metric], config.selection_alphas,
+                                   config.selection_folds) if fitted else None
+            done[tag], chosen_runs[tag] = _crossfit(run, config, True, table)
             own = tag + PER_CATEGORY
-            done[own], chosen_runs[own] = _crossfit(run, config, shared=False)
+            done[own], chosen_runs[own] = _crossfit(run, config, False, table)
         runs = done
         for tag, run in runs.items():
             fitted = [r for r in run.report if r.skipped is None and r.oof_gain is not None]

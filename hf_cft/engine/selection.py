@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-__all__ = ["BestTracker", "BlockOutcome", "GridTracker", "Judge", "SelectionPlan", "grid_steps", "posterior_gains"]
+__all__ = ["BestTracker", "BlockOutcome", "GridTracker", "Judge", "SelectionPlan", "choose_crossfit", "crossfit_table",
+           "grid_steps", "posterior_gains"]
 
 
 def grid_steps(max_steps: int) -> list[int]:
@@ -271,17 +272,12 @@ class CrossfitChoice:
     fold_choices: list[list[tuple[int, float]]]  # per category, per fold
 
 
-def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_boot: int, seed: int,
-                    chunk: int = 64, shared: bool = True) -> CrossfitChoice:
-    """Steps 2 and 3 of the crossfit rule for one variant: the (g, α) — shared by the categories, or each
-    category's own with ``shared=False`` — out-of-fold gains and their SEs.
-
-    ``records``: per fitted category, ``{"index", "weight" (d), "bias", "grid_weight" (G×d), "grid_bias" (G),
-    "grid_step" (G), "listed" ((G+1)×n), "n_pos", "folds" (n)}`` (``listed[0]``: the trained row).
-    """
+def crossfit_table(records: list[dict], metric, alphas: list[float], k: int, chunk: int = 64) -> torch.Tensor:
+    """Per category, judge (0: all labels, 1..k: all but fold j-1), grid step (0: the trained row) and α: the
+    metric of the mixed scores on that judge's labels — C × (k+1) × (G+1) × A. Computed once per variant; both
+    the shared and the per-category choices read it."""
     a_grid = torch.tensor([0.0, *alphas], dtype=torch.float64)
     n_g = records[0]["listed"].shape[0]
-    steps = records[0]["grid_step"]
     # per category, judge (0: all labels, 1..k: all but fold j-1), step, α: the metric
     tables = []
     for start in range(0, len(records), chunk):
@@ -301,7 +297,23 @@ def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_
         masks = [known] + [known & (fold.unsqueeze(1) != j) for j in range(k)]
         t = torch.stack([metric(mixed, labels.unsqueeze(1), m.unsqueeze(1)) for m in masks], dim=1)
         tables.append(t)  # B × (k+1) × (G+1) × A
-    table = torch.cat(tables)
+    return torch.cat(tables)
+
+
+def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_boot: int, seed: int,
+                    chunk: int = 64, shared: bool = True, table: torch.Tensor | None = None) -> CrossfitChoice:
+    """Steps 2 and 3 of the crossfit rule for one variant: the (g, α) — shared by the categories, or each
+    category's own with ``shared=False`` — out-of-fold gains and their SEs.
+
+    ``records``: per fitted category, ``{"index", "weight" (d), "bias", "grid_weight" (G×d), "grid_bias" (G),
+    "grid_step" (G), "listed" ((G+1)×n), "n_pos", "folds" (n)}`` (``listed[0]``: the trained row); ``table``:
+    their :func:`crossfit_table`, when already computed.
+    """
+    a_grid = torch.tensor([0.0, *alphas], dtype=torch.float64)
+    n_g = records[0]["listed"].shape[0]
+    steps = records[0]["grid_step"]
+    if table is None:
+        table = crossfit_table(records, metric, alphas, k, chunk)
     mean = table.nanmean(dim=0)  # (k+1) × (G+1) × A
 
     def pick(m: torch.Tensor) -> tuple[int, int]:
