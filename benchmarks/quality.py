@@ -16,6 +16,7 @@ tuned on test.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -42,6 +43,34 @@ def score(w, b, ze, ye, me):
     return ap.value, partial_auroc(s, ye, me).value, np.array(ap.per_category, dtype=float)
 
 
+CELLS = "b5_cells.json"
+
+
+def load_cells(work: str) -> tuple[defaultdict, set]:
+    """Rows and finished cells of an earlier run in ``work`` (empty when there is none)."""
+    rows: defaultdict = defaultdict(list)
+    path = os.path.join(work, CELLS)
+    if not os.path.exists(path):
+        return rows, set()
+    with open(path) as f:
+        saved = json.load(f)
+    for entry in saved["rows"]:
+        rows[(entry["protocol"], entry["ratio"], entry["method"], entry["row"])] = entry["values"]
+    print(f"resuming: {len(saved['done'])} cell(s) already done in {path}", flush=True)
+    return rows, set(saved["done"])
+
+
+def save_cells(work: str, rows: dict, done: set) -> None:
+    """Write the rows and finished cells atomically, so a killed run resumes after its last finished cell."""
+    saved = {"done": sorted(done),
+             "rows": [{"protocol": k[0], "ratio": k[1], "method": k[2], "row": k[3], "values": v}
+                      for k, v in rows.items()]}
+    tmp = os.path.join(work, CELLS + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(saved, f, default=float)
+    os.replace(tmp, os.path.join(work, CELLS))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=5)
@@ -50,23 +79,30 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["an", "ignore", "ll_r", "selective", "cl"])
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--steps", type=int, default=1000, help="bp epochs / ga generations")
-    ap.add_argument("--work", default=None, help="folder for models and caches (default: a temporary one)")
+    ap.add_argument("--work", default=None, help="folder for models and caches (default: a temporary one); "
+                    "a killed run started again with the same --work skips the cells it finished")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     work = args.work or tempfile.mkdtemp(prefix="hf_cft_b5_")
-    rows = defaultdict(list)
+    os.makedirs(work, exist_ok=True)
+    rows, done = load_cells(work)
     t0 = time.perf_counter()
-    for protocol in args.protocols:
-        for ratio in args.ratios:
-            for seed in range(args.seeds):
+    # seeds outermost: after k seeds the whole grid has k seeds, so a run stopped early still reads across settings
+    for seed in range(args.seeds):
+        backbone = os.path.join(work, f"pretrained-digits-{seed}")  # shared by every cell of a seed
+        for protocol in args.protocols:
+            for ratio in args.ratios:
+                if all(f"{protocol}-{ratio}-{seed}-{method}" in done for method in args.methods):
+                    continue
                 ds = load_partial_dataset("digits_mosaic", known_ratio=ratio, protocol=protocol, seed=seed)
                 names = partial_info(ds["train"])["categories"]
                 y, m = label_arrays(ds["train"])
                 ye, me = label_arrays(ds["test"])
-                backbone = os.path.join(work, f"pretrained-digits-{seed}")  # shared by the methods of a seed
                 pretrain_digits(backbone, seed=seed, pool_seed=seed, show_progress=False)
                 for method in args.methods:
                     tag = f"{protocol}-{ratio}-{seed}-{method}"
+                    if tag in done:
+                        continue
                     out = os.path.join(work, f"base-{tag}")
                     rep = train(TrainArguments(known_ratio=ratio, protocol=protocol, seed=seed, method=method,
                                                init_from=backbone, epochs=args.epochs, report_split=None,
@@ -115,6 +151,8 @@ def main() -> None:
                         if h["method"] == UPPER_BOUND and h["map"] > base_map:
                             rows[(*key, "share of the upper bound's gain taken by auto")].append(
                                 {"map": (auto_map - base_map) / (h["map"] - base_map)})
+                    done.add(tag)
+                    save_cells(work, rows, done)
                     print(f"[{time.perf_counter() - t0:6.0f} s] {tag}: baseline {100 * base_map:.2f}, auto "
                           f"{100 * auto_map:.2f}", flush=True)
     print(f"\nB5 digits_mosaic: {args.seeds} seed(s), small ResNet pretrained on single digits then fine-tuned "
