@@ -46,7 +46,7 @@ def score(w, b, ze, ye, me):
 CELLS = "b5_cells.json"
 
 
-def load_cells(work: str) -> tuple[defaultdict, set]:
+def load_cells(work: str, settings: dict) -> tuple[defaultdict, set]:
     """Rows and finished cells of an earlier run in ``work`` (empty when there is none)."""
     rows: defaultdict = defaultdict(list)
     path = os.path.join(work, CELLS)
@@ -54,15 +54,18 @@ def load_cells(work: str) -> tuple[defaultdict, set]:
         return rows, set()
     with open(path) as f:
         saved = json.load(f)
+    if saved.get("settings") != settings:
+        sys.exit(f"{path} was written with {saved.get('settings')}, not {settings}: use another --work folder "
+                 "or the same settings")
     for entry in saved["rows"]:
         rows[(entry["protocol"], entry["ratio"], entry["method"], entry["row"])] = entry["values"]
     print(f"resuming: {len(saved['done'])} cell(s) already done in {path}", flush=True)
     return rows, set(saved["done"])
 
 
-def save_cells(work: str, rows: dict, done: set) -> None:
+def save_cells(work: str, rows: dict, done: set, settings: dict) -> None:
     """Write the rows and finished cells atomically, so a killed run resumes after its last finished cell."""
-    saved = {"done": sorted(done),
+    saved = {"settings": settings, "done": sorted(done),
              "rows": [{"protocol": k[0], "ratio": k[1], "method": k[2], "row": k[3], "values": v}
                       for k, v in rows.items()]}
     tmp = os.path.join(work, CELLS + ".tmp")
@@ -85,7 +88,7 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     work = args.work or tempfile.mkdtemp(prefix="hf_cft_b5_")
     os.makedirs(work, exist_ok=True)
-    rows, done = load_cells(work)
+    rows, done = load_cells(work, {"epochs": args.epochs, "steps": args.steps})
     t0 = time.perf_counter()
     # seeds outermost: after k seeds the whole grid has k seeds, so a run stopped early still reads across settings
     for seed in range(args.seeds):
@@ -104,9 +107,14 @@ def main() -> None:
                     if tag in done:
                         continue
                     out = os.path.join(work, f"base-{tag}")
-                    rep = train(TrainArguments(known_ratio=ratio, protocol=protocol, seed=seed, method=method,
-                                               init_from=backbone, epochs=args.epochs, report_split=None,
-                                               output_dir=out))
+                    finished = os.path.join(out, "train_report.json")  # written last by a finished train()
+                    if os.path.exists(finished):
+                        with open(finished) as f:
+                            rep = json.load(f)
+                    else:
+                        rep = train(TrainArguments(known_ratio=ratio, protocol=protocol, seed=seed, method=method,
+                                                   init_from=backbone, epochs=args.epochs, report_split=None,
+                                                   output_dir=out))
                     head = CFTHead.from_pretrained(os.path.join(out, "best"), category_names=names)
                     cache = os.path.join(work, "features")
                     z = np.asarray(head.extract(ds["train"], cache_dir=cache, show_progress=False).features)
@@ -152,7 +160,7 @@ def main() -> None:
                             rows[(*key, "share of the upper bound's gain taken by auto")].append(
                                 {"map": (auto_map - base_map) / (h["map"] - base_map)})
                     done.add(tag)
-                    save_cells(work, rows, done)
+                    save_cells(work, rows, done, {"epochs": args.epochs, "steps": args.steps})
                     print(f"[{time.perf_counter() - t0:6.0f} s] {tag}: baseline {100 * base_map:.2f}, auto "
                           f"{100 * auto_map:.2f}", flush=True)
     print(f"\nB5 digits_mosaic: {args.seeds} seed(s), small ResNet pretrained on single digits then fine-tuned "
