@@ -39,7 +39,8 @@ def asymmetric_loss(
         logits: raw scores, any shape.
         labels: 1 positive, 0 negative, broadcastable to ``logits``.
         mask: True where the label is known (None: all known).
-        reduce_dim: dimensions to sum over (None: all, giving a scalar).
+        reduce_dim: dimensions to sum over (None: all, giving a scalar; ``()``: none, the per-entry loss —
+            torch's own ``sum(dim=())`` would sum everything).
     """
     labels = labels.to(logits.dtype)
     p = torch.sigmoid(logits)
@@ -55,6 +56,8 @@ def asymmetric_loss(
         loss = loss * mask.to(loss.dtype)
     if reduce_dim is None:
         return loss.sum()
+    if isinstance(reduce_dim, (tuple, list)) and len(reduce_dim) == 0:
+        return loss
     return loss.sum(dim=reduce_dim)
 
 

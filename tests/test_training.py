@@ -32,6 +32,11 @@ def test_asl_matches_its_formula_and_bce():
     torch.testing.assert_close(asymmetric_loss(x, y, None, gamma_neg=4, gamma_pos=1, clip=0.05), ref)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(x, y, reduction="sum")
     torch.testing.assert_close(asymmetric_loss(x, y, None, 0, 0, 0), bce)
+    # the trainer weights entries one by one: () must give the per-entry loss, not torch's sum over everything
+    per = asymmetric_loss(x, y, None, 0, 0, 0, reduce_dim=())
+    assert per.shape == x.shape
+    torch.testing.assert_close(per, torch.nn.functional.binary_cross_entropy_with_logits(x, y, reduction="none"))
+    torch.testing.assert_close(asymmetric_loss(x, y, None, 0, 0, 0, reduce_dim=1), per.sum(1))
 
 
 def test_assume_negative_and_curriculum():
