@@ -288,12 +288,15 @@ def test_checkpointed_blocks_are_reused(planted, tmp_path, monkeypatch):
 
 def test_block_checkpoints_are_keyed_by_content_not_identity(planted, tmp_path, monkeypatch):
     """An array changed in place (same object, same id) must not reuse the blocks of its old content."""
-    from hf_cft.engine import core
+    import dataclasses
+
+    from hf_cft.engine.variants import VARIANTS
 
     x, y, m, w0, b0 = planted(n=300, d=6, c=3)
     calls = []
-    real = core.run_refit
-    monkeypatch.setattr(core, "run_refit", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = VARIANTS["refit"]
+    monkeypatch.setitem(VARIANTS, "refit", dataclasses.replace(
+        real, runner=lambda *a, **k: calls.append(1) or real.runner(*a, **k)))
     engine = CFTEngine(CFTConfig(variant="refit", **FAST))
     first = engine.fit(x, y, m, w0, b0, checkpoint_dir=str(tmp_path))
     n_blocks = len(calls)

@@ -8,13 +8,13 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ..atomic import write_atomic
+from ..constants import CFT_CONFIG_NAME
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["CFT_CONFIG_NAME", "CFTConfig"]
 
-CFT_CONFIG_NAME = "cft_config.json"
-VARIANTS = ("bp", "ga", "pygad", "refit", "auto")
-RUN_VARIANTS = ("bp", "ga", "pygad", "refit")
 BP_LOSSES = ("asl", "wmw", "aucm")
 POLICIES = ("u_ignore", "u_ones", "u_zeros")
 METRICS = ("ap", "auroc")
@@ -151,8 +151,10 @@ class CFTConfig:
     show_progress: bool = field(default=True, metadata={"help": "Show tqdm progress bars."})
 
     def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ValueError(f"`variant` must be one of {VARIANTS}, got {self.variant!r}")
+        from .variants import VARIANTS, variant_choices  # the registry imports this module
+
+        if self.variant not in variant_choices():
+            raise ValueError(f"`variant` must be one of {variant_choices()}, got {self.variant!r}")
         if self.selection_rule not in SELECTION_RULES:
             raise ValueError(f"`selection_rule` must be one of {SELECTION_RULES}, got {self.selection_rule!r}")
         if self.selection_folds < 2:
@@ -172,9 +174,10 @@ class CFTConfig:
         if not self.refit_l2 or min(self.refit_l2) < 0:
             raise ValueError(f"`refit_l2` must be a non-empty list of strengths >= 0, got {self.refit_l2}")
         self.auto_variants = list(self.auto_variants)
-        bad = [v for v in self.auto_variants if v not in RUN_VARIANTS]
+        bad = [v for v in self.auto_variants if v not in VARIANTS]
         if not self.auto_variants or bad:
-            raise ValueError(f"`auto_variants` must name variants among {RUN_VARIANTS}, got {self.auto_variants}")
+            raise ValueError(f"`auto_variants` must name variants among {tuple(VARIANTS)}, got "
+                             f"{self.auto_variants}")
         if self.uncertain_policies is not None:
             self.uncertain_policies = list(self.uncertain_policies)
             bad = [p for p in self.uncertain_policies if p not in POLICIES]
@@ -227,12 +230,7 @@ class CFTConfig:
     def save_pretrained(self, directory: str | os.PathLike) -> str:
         """Write ``cft_config.json`` into ``directory`` (atomically) and return its path."""
         os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, CFT_CONFIG_NAME)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(self.to_json_string())
-        os.replace(tmp, path)
-        return path
+        return write_atomic(os.path.join(directory, CFT_CONFIG_NAME), self.to_json_string())
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> CFTConfig:

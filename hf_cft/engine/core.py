@@ -1,4 +1,8 @@
-"""The CFT engine: split, skip, block, run a variant per block, and report."""
+"""The CFT engine: split, skip, block, run a variant per block, and report.
+
+The variants are read from the registry (:mod:`hf_cft.engine.variants`); every per-call option (categories,
+shard, checkpoint folder) travels as an argument, so one engine can serve several calls.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +13,22 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_path
+from ..constants import IN_ANOTHER_SHARD, NOT_REQUESTED
 from ..labels import apply_uncertain_policy
 from ..metrics.core import METRICS
-from .bp import run_bp
 from .config import CFTConfig
 from .data import Split, ViewFactory, as_features, check_finite, make_blocks
-from .decide import IN_ANOTHER_SHARD, Run, decide
-from .ga import run_ga
-from .pygad_backend import run_pygad
-from .refit import run_refit
+from .decide import Run, decide
 from .result import CategoryReport, CFTResult
 from .selection import BestTracker, BlockOutcome, GridTracker, Judge, SelectionPlan, grid_steps, record_block
+from .variants import AUTO, Variant, get_variant
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +42,6 @@ def _resolve_device(name: str) -> torch.device:
 
 
 BLOCK_FORMAT = 2  # what a block checkpoint holds; a new format never reads an old file
-
-# variant → its runner: (weight, bias, fit view, judge, tracker, config, seed, progress, categories); the runner
-# feeds its trajectory to the tracker
-RUNNERS = {"bp": run_bp, "ga": run_ga, "pygad": run_pygad, "refit": run_refit}
 
 
 def _block_seed(seed: int, block: Sequence[int]) -> int:
@@ -155,144 +155,83 @@ class CFTEngine:
         fit, sel, protocol = self._splits(features, labels, label_mask, selection)
         if shard is not None and not (0 <= shard[0] < shard[1]):
             raise ValueError(f"`shard` must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
-        self._shard, self._checkpoint_dir, self._fingerprint = shard, checkpoint_dir, None
-        if checkpoint_dir is not None:
-            # keyed by content, never by object identity: an array changed in place gets new blocks
-            self._fingerprint = _fingerprint(fit, sel, weight, bias)
         n_cat, d = fit.labels.shape[1], fit.features.shape[1]
         weight0, bias0 = self._rows(weight, bias, n_cat, d)
-        if category_names is not None and len(category_names) != n_cat:
-            raise ValueError(f"`category_names` has {len(category_names)} names for {n_cat} categories")
-        wanted = list(range(n_cat)) if categories is None else sorted({int(c) for c in categories})
-        if wanted and (wanted[0] < 0 or wanted[-1] >= n_cat):
-            raise ValueError(f"`categories` must be indices in [0, {n_cat}), got {wanted[0]}..{wanted[-1]}")
+        call = _Call(
+            wanted=_wanted(categories, n_cat),
+            category_names=_names(category_names, n_cat),
+            device=_resolve_device(cfg.device),
+            dtype=torch.float64 if weight0.dtype == torch.float64 else torch.float32,
+            shard=shard,
+            checkpoint_dir=checkpoint_dir,
+            # keyed by content, never by object identity: an array changed in place gets new blocks
+            fingerprint=None if checkpoint_dir is None else _fingerprint(fit, sel, weight, bias),
+        )
+        unc = _uncertain(uncertain_mask, fit.features.shape[0], n_cat)
         policies: list[str | None] = [None]
         if cfg.uncertain_policies:
-            if uncertain_mask is None:
+            if unc is None:
                 raise ValueError("`uncertain_policies` is set but no `uncertain_mask` was given")
             policies = list(cfg.uncertain_policies)
-        if uncertain_mask is not None:
-            unc = torch.as_tensor(np.asarray(uncertain_mask, dtype=bool))
-            if tuple(unc.shape) != (fit.features.shape[0], n_cat):
-                raise ValueError(f"`uncertain_mask` must be N×C = {fit.features.shape[0]}×{n_cat} like `labels`, "
-                                 f"got {tuple(unc.shape)}")
-        variants = list(cfg.auto_variants) if cfg.variant == "auto" else [cfg.variant]
-        device = _resolve_device(cfg.device)
-        dtype = torch.float64 if weight0.dtype == torch.float64 else torch.float32
-
+        variants = list(cfg.auto_variants) if cfg.variant == AUTO else [cfg.variant]
         runs: dict[str, Run] = {}
         for policy in policies:
             fit_p = fit if policy is None else _with_policy(fit, unc, policy)
             for variant in variants:
                 tag = variant if policy is None else f"{variant}/{policy}"
-                runs[tag] = self._run_variant(variant, fit_p, sel, weight0, bias0, wanted, category_names,
-                                              device, dtype)
+                runs[tag] = self._run_variant(get_variant(variant), fit_p, sel, weight0, bias0, call)
         result = decide(runs, weight0, bias0, cfg, protocol)
         logger.info("CFT-%s: %d of %d rows changed (%s rule)", cfg.variant, result.n_changed, n_cat,
                     cfg.selection_rule)
         return result
 
-    def _run_variant(self, variant, fit, sel, weight0, bias0, wanted, category_names, device, dtype):
+    def _run_variant(self, variant: Variant, fit: Split, sel: Split, weight0, bias0, call: _Call) -> Run:
+        """One variant over every wanted category (this shard's blocks), from the checkpoints where present."""
         cfg = self.config
-        metric = METRICS[cfg.metric]
         n_cat, d = weight0.shape
-        fit_pos, fit_known = fit.positive_counts(), fit.known_counts()
-        sel_pos, sel_known = sel.positive_counts(), sel.known_counts()
-        report, todo = [], []
-        wanted_set = set(wanted)
-        for c in range(n_cat):
-            r = CategoryReport(
-                index=c,
-                name=None if category_names is None else str(category_names[c]),
-                n_fit=int(fit_known[c]), n_fit_pos=int(fit_pos[c]),
-                n_sel=int(sel_known[c]), n_sel_pos=int(sel_pos[c]),
-            )
-            if c not in wanted_set:
-                r.skipped = "not requested"
-            elif r.n_fit_pos == 0:
-                r.skipped = "no known positive in the fit split"
-            elif r.n_fit_pos == r.n_fit:
-                r.skipped = "no known negative in the fit split"
-            elif r.n_sel_pos == 0:
-                r.skipped = "no known positive in the selection split"
-            elif r.n_sel_pos == r.n_sel:
-                r.skipped = "no known negative in the selection split"
-            else:
-                todo.append(c)
-            report.append(r)
-
+        report, todo = _plan_report(fit, sel, n_cat, call)
         new_w, new_b = weight0.clone(), bias0.clone()
-        fit_f = ViewFactory(fit, device, dtype, cfg.dense_threshold)
-        sel_f = ViewFactory(sel, device, dtype, cfg.dense_threshold)
-        population = {"bp": 1, "ga": cfg.population_size, "pygad": cfg.pygad_population_size,
-                      "refit": len(cfg.refit_l2)}[variant]
-        blocks = make_blocks(todo, fit_f, sel_f, d, population, cfg.block_memory_mb * 2**20)
-        if self._shard is not None:
-            mine = _deal(blocks, [sum(fit_f.cost(c) + sel_f.cost(c) for c in b) for b in blocks], *self._shard)
-            for block in blocks:
-                if block not in mine:
-                    for c in block:
-                        report[c].skipped = IN_ANOTHER_SHARD
-            todo = [c for b in mine for c in b]
-            blocks = mine
-        logger.info(
-            "CFT-%s: %d of %d categories in %d block(s) on %s (%d fit / %d selection images)",
-            variant, len(todo), n_cat, len(blocks), device, fit.n, sel.n,
-        )
+        fit_f = ViewFactory(fit, call.device, call.dtype, cfg.dense_threshold)
+        sel_f = ViewFactory(sel, call.device, call.dtype, cfg.dense_threshold)
+        blocks = make_blocks(todo, fit_f, sel_f, d, variant.population(cfg), cfg.block_memory_mb * 2**20)
+        if call.shard is not None:
+            blocks = _my_blocks(blocks, fit_f, sel_f, call.shard, report)
+        n_todo = sum(len(b) for b in blocks)
+        logger.info("CFT-%s: %d of %d categories in %d block(s) on %s (%d fit / %d selection images)",
+                    variant.name, n_todo, n_cat, len(blocks), call.device, fit.n, sel.n)
         start = time.perf_counter()
-        bar = tqdm(total=len(todo), desc=f"CFT-{variant}", unit="cat", disable=not cfg.show_progress)
+        bar = tqdm(total=n_todo, desc=f"CFT-{variant.name}", unit="cat", disable=not cfg.show_progress)
         records: dict[int, dict] = {}
+        metric = METRICS[cfg.metric]
         for block in blocks:
-            path = self._block_path(variant, block)
+            path = _block_path(cfg, variant.name, block, call)
             outcome = _load_block(path, len(block)) if path and os.path.exists(path) else None
             if outcome is None:
-                outcome = self._run_block(variant, block, weight0, bias0, fit_f, sel_f, metric, device, dtype, bar)
+                outcome = self._run_block(variant, block, weight0, bias0, fit_f, sel_f, metric, call, bar)
                 if path:
                     _save_block(path, outcome)
             idx = torch.as_tensor(block)
             new_w[idx] = outcome.weight.to("cpu", new_w.dtype)
             new_b[idx] = outcome.bias.to("cpu", new_b.dtype)
-            for j, c in enumerate(block):
-                r = report[c]
-                r.original_score = float(outcome.original[j])
-                r.best_score = float(outcome.best_score[j])
-                r.best_step = int(outcome.best_step[j])
-                r.steps_run = int(outcome.steps_run[j])
-                r.variant = variant if r.best_step > 0 else "original"
-                if outcome.detail is not None and r.best_step > 0:
-                    r.detail = outcome.detail[j]
-                if outcome.listed is not None:
-                    n = int(outcome.n_known[j])
-                    records[c] = {"index": c, "weight": outcome.weight[j], "bias": outcome.bias[j],
-                                  "grid_weight": outcome.grid_weight[j], "grid_bias": outcome.grid_bias[j],
-                                  "grid_step": outcome.grid_step, "listed": outcome.listed[j, :, :n],
-                                  "n_pos": int(outcome.n_pos[j]), "folds": outcome.folds[j, :n]}
+            _record_outcome(variant.name, block, outcome, report, records)
             bar.update(len(block))
         bar.close()
-        logger.info("CFT-%s: done in %.1fs", variant, time.perf_counter() - start)
-        return Run(new_w, new_b, report, variant, records if cfg.selection_rule == "crossfit" else None)
+        logger.info("CFT-%s: done in %.1fs", variant.name, time.perf_counter() - start)
+        return Run(new_w, new_b, report, variant.name, records if cfg.selection_rule == "crossfit" else None)
 
-    def _block_path(self, variant: str, block: list[int]) -> str | None:
-        if self._checkpoint_dir is None:
-            return None
-        cfg = {k: v for k, v in self.config.to_dict().items() if k != "show_progress"}
-        key = hashlib.sha256(json.dumps([BLOCK_FORMAT, variant, cfg, block, self._fingerprint],
-                                        sort_keys=True).encode()).hexdigest()[:24]
-        return os.path.join(self._checkpoint_dir, f"{variant}-{key}.safetensors")
-
-    def _run_block(self, variant, block, weight0, bias0, fit_f, sel_f, metric, device, dtype, bar) -> BlockOutcome:
+    def _run_block(self, variant: Variant, block, weight0, bias0, fit_f, sel_f, metric, call: _Call,
+                   bar) -> BlockOutcome:
+        """Run ``variant`` on one block of categories; its tracker's outcome (strict) or record (crossfit)."""
         cfg = self.config
         fit_v, sel_v = fit_f.view(block), sel_f.view(block)
         idx = torch.as_tensor(block)
-        w = weight0[idx].to(device, dtype)
-        b = bias0[idx].to(device, dtype)
+        w = weight0[idx].to(call.device, call.dtype)
+        b = bias0[idx].to(call.device, call.dtype)
         judge = Judge(sel_v, metric)
         original = judge(w, b)
-        max_steps = {"bp": cfg.epochs, "ga": cfg.generations, "pygad": cfg.pygad_generations,
-                     "refit": len(cfg.refit_l2)}[variant]
-        patience = None if variant == "refit" else cfg.patience
+        max_steps, patience = variant.max_steps(cfg), variant.patience(cfg)
         if cfg.selection_rule == "crossfit":
-            grid = list(range(1, max_steps + 1)) if variant == "refit" else grid_steps(max_steps)
+            grid = list(range(1, max_steps + 1)) if variant.grid else grid_steps(max_steps)
             tracker = GridTracker(w, b, original, patience, grid)
         else:
             tracker = BestTracker(w, b, original, patience)
@@ -302,13 +241,118 @@ class CFTEngine:
                 bar.set_postfix_str(f"block of {len(block)}, step {step}", refresh=False)
 
         seed = _block_seed(cfg.seed, block)
-        RUNNERS[variant](w, b, fit_v, judge, tracker, cfg, seed=seed, progress=progress, categories=block)
+        variant.runner(w, b, fit_v, judge, tracker, cfg, seed=seed, progress=progress, categories=block)
         if cfg.selection_rule == "crossfit":
             return record_block(tracker, judge, SelectionPlan.build(sel_v, block, cfg.selection_folds, cfg.seed))
         out = tracker.outcome()
-        if variant == "refit":
-            out.detail = [f"l2={cfg.refit_l2[int(s) - 1]:g}" if int(s) > 0 else None for s in out.best_step]
+        if variant.detail is not None:
+            out.detail = [variant.describe(cfg, int(s)) for s in out.best_step]
         return out
+
+
+@dataclass(frozen=True)
+class _Call:
+    """The options of one :meth:`CFTEngine.fit` call, handed down to its variants and blocks (never kept)."""
+
+    wanted: list[int]
+    category_names: Sequence[str] | None
+    device: torch.device
+    dtype: torch.dtype
+    shard: tuple[int, int] | None = None
+    checkpoint_dir: str | None = None
+    fingerprint: str | None = None
+
+
+def _wanted(categories: Sequence[int] | None, n_cat: int) -> list[int]:
+    wanted = list(range(n_cat)) if categories is None else sorted({int(c) for c in categories})
+    if wanted and (wanted[0] < 0 or wanted[-1] >= n_cat):
+        raise ValueError(f"`categories` must be indices in [0, {n_cat}), got {wanted[0]}..{wanted[-1]}")
+    return wanted
+
+
+def _names(category_names: Sequence[str] | None, n_cat: int) -> Sequence[str] | None:
+    if category_names is not None and len(category_names) != n_cat:
+        raise ValueError(f"`category_names` has {len(category_names)} names for {n_cat} categories")
+    return category_names
+
+
+def _uncertain(uncertain_mask, n: int, n_cat: int) -> torch.Tensor | None:
+    if uncertain_mask is None:
+        return None
+    unc = torch.as_tensor(np.asarray(uncertain_mask, dtype=bool))
+    if tuple(unc.shape) != (n, n_cat):
+        raise ValueError(f"`uncertain_mask` must be N×C = {n}×{n_cat} like `labels`, got {tuple(unc.shape)}")
+    return unc
+
+
+def _plan_report(fit: Split, sel: Split, n_cat: int, call: _Call) -> tuple[list[CategoryReport], list[int]]:
+    """One report per category with its counts, and the categories to fit (the others say why they are not)."""
+    fit_pos, fit_known = fit.positive_counts(), fit.known_counts()
+    sel_pos, sel_known = sel.positive_counts(), sel.known_counts()
+    report, todo = [], []
+    wanted = set(call.wanted)
+    for c in range(n_cat):
+        r = CategoryReport(
+            index=c,
+            name=None if call.category_names is None else str(call.category_names[c]),
+            n_fit=int(fit_known[c]), n_fit_pos=int(fit_pos[c]),
+            n_sel=int(sel_known[c]), n_sel_pos=int(sel_pos[c]),
+        )
+        if c not in wanted:
+            r.skipped = NOT_REQUESTED
+        elif r.n_fit_pos == 0:
+            r.skipped = "no known positive in the fit split"
+        elif r.n_fit_pos == r.n_fit:
+            r.skipped = "no known negative in the fit split"
+        elif r.n_sel_pos == 0:
+            r.skipped = "no known positive in the selection split"
+        elif r.n_sel_pos == r.n_sel:
+            r.skipped = "no known negative in the selection split"
+        else:
+            todo.append(c)
+        report.append(r)
+    return report, todo
+
+
+def _my_blocks(blocks: list[list[int]], fit_f, sel_f, shard: tuple[int, int],
+               report: list[CategoryReport]) -> list[list[int]]:
+    """This rank's blocks; the categories of the others are reported as in another shard."""
+    mine = _deal(blocks, [sum(fit_f.cost(c) + sel_f.cost(c) for c in b) for b in blocks], *shard)
+    for block in blocks:
+        if block not in mine:
+            for c in block:
+                report[c].skipped = IN_ANOTHER_SHARD
+    return mine
+
+
+def _record_outcome(variant: str, block: list[int], outcome: BlockOutcome, report: list[CategoryReport],
+                    records: dict[int, dict]) -> None:
+    """Copy a block's figures into the report and, for the crossfit rule, its trajectories into ``records``."""
+    for j, c in enumerate(block):
+        r = report[c]
+        r.original_score = float(outcome.original[j])
+        r.best_score = float(outcome.best_score[j])
+        r.best_step = int(outcome.best_step[j])
+        r.steps_run = int(outcome.steps_run[j])
+        r.variant = variant if r.best_step > 0 else "original"
+        if outcome.detail is not None and r.best_step > 0:
+            r.detail = outcome.detail[j]
+        if outcome.listed is not None:
+            n = int(outcome.n_known[j])
+            records[c] = {"index": c, "weight": outcome.weight[j], "bias": outcome.bias[j],
+                          "grid_weight": outcome.grid_weight[j], "grid_bias": outcome.grid_bias[j],
+                          "grid_step": outcome.grid_step, "listed": outcome.listed[j, :, :n],
+                          "n_pos": int(outcome.n_pos[j]), "folds": outcome.folds[j, :n]}
+
+
+def _block_path(config: CFTConfig, variant: str, block: list[int], call: _Call) -> str | None:
+    """Where a finished block is kept: named by the variant, the config, the block and the inputs' fingerprint."""
+    if call.checkpoint_dir is None:
+        return None
+    cfg = {k: v for k, v in config.to_dict().items() if k != "show_progress"}
+    key = hashlib.sha256(json.dumps([BLOCK_FORMAT, variant, cfg, block, call.fingerprint],
+                                    sort_keys=True).encode()).hexdigest()[:24]
+    return os.path.join(call.checkpoint_dir, f"{variant}-{key}.safetensors")
 
 
 def choose_per_category(results: dict[str, CFTResult], weight, bias) -> CFTResult:
@@ -374,9 +418,8 @@ def _save_block(path: str, out: BlockOutcome) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     names = [k for k in (*BlockOutcome.TENSORS, *BlockOutcome.GRID) if getattr(out, k) is not None]
     tensors = {k: getattr(out, k).detach().cpu().clone().contiguous() for k in names}  # no shared storage
-    tmp = path + ".tmp"
-    save_file(tensors, tmp, metadata={"detail": json.dumps(out.detail)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata={"detail": json.dumps(out.detail)})
 
 
 def _load_block(path: str, size: int) -> BlockOutcome | None:

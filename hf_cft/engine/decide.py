@@ -13,14 +13,14 @@ import math
 import numpy as np
 import torch
 
+from ..constants import IN_ANOTHER_SHARD
 from ..metrics.core import METRICS
 from .config import CFTConfig
 from .result import CategoryReport, CFTResult
 from .selection import choose_crossfit, crossfit_table, posterior_gains
+from .variants import VARIANTS
 
 __all__ = ["IN_ANOTHER_SHARD", "Run", "decide", "merge_shards"]
-
-IN_ANOTHER_SHARD = "in another shard"
 
 
 @dataclasses.dataclass
@@ -57,7 +57,7 @@ def _crossfit(run: Run, config: CFTConfig, shared: bool, table: torch.Tensor | N
         r.best_score = float(choice.score[j])
         r.oof_gain, r.gain_se = float(choice.oof_gain[j]), float(choice.gain_se[j])
         r.variant = run.variant if step > 0 else "original"
-        parts = [f"l2={config.refit_l2[step - 1]:g}" if run.variant == "refit" and step else None,
+        parts = [VARIANTS[run.variant].describe(config, step) if run.variant in VARIANTS else None,
                  None if shared else "step and α of its own"]
         r.detail = ", ".join(p for p in parts if p) or None
     summary = {"mean_crossfit_gain": float(choice.oof_gain.nanmean())}

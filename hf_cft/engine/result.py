@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
 
+from ..atomic import write_atomic
+from ..constants import CFT_REPORT_NAME
 from .config import CFTConfig
 
 __all__ = ["CFT_REPORT_NAME", "CFTResult", "CategoryReport"]
 
-CFT_REPORT_NAME = "cft_report.json"
+_SERIALIZED = ("config", "selection", "summary", "categories")  # to_dict's own keys; the others are `extra`
 
 
 @dataclass
@@ -155,11 +157,39 @@ class CFTResult:
 
     def to_json(self, path: str | os.PathLike) -> None:
         """Write the report as JSON, atomically."""
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], weight=None, bias=None) -> CFTResult:
+        """Rebuild a result from :meth:`to_dict`'s output.
+
+        The JSON report holds no rows: pass the ``weight`` (C×d) and ``bias`` (C) they were applied as (e.g. a
+        calibrated model's :attr:`CFTHead.weight` / ``bias``), or leave them None to get empty tensors. The
+        candidates of every variant (``runs``) are not serialized; the result has none. Report keys unknown to
+        this version are dropped.
+        """
+        known = {f.name for f in fields(CategoryReport)}
+        report = [CategoryReport(**{k: v for k, v in row.items() if k in known}) for row in data["categories"]]
+        n = len(report)
+        weight = torch.empty(n, 0) if weight is None else torch.as_tensor(weight)
+        bias = torch.empty(n) if bias is None else torch.as_tensor(bias)
+        if weight.shape[0] != n or tuple(bias.shape) != (n,):
+            raise ValueError(f"the report has {n} categories but `weight` has {weight.shape[0]} rows and `bias` "
+                             f"shape {tuple(bias.shape)}")
+        return cls(weight=weight, bias=bias, report=report, config=CFTConfig.from_dict(data["config"]),
+                   selection=data.get("selection", ""),
+                   extra={k: v for k, v in data.items() if k not in _SERIALIZED})
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike, weight=None, bias=None) -> CFTResult:
+        """Read a report written by :meth:`to_json` (a ``cft_report.json`` file or the folder holding one).
+
+        See :meth:`from_dict` for ``weight`` and ``bias``.
+        """
+        if os.path.isdir(path):
+            path = os.path.join(path, CFT_REPORT_NAME)
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f), weight=weight, bias=bias)
 
     def to_markdown(self) -> str:
         """A per-category markdown table (selection scores and gains in points)."""
