@@ -3,31 +3,29 @@
 ``CFTHead`` wraps a classifier: ``features(pixel_values)`` returns the exact input of its logits layer, so
 that ``features(x) @ weight.T + bias`` equals the model's logits; ``apply(result)`` writes new rows back in
 place (dtype and device kept); ``save_pretrained(dir)`` writes the model in its native format with
-``problem_type="multi_label_classification"`` and the label names, atomically.
+``problem_type="multi_label_classification"`` and the label names, atomically (the saving, pushing and card
+merging live in :mod:`hf_cft.hub`, the loading checks in :mod:`hf_cft.loading`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
 from torch import nn
+
+from .constants import GAINS_PLOT_NAME
+from .hub import recover_model_dir, save_timm_model, swap_in  # moved to hf_cft.hub; importable from here as before
+from .model_card import CardData
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["GAINS_PLOT_NAME", "CFTHead", "HeadSpec", "find_head", "recover_model_dir", "save_timm_model", "swap_in"]
 
-GAINS_PLOT_NAME = "cft_gains.png"
-_OLD, _TMP = ".old", ".tmp"  # beside a model folder while it is replaced (see swap_in)
 
 
 @dataclass
@@ -98,7 +96,10 @@ class CFTHead:
         self.library = "timm" if _is_timm(model) else "transformers"
         self.image_processor = None  # a transformers image processor; None: the timm data config, or none known
         self.name_or_path: str | None = None  # where from_pretrained loaded the model from
-        self.cft_result = None  # the CFTResult last applied
+        self.cft_result = None  # the CFTResult last applied (also card_data.result)
+        self.cft_config = None  # the CFTConfig saved with a calibrated model (from_pretrained), else None
+        self.cft_report = None  # the CFTResult saved with it (its rows: the model's), else None
+        self.card_data = CardData(library=self.library)  # what the model card says; filled by apply / evaluate
         w = self.weight
         self.num_labels, self.hidden_size = w.shape
         if category_names is not None:
@@ -153,7 +154,7 @@ class CFTHead:
     def apply(self, result) -> CFTHead:
         """Write a :class:`~hf_cft.engine.CFTResult`'s rows into the model; returns self."""
         self.set_rows(result.weight, result.bias)
-        self.cft_result = result
+        self.cft_result = self.card_data.result = result
         return self
 
     # -- features ------------------------------------------------------------------------------------------
@@ -288,10 +289,12 @@ class CFTHead:
                        category_names=category_names or self.label_names(), **kwargs)
 
     def evaluate(self, dataset, result=None, cache_dir: str | None = None, groups: int | None = None,
-                 categories=None, **extract_kwargs) -> dict:
+                 categories=None, split: str | None = None, **extract_kwargs) -> dict:
         """Masked mAP and mAUC (the ``evaluate`` modules) of the current rows and, if given, of ``result``'s.
 
-        Returns ``{"before": {...}, "after": {...}}`` (``after`` only with ``result``).
+        Returns ``{"before": {...}, "after": {...}}`` (``after`` only with ``result``). With ``result``, the
+        figures also go to :attr:`card_data` under ``split`` (default: the dataset's own split name), so that
+        the model card saved next shows them.
         """
         import evaluate
 
@@ -317,69 +320,45 @@ class CFTHead:
                 out[tag][f"per_category_{per}"] = res["per_category"]
                 out[tag]["n_excluded"] = res["n_excluded"]
                 out[tag].update({f"{key}_{g}": v for g, v in res.items() if g.startswith("G")})
+        if result is not None:
+            name = split or getattr(dataset, "split", None) or "evaluation"  # a datasets.Dataset knows its split
+            self.card_data.evaluation[str(name)] = out
         return out
 
-    # -- save ----------------------------------------------------------------------------------------------
+
+    # -- save, load, push (hf_cft.hub, hf_cft.loading) -----------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike, category_names: Sequence[str] | None = None,
-                        extra_files: dict[str, str | bytes] | None = None, repo_id: str | None = None,
-                        base_model: str | None = None, dataset_name: str | None = None,
-                        evaluation: dict | None = None, selection_on_eval: bool = False) -> str:
-        """Save the model in its native format, as a multi-label classifier, atomically.
+                        extra_files: dict[str, str | bytes] | None = None, card_data=None, **card_fields) -> str:
+        """Save the model in its native format, as a multi-label classifier, atomically (see :mod:`hf_cft.hub`).
 
         With an applied result, ``cft_config.json``, ``cft_report.json``, ``cft_gains.png`` and a model card
-        (``README.md``) are written beside it; ``evaluation`` (``{split: self.evaluate(...)}``) puts before /
-        after figures in the card. Everything is written to a temporary folder beside ``directory`` and renamed
-        into place, so a crash never leaves a half-written model. ``extra_files`` maps file names to contents.
+        (``README.md``) are written beside it. The card says what :attr:`card_data` holds, updated by
+        ``card_fields`` (``repo_id``, ``base_model``, ``dataset_name``, ``tags``, ``evaluation`` as
+        ``{split: self.evaluate(...)}``, ``selection_on_eval``) or replaced by ``card_data``. Everything is
+        written to a temporary folder beside ``directory`` and renamed into place, so a crash never leaves a
+        half-written model. ``extra_files`` maps file names to contents.
         """
-        directory = os.path.abspath(os.fspath(directory))
-        parent = os.path.dirname(directory)
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(directory) + "-", dir=parent)
-        try:
-            names = [str(n) for n in category_names] if category_names is not None else self.label_names()
-            if self.library == "timm":
-                save_timm_model(self.model, tmp, names)
-            else:
-                cfg = self.model.config
-                cfg.problem_type = "multi_label_classification"
-                if names is not None:
-                    cfg.id2label = dict(enumerate(names))
-                    cfg.label2id = {n: i for i, n in enumerate(names)}
-                self.model.save_pretrained(tmp, safe_serialization=True)
-                if self.image_processor is not None:
-                    self.image_processor.save_pretrained(tmp)  # the pipeline needs it beside the weights
-            for name, content in (extra_files or {}).items():
-                mode = "wb" if isinstance(content, bytes) else "w"
-                with open(os.path.join(tmp, name), mode) as f:
-                    f.write(content)
-            if self.cft_result is not None:
-                from .engine import CFT_REPORT_NAME
-                from .model_card import gains_plot_png, render_model_card
+        from .hub import save_pretrained
 
-                result = self.cft_result
-                result.config.save_pretrained(tmp)  # writes cft_config.json
-                result.to_json(os.path.join(tmp, CFT_REPORT_NAME))
-                first = next(iter((evaluation or {}).values()), None)
-                per = "per_category_ap" if result.config.metric == "ap" else "per_category_auroc"
-                png = gains_plot_png(result, first["after"][per] if first else None,
-                                     first["before"][per] if first else None)
-                with open(os.path.join(tmp, GAINS_PLOT_NAME), "wb") as f:
-                    f.write(png)
-                card = render_model_card(
-                    result, repo_id or os.path.basename(directory),
-                    base_model=base_model or self.name_or_path, dataset_name=dataset_name,
-                    evaluation=evaluation, selection_on_eval=selection_on_eval, library=self.library,
-                )
-                card.save(os.path.join(tmp, "README.md"))
-            swap_in(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return directory
+        data = (self.card_data if card_data is None else card_data).updated(**card_fields)
+        return save_pretrained(self, directory, category_names, extra_files, data)
 
-    # -- loading -------------------------------------------------------------------------------------------
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
+                    commit_message: str = "Calibrated with hf_cft (category-wise fine-tuning)",
+                    category_names: Sequence[str] | None = None, extra_files: dict[str, str | bytes] | None = None,
+                    card_data=None, **card_fields) -> str:
+        """Upload the calibrated model in one commit, merging an existing card (:func:`hf_cft.hub.push_to_hub`).
+
+        ``card_data`` / ``card_fields`` as in :meth:`save_pretrained`. Returns the commit URL.
+        """
+        from .hub import push_to_hub
+
+        data = (self.card_data if card_data is None else card_data).updated(**card_fields)
+        return push_to_hub(self, repo_id, private=private, token=token, commit_message=commit_message,
+                           category_names=category_names, extra_files=extra_files, card_data=data)
+
     @classmethod
-    def from_pretrained(cls, name_or_path: str, category_names: Sequence[str] | None = None,
+    def from_pretrained(cls, name_or_path: str | os.PathLike, category_names: Sequence[str] | None = None,
                         image_processor=None, **kwargs) -> CFTHead:
         """Load a transformers or timm classifier from the Hub or a local folder and wrap it.
 
@@ -387,24 +366,23 @@ class CFTHead:
         ``num_labels`` / ``num_classes``, head weights missing from the checkpoint): its rows are random, not
         trained, and CFT would calibrate noise. A truncated or corrupt ``.safetensors`` file raises an
         ``OSError`` that names it. ``image_processor`` sets the preprocessing of :meth:`extract`; by default the
-        one saved with a transformers model is loaded (timm models use their data config).
+        one saved with a transformers model is loaded (timm models use their data config). A calibrated model
+        gives back how it was made: :attr:`cft_config` and :attr:`cft_report`.
         """
+        from .engine import CFTConfig, CFTResult
+        from .loading import load_classifier, read_calibration
+
         name_or_path = os.fspath(name_or_path)
-        if not os.path.isdir(name_or_path) and os.path.isdir(name_or_path + _OLD):
-            recover_model_dir(name_or_path)  # a save was interrupted between its two renames
-        library = kwargs.pop("library", None) or _library_of(name_or_path)
-        try:
-            if library == "timm":
-                model = _load_timm(name_or_path, **kwargs)
-            else:
-                model = _load_transformers(name_or_path, **kwargs)
-        except SafetensorError as err:
-            raise _corrupt_weights_error(name_or_path, err) from err
+        model = load_classifier(name_or_path, kwargs.pop("library", None), **kwargs)
         head = cls(model.eval(), category_names=category_names)
         head.name_or_path = name_or_path
+        head.card_data.base_model = name_or_path
+        config, report = read_calibration(name_or_path)
+        head.cft_config = None if config is None else CFTConfig.from_dict(config)
+        head.cft_report = None if report is None else CFTResult.from_dict(report, head.weight, head.bias)
         if image_processor is not None:
             head.image_processor = image_processor
-        elif library != "timm":
+        elif head.library != "timm":
             try:
                 from transformers import AutoImageProcessor
 
@@ -414,295 +392,3 @@ class CFTHead:
                     logger.warning("%s (%s)", head._missing_preprocessing_message(), err)
         return head
 
-    # -- hub -----------------------------------------------------------------------------------------------
-    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
-                    commit_message: str = "Calibrated with hf_cft (category-wise fine-tuning)", **save_kwargs) -> str:
-        """Create the repo if needed and upload the calibrated model in one commit; returns the commit URL.
-
-        An existing model card is merged, not destroyed: its text is kept, the hf_cft section (between
-        ``<!-- hf_cft:start -->`` and ``<!-- hf_cft:end -->``) is added or replaced, and the metadata are
-        merged (tags united, the rest updated).
-        """
-        from huggingface_hub import HfApi
-
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = self.save_pretrained(os.path.join(tmp, "model"), repo_id=repo_id, **save_kwargs)
-            readme = os.path.join(folder, "README.md")
-            if os.path.exists(readme):
-                existing = _existing_card(api, repo_id)
-                if existing is not None:
-                    with open(readme, encoding="utf-8") as f:
-                        ours = f.read()
-                    with open(readme, "w", encoding="utf-8") as f:
-                        f.write(merge_cards(existing, ours))
-            info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
-                                     repo_type="model")
-        return str(getattr(info, "commit_url", info))
-
-
-# -- saving and loading helpers ------------------------------------------------------------------------------
-def swap_in(new: str, directory: str) -> None:
-    """Replace ``directory`` by the complete folder ``new`` so that a model is on disk at every instant.
-
-    The old folder is moved aside to ``<directory>.old``, ``new`` is moved in, then the old one is deleted.
-    A crash between the two renames leaves ``<directory>.old``: :func:`recover_model_dir` moves it back.
-    """
-    old = directory + _OLD
-    if os.path.isdir(old):  # left by an interrupted swap
-        if os.path.exists(directory):
-            shutil.rmtree(old)
-        else:
-            os.replace(old, directory)  # the last complete model goes back in place first
-    if os.path.exists(directory):
-        os.replace(directory, old)
-    os.replace(new, directory)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def recover_model_dir(directory: str | os.PathLike) -> bool:
-    """Repair what an interrupted save (:func:`swap_in`) left beside ``directory``; True when a model was restored.
-
-    ``<directory>.old`` without ``<directory>`` (killed between the two renames): the old model is moved back,
-    the last one that was completely in place. ``<directory>.old`` beside ``<directory>`` (killed while deleting
-    it) and a ``<directory>.tmp`` (killed while writing it, or before it was moved in) are removed.
-    """
-    directory = os.fspath(directory)
-    old, tmp = directory + _OLD, directory + _TMP
-    restored = False
-    if os.path.isdir(old):
-        if os.path.exists(directory):
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            try:
-                os.replace(old, directory)
-                restored = True
-                logger.warning("a save of %s was interrupted: restored the previous model from %s", directory, old)
-            except OSError:
-                if not os.path.isdir(directory):  # else another process restored it first
-                    raise
-    if os.path.isdir(tmp):
-        shutil.rmtree(tmp, ignore_errors=True)
-    return restored
-
-
-def save_timm_model(model: nn.Module, directory: str, label_names: Sequence[str] | None = None,
-                    preprocessing: tuple[int, Sequence[float], Sequence[float]] | None = None) -> None:
-    """Save a timm model (``timm.models.save_for_hf``) so that timm and transformers both load it.
-
-    ``timm.create_model("local-dir:<dir>", pretrained=True)`` and
-    ``transformers.AutoModelForImageClassification.from_pretrained(<dir>)`` (``TimmWrapper…``) both work:
-    ``num_classes`` is dropped from ``model_args`` (transformers passes it itself and failed with "got multiple
-    values for keyword argument 'num_classes'"); it stays at the top level. ``problem_type`` is
-    ``multi_label_classification`` and the label names become transformers' ``id2label``. ``preprocessing``
-    ``(size, mean, std)`` records a squash resize to ``size``×``size`` with that normalization (the trainer's
-    evaluation transform) in the data config, so that timm's ``resolve_data_config`` gives it back.
-    """
-    from timm.models import save_for_hf
-
-    names = [str(n) for n in label_names] if label_names is not None else None
-    if names is not None:
-        model.pretrained_cfg = {**model.pretrained_cfg, "label_names": names}
-    save_for_hf(model, directory, model_config={"label_names": names} if names else None, safe_serialization=True)
-    path = os.path.join(directory, "config.json")
-    with open(path, encoding="utf-8") as f:
-        cfg = json.load(f)
-    if isinstance(cfg.get("model_args"), dict):
-        cfg["model_args"].pop("num_classes", None)
-    cfg["problem_type"] = "multi_label_classification"
-    if preprocessing is not None:
-        size, mean, std = preprocessing
-        data = cfg.setdefault("pretrained_cfg", {})
-        if list(data.get("input_size", [3])[1:]) != [size, size]:
-            data["pool_size"] = None
-        data.update(input_size=[data.get("input_size", [3])[0], size, size], mean=[float(v) for v in mean],
-                    std=[float(v) for v in std], crop_pct=1.0, crop_mode="squash", interpolation="bilinear")
-        for key in ("test_input_size", "test_crop_pct"):
-            data.pop(key, None)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(cfg, f, indent=2)
-
-
-def _head_refused(name_or_path: str, details: str) -> ValueError:
-    return ValueError(
-        f"the classifier head of {name_or_path} was initialized at random when loading ({details}); CFT re-fits "
-        "trained rows: load the model as its classifier was trained (no new num_labels / num_classes, no "
-        "ignore_mismatched_sizes, a checkpoint that holds the head)"
-    )
-
-
-def _load_transformers(name_or_path: str, **kwargs) -> nn.Module:
-    from transformers import AutoModelForImageClassification
-
-    model, info = AutoModelForImageClassification.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
-    spec = find_head(model)
-    touched = [k for k in (*info.get("missing_keys", []), *(m[0] if isinstance(m, tuple) else m
-                                                              for m in info.get("mismatched_keys", [])))
-               if any(k.startswith(p + ".") or k == p for p in spec.paths)]
-    if touched:
-        raise _head_refused(name_or_path, f"{', '.join(sorted(touched))} missing or resized, e.g. by "
-                                          "ignore_mismatched_sizes or a new num_labels")
-    return model
-
-
-def _load_timm(name_or_path: str, **kwargs) -> nn.Module:
-    import timm
-
-    local = os.path.isdir(name_or_path)
-    src = f"local-dir:{name_or_path}" if local else f"hf-hub:{name_or_path}"
-    try:
-        model = timm.create_model(src, pretrained=True, **kwargs)
-    except RuntimeError as err:  # strict loading of a checkpoint that lacks weights of the model
-        line = next((ln for ln in str(err).splitlines() if "Missing key(s)" in ln), None)
-        if line is None:
-            raise
-        missing = ", ".join(re.findall(r'"([^"]+)"', line))
-        raise ValueError(
-            f"the checkpoint of {name_or_path} lacks weights of the model (missing: {missing}); a classifier head "
-            "missing from the checkpoint would be random and CFT re-fits trained rows: load the model with the "
-            "architecture and arguments it was saved with, from a checkpoint that holds its head"
-        ) from err
-    spec = find_head(model)
-    problems = []
-    saved = model.pretrained_cfg.get("num_classes")
-    if saved is not None and model.num_classes != saved:
-        problems.append(f"num_classes={model.num_classes} differs from the checkpoint's {saved}")
-    weights = _timm_weights_file(name_or_path)
-    if weights is None:
-        logger.warning("could not find the weights file of %s to check that its head was loaded", name_or_path)
-    else:
-        params = {f"{p}.{n}": t for p in spec.paths for n, t in _get(model, p).named_parameters(recurse=False)}
-        saved_tensors = _checkpoint_tensors(weights, list(params))
-        offset = int(model.pretrained_cfg.get("label_offset") or 0)
-        for key, param in params.items():
-            t = saved_tensors.get(key)
-            if t is None:
-                problems.append(f"{key} missing from {os.path.basename(weights)}")
-                continue
-            if offset and t.ndim and t.shape[0] == param.shape[0] + offset:
-                t = t[offset:]
-            if t.numel() != param.numel():
-                problems.append(f"{key} resized from {tuple(t.shape)} to {tuple(param.shape)}")
-    if problems:
-        raise _head_refused(name_or_path, "; ".join(problems))
-    return model
-
-
-def _timm_weights_file(name_or_path: str) -> str | None:
-    """The checkpoint file timm loads a local folder or Hub repo from (its order of preference), or None."""
-    names = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth")
-    if os.path.isdir(name_or_path):
-        for name in names:
-            if os.path.isfile(os.path.join(name_or_path, name)):
-                return os.path.join(name_or_path, name)
-        for ext in (".safetensors", ".pth", ".pth.tar", ".bin"):
-            found = sorted(f for f in os.listdir(name_or_path) if f.endswith(ext))
-            if found:
-                return os.path.join(name_or_path, found[0])
-        return None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import HfHubHTTPError
-
-    for name in names[:2]:
-        try:
-            return hf_hub_download(name_or_path, name)  # timm has just fetched it: from the cache
-        except (OSError, ValueError, HfHubHTTPError):
-            continue
-    return None
-
-
-def _checkpoint_tensors(path: str, keys: Sequence[str]) -> dict[str, torch.Tensor]:
-    """The tensors ``keys`` of a checkpoint file that has them (safetensors: only those are read)."""
-    if path.endswith(".safetensors"):
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as f:
-            have = set(f.keys())
-            return {k: f.get_tensor(k) for k in keys if k in have}
-    from timm.models import load_state_dict
-
-    state = load_state_dict(path)
-    return {k: state[k] for k in keys if k in state}
-
-
-def _safetensors_files(name_or_path: str) -> list[str]:
-    if os.path.isdir(name_or_path):
-        return sorted(os.path.join(name_or_path, f) for f in os.listdir(name_or_path) if f.endswith(".safetensors"))
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(name_or_path, "model.safetensors")
-    return [found] if isinstance(found, str) else []
-
-
-def _readable_safetensors(path: str) -> bool:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(path, framework="pt") as f:
-            f.keys()
-    except (SafetensorError, OSError):
-        return False
-    return True
-
-
-def _corrupt_weights_error(name_or_path: str, err: Exception) -> OSError:
-    files = _safetensors_files(name_or_path)
-    bad = [f for f in files if not _readable_safetensors(f)] or files
-    which = ", ".join(bad) if bad else f"the .safetensors weights of {name_or_path}"
-    if os.path.isdir(name_or_path):
-        fix = ("Re-save it from the original model (model.save_pretrained(<folder>) or "
-               "CFTHead.save_pretrained(<folder>)) or download it again (`hf download <repo id> --force-download "
-               f"--local-dir {name_or_path}`)")
-    else:
-        fix = (f"Re-download it (`hf download {name_or_path} --force-download`, or delete it from the Hugging Face "
-               "cache and load again) or re-save it from the original model (model.save_pretrained(<folder>))")
-    return OSError(f"{which} is truncated or corrupt and cannot be read ({err}). {fix}")
-
-
-CARD_START, CARD_END = "<!-- hf_cft:start -->", "<!-- hf_cft:end -->"
-
-
-def _existing_card(api, repo_id: str) -> str | None:
-    from huggingface_hub.utils import EntryNotFoundError
-
-    try:
-        path = api.hf_hub_download(repo_id, "README.md", repo_type="model")
-    except EntryNotFoundError:
-        return None
-    with open(path, encoding="utf-8") as f:
-        return f.read()
-
-
-def merge_cards(existing: str, ours: str) -> str:
-    """Merge our card into an existing one: their text kept, our section added or replaced, metadata merged."""
-    from huggingface_hub import ModelCard
-
-    old, new = ModelCard(existing), ModelCard(ours)
-    data = old.data.to_dict()
-    mine = new.data.to_dict()
-    tags = list(dict.fromkeys([*(data.get("tags") or []), *(mine.get("tags") or [])]))
-    data.update({k: v for k, v in mine.items() if v is not None})
-    data["tags"] = tags
-    section = f"{CARD_START}\n{new.text.strip()}\n{CARD_END}"
-    text = old.text
-    if CARD_START in text and CARD_END in text:
-        head_, _, rest = text.partition(CARD_START)
-        _, _, tail = rest.partition(CARD_END)
-        text = f"{head_}{section}{tail}"
-    else:
-        text = f"{text.rstrip()}\n\n{section}\n"
-    import yaml
-
-    return f"---\n{yaml.safe_dump(data, sort_keys=False, allow_unicode=True)}---\n{text}"
-
-
-def _library_of(name_or_path: str) -> str:
-    if os.path.isdir(name_or_path):
-        path = os.path.join(name_or_path, "config.json")
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                cfg = json.load(f)
-            if "architecture" in cfg and "model_type" not in cfg:
-                return "timm"
-    return "transformers"

@@ -1,13 +1,18 @@
-"""Model card (from the Jinja template in ``model_cards/``) and the per-category gains plot."""
+"""Model card (from the Jinja template in ``model_cards/``) and the per-category gains plot.
+
+:class:`CardData` holds what the card says; :func:`render_card` turns it into a ``huggingface_hub.ModelCard``.
+"""
 
 from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
-__all__ = ["TEMPLATE_NAME", "gains_plot_png", "render_model_card", "template_path"]
+__all__ = ["TEMPLATE_NAME", "CardData", "card_hyperparameters", "gains_plot_png", "render_card", "render_model_card",
+           "template_path"]
 
 TEMPLATE_NAME = "cft_model_card.md"
 
@@ -32,64 +37,117 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def render_model_card(result, repo_id: str, base_model: str | None = None, dataset_name: str | None = None,
-                      evaluation: dict[str, dict[str, Any]] | None = None, selection_on_eval: bool = False,
-                      library: str = "transformers", tags: list[str] | None = None):
-    """A ``huggingface_hub.ModelCard`` for a calibrated model.
+# CFTConfig fields every card lists; a variant adds its own (hf_cft.engine.variants), crossfit its settings
+CARD_FIELDS = ("variant", "metric", "seed", "selection_fraction", "patience", "selection_rule")
+CROSSFIT_CARD_FIELDS = ("selection_folds", "selection_alphas", "selection_bootstrap", "selection_confidence")
+_METRIC_NAMES = {"map": ("mAP", "mean average precision (known labels)"),
+                 "mauc": ("mAUC", "mean AUROC (known labels)")}
 
-    Args:
-        result: the :class:`~hf_cft.engine.CFTResult` applied to the model.
-        repo_id: the Hub id the card's usage snippet names.
-        evaluation: ``{split: {"before": {"map": …}, "after": {"map": …}}}`` (see :meth:`CFTHead.evaluate`).
+
+@dataclass
+class CardData:
+    """What the model card of a calibrated model says.
+
+    Given by the user (keywords of ``CFTHead.save_pretrained`` / ``push_to_hub``): ``repo_id``, ``base_model``,
+    ``dataset_name``, ``tags``, ``selection_on_eval``, ``evaluation``. Filled automatically: ``library`` and
+    ``base_model`` (where the head was loaded from) by :class:`~hf_cft.head.CFTHead`, ``result`` by
+    ``CFTHead.apply``, ``evaluation`` by ``CFTHead.evaluate(dataset, result)``.
+
+    Attributes:
+        repo_id: the Hub id the card's usage snippet names (default: the folder's name).
+        base_model: the model CFT was applied to (a Hub id or a folder).
+        dataset_name: the dataset the rows were fitted on.
+        tags: extra Hub tags.
         selection_on_eval: say plainly that rows were selected on the evaluation split.
+        evaluation: ``{split: {"before": {"map": …, "per_category_ap": …}, "after": {…}}}``.
+        library: "transformers" or "timm".
+        result: the applied :class:`~hf_cft.engine.CFTResult` (None: no card is written).
     """
+
+    repo_id: str | None = None
+    base_model: str | None = None
+    dataset_name: str | None = None
+    tags: list[str] = field(default_factory=list)
+    selection_on_eval: bool = False
+    evaluation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    library: str = "transformers"
+    result: Any = None
+
+    USER_FIELDS = ("repo_id", "base_model", "dataset_name", "tags", "selection_on_eval", "evaluation")
+
+    def updated(self, **values) -> CardData:
+        """A copy with the user fields given (None values are ignored); an unknown name raises."""
+        unknown = sorted(set(values) - set(self.USER_FIELDS))
+        if unknown:
+            raise TypeError(f"unknown model card field(s) {unknown}; known: {list(self.USER_FIELDS)}")
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+    def eval_rows(self) -> list[dict[str, Any]]:
+        """One row per split and metric with the scores before and after CFT."""
+        rows = []
+        for split, scores in self.evaluation.items():
+            for key, (short, _) in _METRIC_NAMES.items():
+                if key in scores.get("after", {}):
+                    rows.append({"split": split, "metric": short, "key": key, "before": scores["before"][key],
+                                 "after": scores["after"][key]})
+        return rows
+
+    def per_category_scores(self) -> tuple[list | None, list | None]:
+        """Per-category scores after and before CFT on the first evaluated split (None, None without one)."""
+        first = next(iter(self.evaluation.values()), None)
+        if first is None or self.result is None:
+            return None, None
+        per = "per_category_ap" if self.result.config.metric == "ap" else "per_category_auroc"
+        return first["after"][per], first["before"][per]
+
+
+def card_hyperparameters(config) -> dict[str, Any]:
+    """The CFTConfig settings a card lists: the common ones and those of the variants that ran."""
+    from .engine.variants import AUTO, VARIANTS
+
+    cfg = config.to_dict()
+    keep = set(CARD_FIELDS)
+    if config.selection_rule == "crossfit":
+        keep |= set(CROSSFIT_CARD_FIELDS)
+    for name in (config.auto_variants if config.variant == AUTO else [config.variant]):
+        keep |= set(VARIANTS[name].hyperparameters())
+    keep |= {"auto_variants"} if config.variant == AUTO else set()
+    keep |= {"uncertain_policies"} if config.uncertain_policies else set()
+    return {k: cfg[k] for k in sorted(keep)}
+
+
+def render_card(data: CardData, model_name: str | None = None):
+    """A ``huggingface_hub.ModelCard`` from a :class:`CardData` that holds a result."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    eval_rows, eval_results = [], []
-    metric_names = {"map": ("mAP", "mean average precision (known labels)"),
-                    "mauc": ("mAUC", "mean AUROC (known labels)")}
+    result = data.result
+    if result is None:
+        raise ValueError("a model card needs the applied CFTResult (CardData.result)")
+    repo_id = data.repo_id or model_name or "model"
     name = repo_id.split("/")[-1]
-    for split, scores in (evaluation or {}).items():
-        for key, (short, long) in metric_names.items():
-            if key in scores.get("after", {}):
-                before, after = scores["before"][key], scores["after"][key]
-                eval_rows.append({"split": split, "metric": short, "before": before, "after": after})
-                for when, value in (("before", before), ("after", after)):
-                    eval_results.append(EvalResult(
-                        task_type="image-classification", dataset_type=dataset_name or "custom",
-                        dataset_name=dataset_name or "custom", dataset_split=split, metric_type=key,
-                        metric_name=f"{long}, {when} CFT", metric_value=round(100 * value, 4),
-                    ))
-    hub_base = base_model if base_model and not os.path.exists(base_model) else None  # a Hub id, not a folder
+    eval_rows = data.eval_rows()
+    eval_results = [
+        EvalResult(task_type="image-classification", dataset_type=data.dataset_name or "custom",
+                   dataset_name=data.dataset_name or "custom", dataset_split=row["split"], metric_type=row["key"],
+                   metric_name=f"{_METRIC_NAMES[row['key']][1]}, {when} CFT", metric_value=round(100 * row[when], 4))
+        for row in eval_rows for when in ("before", "after")
+    ]
+    base = data.base_model
+    hub_base = base if base and not os.path.exists(base) else None  # a Hub id, not a folder
     card_data = ModelCardData(
-        model_name=name,
-        base_model=hub_base,
-        datasets=[dataset_name] if dataset_name else None,
-        library_name=library,
-        pipeline_tag="image-classification",
-        tags=["hf_cft", "multi-label-classification", "partial-labels", *(tags or [])],
+        model_name=name, base_model=hub_base, datasets=[data.dataset_name] if data.dataset_name else None,
+        library_name=data.library, pipeline_tag="image-classification",
+        tags=["hf_cft", "multi-label-classification", "partial-labels", *data.tags],
         eval_results=eval_results or None,
     )
-    cfg = result.config.to_dict()
-    keep = {"variant", "metric", "seed", "selection_fraction", "patience", "selection_rule"}
-    if result.config.selection_rule == "crossfit":
-        keep |= {"selection_folds", "selection_alphas", "selection_bootstrap", "selection_confidence"}
-    variant = result.config.variant
-    keep |= {"epochs", "lr", "gamma_neg", "gamma_pos", "clip", "bp_loss"} if variant in ("bp", "auto") else set()
-    keep |= {"generations", "population_size", "elitism", "crossover_rate", "mutation_probability",
-             "mutation_range"} if result.config.variant == "ga" else set()
-    keep |= {k for k in cfg if k.startswith("pygad_")} if result.config.variant == "pygad" else set()
-    keep |= {k for k in cfg if k.startswith("refit_")} if result.config.variant in ("refit", "auto") else set()
-    keep |= {"auto_variants"} if result.config.variant == "auto" else set()
-    keep |= {"uncertain_policies"} if result.config.uncertain_policies else set()
     summary = result.summary()
     return ModelCard.from_template(
         card_data,
         template_path=template_path(),
         model_name=name,
         repo_id=repo_id,
-        base_model=base_model,  # a Hub id, or the folder as the user named it (never just its last component)
-        dataset_name=dataset_name,
+        base_model=base,  # a Hub id, or the folder as the user named it (never just its last component)
+        dataset_name=data.dataset_name,
         variant=result.config.variant,
         rule=result.config.selection_rule,
         eval_rows=eval_rows,
@@ -97,11 +155,20 @@ def render_model_card(result, repo_id: str, base_model: str | None = None, datas
         n_categories=summary["categories"],
         skipped=summary["skipped"],
         selection=result.selection[0].upper() + result.selection[1:] if result.selection else "",
-        selection_on_eval=selection_on_eval,
+        selection_on_eval=data.selection_on_eval,
         per_category=result.to_markdown(),
-        hyperparameters={k: cfg[k] for k in sorted(keep)},
+        hyperparameters=card_hyperparameters(result.config),
         versions=_versions(),
     )
+
+
+def render_model_card(result, repo_id: str, base_model: str | None = None, dataset_name: str | None = None,
+                      evaluation: dict[str, dict[str, Any]] | None = None, selection_on_eval: bool = False,
+                      library: str = "transformers", tags: list[str] | None = None):
+    """A ``huggingface_hub.ModelCard`` for a calibrated model (see :class:`CardData` for the arguments)."""
+    return render_card(CardData(repo_id=repo_id, base_model=base_model, dataset_name=dataset_name,
+                                tags=list(tags or []), selection_on_eval=selection_on_eval,
+                                evaluation=dict(evaluation or {}), library=library, result=result))
 
 
 def gains_plot_png(result, per_category_after: list[float | None] | None = None,
