@@ -19,16 +19,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .constants import CFT_RESULTS_NAME, TRAIN_REPORT_NAME
 from .engine import CFTConfig, CFTEngine, choose_per_category
-from .engine.config import RUN_VARIANTS
 from .engine.decide import merge_shards
+from .engine.variants import AUTO, VARIANTS, variant_choices
+from .training import dataset_options
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["EngineArguments", "RecipeArguments", "format_table", "preflight", "run"]
 
-TRAIN_REPORT_NAME = "train_report.json"  # written by hf_cft.training beside the best model
-RESULTS_NAME = "cft_results.json"
+RESULTS_NAME = CFT_RESULTS_NAME  # the name this module exported before hf_cft.constants
 
 
 @dataclass
@@ -49,7 +50,7 @@ class RecipeArguments:
     protocol: str | None = field(default="uniform", metadata={"help": "Simulation protocol (COCO, digits)."})
     dataset_config: str | None = field(default=None, metadata={"help": "Other builder options as JSON."})
     variant: list[str] = field(default_factory=lambda: ["bp", "ga", "refit", "auto"], metadata={
-        "help": "Variants to run (bp, ga, pygad, refit; several allowed); 'auto' adds the per-category choice "
+        "help": f"Variants to run ({', '.join(VARIANTS)}; several allowed); 'auto' adds the per-category choice "
                 "among them (alone: among --auto_variants)."})
     selection: str = field(default="auto", metadata={
         "help": "'auto' (the trainer's held-out validation images when known, else holdout:0.15), "
@@ -79,9 +80,9 @@ class RecipeArguments:
 
         if self.dataset not in BUILDERS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {sorted(BUILDERS)}")
-        bad = [v for v in self.variant if v not in (*RUN_VARIANTS, "auto")]
+        bad = [v for v in self.variant if v not in variant_choices()]
         if not self.variant or bad:
-            raise ValueError(f"--variant must name variants among {(*RUN_VARIANTS, 'auto')}, got {self.variant}")
+            raise ValueError(f"--variant must name variants among {variant_choices()}, got {self.variant}")
         if not (self.selection == "auto" or self.selection.startswith(("holdout:", "split:"))):
             raise ValueError(f"--selection must be auto, holdout:<fraction> or split:<name>, got {self.selection!r}")
         given = [x is not None for x in (self.image_size, self.image_mean, self.image_std)]
@@ -145,15 +146,6 @@ def preflight(recipe: RecipeArguments) -> None:
         if not get_token():
             raise ValueError("--push_to_hub needs a Hugging Face token: run `hf auth login` or set HF_TOKEN "
                              "(nothing was computed)")
-
-
-def _dataset_config(recipe: RecipeArguments, seed: int) -> dict:
-    config = json.loads(recipe.dataset_config) if recipe.dataset_config else {}
-    if recipe.dataset in ("coco2014", "digits_mosaic"):
-        config.setdefault("known_ratio", recipe.known_ratio)
-        config.setdefault("protocol", recipe.protocol)
-        config.setdefault("seed", seed)
-    return config
 
 
 def load_or_train_model(recipe: RecipeArguments, seed: int, accelerator) -> str:
@@ -220,7 +212,7 @@ def run_variants(recipe: RecipeArguments, engine_args, fit, selection, weight0, 
 
     base = dataclasses.asdict(engine_args)
     results = {}
-    variants = [v for v in recipe.variant if v != "auto"] or list(engine_args.auto_variants)
+    variants = [v for v in recipe.variant if v != AUTO] or list(engine_args.auto_variants)
     engine = CFTEngine()
     for variant in variants:
         engine.config = CFTConfig(variant=variant, **{**base, "show_progress": accelerator.is_main_process and
@@ -230,15 +222,15 @@ def run_variants(recipe: RecipeArguments, engine_args, fit, selection, weight0, 
                           checkpoint_dir=os.path.join(recipe.cache_dir, "blocks"))
         parts = gather_object([part]) if accelerator.num_processes > 1 else [part]
         results[variant] = merge_shards(parts, weight0, bias0)
-    if "auto" in recipe.variant and len(variants) > 1:
-        results["auto"] = choose_per_category(results, weight0, bias0)
+    if AUTO in recipe.variant and len(variants) > 1:
+        results[AUTO] = choose_per_category(results, weight0, bias0)
     return results
 
 
 def final_variant(recipe: RecipeArguments, results: dict) -> str:
     """The result written to the model: ``auto`` when run, the only variant, else the best on selection."""
-    if "auto" in results:
-        return "auto"
+    if AUTO in results:
+        return AUTO
     if len(results) == 1:
         return next(iter(results))
     return max(results, key=lambda k: results[k].summary()["selection_score_best"] or -1.0)
@@ -313,7 +305,7 @@ def save_outputs(recipe: RecipeArguments, head, model_path: str, names, final, f
     head.save_pretrained(recipe.output_dir, category_names=names, repo_id=recipe.hub_model_id,
                          base_model=recipe.model_name_or_path or model_path, dataset_name=recipe.dataset,
                          evaluation=evaluation, selection_on_eval=selection_on_eval,
-                         extra_files={RESULTS_NAME: results_json + "\n"})
+                         extra_files={CFT_RESULTS_NAME: results_json + "\n"})
     if recipe.push_to_hub:
         head.push_to_hub(recipe.hub_model_id or os.path.basename(os.path.normpath(recipe.output_dir)),
                          base_model=recipe.model_name_or_path or model_path, dataset_name=recipe.dataset,
@@ -325,24 +317,15 @@ def run(recipe: RecipeArguments, engine_args) -> dict:
     """Run the job; returns the results table (also written to ``output_dir/cft_results.json``)."""
     from accelerate import Accelerator
 
-    from .data import label_arrays, load_partial_dataset, partial_info
+    from .data import label_arrays
 
     preflight(recipe)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     seed = engine_args.seed
     model_path = load_or_train_model(recipe, seed, accelerator)
-    with accelerator.main_process_first():
-        ds = load_partial_dataset(recipe.dataset, data_dir=recipe.data_dir, **_dataset_config(recipe, seed))
-    if recipe.eval_split not in ds:
-        raise ValueError(f"--eval_split {recipe.eval_split!r} is not a split of {recipe.dataset} ({list(ds)})")
-    names = partial_info(ds["train"])["categories"]
+    ds, names = load_data(recipe, seed, accelerator)
     head = load_head(recipe, model_path, names)
-    ext = dict(cache_dir=os.path.join(recipe.cache_dir, "features"), batch_size=recipe.batch_size,
-               dtype=recipe.feature_dtype, accelerator=accelerator, show_progress=accelerator.is_main_process)
-
-    def features_of(split):
-        return np.asarray(head.extract(split, **ext).features)
-
+    features_of = feature_extractor(recipe, head, accelerator)
     z = features_of(ds["train"])
     labels, mask = label_arrays(ds["train"])
     fit_rows, selection, holdout, on_eval = resolve_selection(recipe, model_path, ds, z, labels, mask, features_of)
@@ -352,24 +335,63 @@ def run(recipe: RecipeArguments, engine_args) -> dict:
     fit = (z[fit_rows], labels[fit_rows], mask[fit_rows])  # one copy for every variant
     results = run_variants(recipe, engine_args, fit, selection, weight0, bias0, names, accelerator)
     final_name = final_variant(recipe, results)
-    final = results[final_name]
     if on_eval:
-        final.selection += (f"; SELECTION WAS DONE ON THE EVALUATION SPLIT ({recipe.eval_split}), as in the paper's "
-                            "COCO code: the evaluation figures are optimistic")
+        state_selection_on_eval(results[final_name], recipe.eval_split)
+    table, scores = evaluate(recipe, ds, features_of, (weight0, bias0), results, (z, labels, mask),
+                             engine_args.metric, accelerator)
+    if accelerator.is_main_process:
+        logger.info("evaluation on %s:\n%s", recipe.eval_split, format_table(table, recipe.eval_split, final_name))
+        save_outputs(recipe, head, model_path, names, results[final_name], final_name, table, scores, on_eval,
+                     accelerator)
+    accelerator.wait_for_everyone()
+    return {"eval_split": recipe.eval_split, "kept": final_name, "table": table}
+
+
+def load_data(recipe: RecipeArguments, seed: int, accelerator) -> tuple:
+    """The dataset (built once, by the main process first) and its category names; checks ``eval_split``."""
+    from .data import load_partial_dataset, partial_info
+
+    options = dataset_options(recipe.dataset, recipe.dataset_config, recipe.known_ratio, recipe.protocol, seed)
+    with accelerator.main_process_first():
+        ds = load_partial_dataset(recipe.dataset, data_dir=recipe.data_dir, **options)
+    if recipe.eval_split not in ds:
+        raise ValueError(f"--eval_split {recipe.eval_split!r} is not a split of {recipe.dataset} ({list(ds)})")
+    return ds, partial_info(ds["train"])["categories"]
+
+
+def feature_extractor(recipe: RecipeArguments, head, accelerator):
+    """``split → features`` (numpy), extracted data parallel and cached under ``cache_dir/features``."""
+    ext = dict(cache_dir=os.path.join(recipe.cache_dir, "features"), batch_size=recipe.batch_size,
+               dtype=recipe.feature_dtype, accelerator=accelerator, show_progress=accelerator.is_main_process)
+
+    def features_of(split):
+        return np.asarray(head.extract(split, **ext).features)
+
+    return features_of
+
+
+def state_selection_on_eval(result, eval_split: str) -> None:
+    """Say in the result's protocol, in capitals, that its rows were selected on the evaluation split."""
+    result.selection += (f"; SELECTION WAS DONE ON THE EVALUATION SPLIT ({eval_split}), as in the paper's "
+                         "COCO code: the evaluation figures are optimistic")
+
+
+def evaluate(recipe: RecipeArguments, ds, features_of, rows, results: dict, train, metric: str,
+             accelerator) -> tuple[list[dict], dict]:
+    """The before / after table on ``eval_split`` (with the headroom rows when asked or by default) and scores."""
+    from .data import label_arrays, partial_info
+
     ev = ds[recipe.eval_split]
     ze, (ye, me) = features_of(ev), label_arrays(ev)
-    table, scores = evaluate_results(ze, ye, me, weight0, bias0, results)
+    table, scores = evaluate_results(ze, ye, me, *rows, results)
+    z, labels, mask = train
     full_labels = partial_info(ds["train"]).get("full_labels_behind_mask", False)
     want = recipe.headroom if recipe.headroom is not None else full_labels and z.size <= 5e7
     if want and not full_labels:
         logger.warning("--headroom needs simulated partial labels (the true labels behind the mask): skipped")
     elif want and accelerator.is_main_process:
-        table += headroom_rows(z, labels, mask, ze, ye, me, engine_args.metric)
-    if accelerator.is_main_process:
-        logger.info("evaluation on %s:\n%s", recipe.eval_split, format_table(table, recipe.eval_split, final_name))
-        save_outputs(recipe, head, model_path, names, final, final_name, table, scores, on_eval, accelerator)
-    accelerator.wait_for_everyone()
-    return {"eval_split": recipe.eval_split, "kept": final_name, "table": table}
+        table += headroom_rows(z, labels, mask, ze, ye, me, metric)
+    return table, scores
 
 
 def format_table(table: list[dict], split: str, kept: str) -> str:

@@ -13,12 +13,15 @@ import logging
 import math
 import os
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .atomic import write_atomic
+from .constants import PSEUDO_LABELS_NAME, TRAIN_REPORT_NAME, TRAINER_STATE_NAME
 from .losses import (
     assume_negative,
     asymmetric_loss,
@@ -30,11 +33,11 @@ from .losses import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "TrainArguments", "train"]
+__all__ = ["METHODS", "TrainArguments", "TrainData", "TrainState", "dataset_options", "train"]
 
 METHODS = ("an", "ignore", "ll_r", "selective", "cl")
-STATE_NAME = "trainer_state.json"
-PSEUDO_NAME = "pseudo_labels.safetensors"
+SIMULATED_DATASETS = ("coco2014", "digits_mosaic")  # builders whose partial labels are simulated (known_ratio, …)
+BEST, CHECKPOINTS = "best", "checkpoints"  # folders of output_dir: the best model, the per-epoch states
 
 
 @dataclass
@@ -207,13 +210,87 @@ def _param_groups(model, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+@dataclass
+class TrainData:
+    """The training split's labels as the trainer uses them (the uncertain policy applied), and its splits."""
+
+    ds: Any  # the DatasetDict
+    names: list[str]
+    labels: np.ndarray  # N × C float32
+    mask: np.ndarray  # N × C bool
+    uncertain: np.ndarray  # N × C bool
+    dataset_config: dict
+    fit_rows: np.ndarray | None = None
+    val_rows: np.ndarray | None = None
+
+    @property
+    def train(self):
+        return self.ds["train"]
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint holds besides accelerate's state: progress, history, CL pseudo-labels, Selective prior."""
+
+    epoch: int
+    best_score: float | None
+    best_epoch: int | None
+    history: list[dict]
+    pseudo: dict[str, torch.Tensor]
+    prior: torch.Tensor
+
+    def progress(self) -> dict:
+        """The JSON part (``trainer_state.json``)."""
+        return {"epoch": self.epoch, "best_score": self.best_score, "best_epoch": self.best_epoch,
+                "history": self.history}
+
+
 def train(args: TrainArguments) -> dict:
     """Train a baseline; returns the report (best validation score, epochs, report-split metrics)."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from .data import label_arrays, load_partial_dataset, partial_info
-    from .metrics import partial_auroc, partial_average_precision
+    accelerator = make_accelerator(args)
+    set_seed(args.seed)
+    data = load_training_data(args, accelerator)
+    data.fit_rows, data.val_rows = prepare_splits(args, len(data.train))
+    args = pretrain_backbone(args, accelerator, data)
+    model, size, mean, std = build_model(args, data.names)
+    gen = torch.Generator().manual_seed(args.seed)
+    train_loader, val_loader = build_loaders(args, data, (size, mean, std), gen)
+    optimizer = build_optimizer(args, model)
+    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+    scheduler, ema = build_schedule(args, accelerator, model, optimizer, len(train_loader))
+    state = resume(args, accelerator, initial_state(data))
+    if args.with_tracking:
+        accelerator.init_trackers("hf_cft_train", config={k: v for k, v in asdict(args).items()
+                                                          if isinstance(v, (int, float, str, bool))})
+    lsr_gen = torch.Generator(device=accelerator.device).manual_seed(args.seed)
+    ran = 0
+    for epoch in range(state.epoch + 1, args.epochs + 1):
+        gen.manual_seed(args.seed * 1000 + epoch)  # the shuffle of an epoch does not depend on resuming
+        loss = train_epoch(args, accelerator, model, optimizer, scheduler, ema, train_loader, state, epoch, lsr_gen)
+        eval_model = ema.module if ema is not None else model
+        if args.method in ("cl", "selective"):
+            _refresh(args, accelerator, eval_model, data.train, data.fit_rows, size, mean, std, state.pseudo,
+                     state.prior, data.labels, data.mask)
+        validate(args, accelerator, eval_model, val_loader, state, epoch, loss, data.names, (size, mean, std))
+        checkpoint(accelerator, state, os.path.join(args.output_dir, CHECKPOINTS))
+        ran += 1
+        if args.stop_after_epochs and ran >= args.stop_after_epochs and epoch < args.epochs:
+            accelerator.print(f"stopping after {ran} epoch(s) as asked")
+            return {"stopped_at_epoch": epoch, **state.progress()}
+    report = final_report(args, accelerator, data, state, (size, mean, std))
+    if args.push_to_hub and accelerator.is_main_process:
+        push_best(args)
+    if args.with_tracking:
+        accelerator.end_training()
+    return report
+
+
+# -- the steps of train, in order ------------------------------------------------------------------------------
+def make_accelerator(args: TrainArguments):
+    """The Accelerator of a run (CPU when no GPU or when asked; tensorboard with ``--with_tracking``)."""
+    from accelerate import Accelerator
 
     cpu = (not torch.cuda.is_available()) if args.cpu is None else args.cpu
     if args.with_tracking:
@@ -221,18 +298,29 @@ def train(args: TrainArguments) -> dict:
             import tensorboard  # noqa: F401
         except ImportError as err:
             raise ImportError("--with_tracking logs to tensorboard: pip install 'hf_cft[tracking]'") from err
-    accelerator = Accelerator(cpu=cpu, gradient_accumulation_steps=args.gradient_accumulation_steps,
-                              log_with="tensorboard" if args.with_tracking else None, project_dir=args.output_dir)
-    set_seed(args.seed)
-    config = json.loads(args.dataset_config) if args.dataset_config else {}
-    if args.dataset in ("coco2014", "digits_mosaic"):
-        config.setdefault("known_ratio", args.known_ratio)
-        config.setdefault("protocol", args.protocol)
-        config.setdefault("seed", args.seed)
+    return Accelerator(cpu=cpu, gradient_accumulation_steps=args.gradient_accumulation_steps,
+                       log_with="tensorboard" if args.with_tracking else None, project_dir=args.output_dir)
+
+
+def dataset_options(dataset: str, dataset_config: str | None, known_ratio: float | None, protocol: str | None,
+                    seed: int) -> dict:
+    """The builder options of a run: ``dataset_config`` (JSON) with the simulation settings where they apply."""
+    config = json.loads(dataset_config) if dataset_config else {}
+    if dataset in SIMULATED_DATASETS:
+        config.setdefault("known_ratio", known_ratio)
+        config.setdefault("protocol", protocol)
+        config.setdefault("seed", seed)
+    return config
+
+
+def load_training_data(args: TrainArguments, accelerator) -> TrainData:
+    """The dataset and the training split's labels, with a CheXpert U-Ones / U-Zeros policy applied."""
+    from .data import label_arrays, load_partial_dataset, partial_info
+
+    config = dataset_options(args.dataset, args.dataset_config, args.known_ratio, args.protocol, args.seed)
     with accelerator.main_process_first():
         ds = load_partial_dataset(args.dataset, data_dir=args.data_dir, **config)
     train_ds = ds["train"]
-    names = partial_info(train_ds)["categories"]
     columns = ("labels", "label_mask", "uncertain_mask") if "uncertain_mask" in train_ds.features else \
         ("labels", "label_mask")
     arrays = label_arrays(train_ds, columns)
@@ -241,184 +329,233 @@ def train(args: TrainArguments) -> dict:
     if args.uncertain_policy in ("u_ones", "u_zeros"):
         labels[uncertain] = 1.0 if args.uncertain_policy == "u_ones" else 0.0
         mask = mask | uncertain
-    rng = np.random.default_rng(args.seed)
-    order = rng.permutation(len(train_ds))
+    return TrainData(ds, partial_info(train_ds)["categories"], labels, mask, uncertain, config)
+
+
+def prepare_splits(args: TrainArguments, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(fit_rows, val_rows)``: a seeded hold-out of ``val_fraction`` of the (first ``max_train_samples``) images."""
+    order = np.random.default_rng(args.seed).permutation(n)
     if args.max_train_samples:
         order = order[: args.max_train_samples]
     n_val = max(1, int(round(args.val_fraction * len(order))))
-    val_rows, fit_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
 
-    if args.init_from == "digits":
-        if args.dataset != "digits_mosaic":
-            raise ValueError("--init_from digits pretrains on the embedded digits: use it with digits_mosaic")
-        from .pretrain import pretrain_digits
 
-        folder = os.path.join(args.output_dir, "pretrained-digits")
-        with accelerator.main_process_first():  # the others then find it finished
-            pretrain_digits(folder, seed=args.seed, pool_seed=config.get("seed", args.seed),
-                            show_progress=accelerator.is_local_main_process)
-        args = dataclasses.replace(args, init_from=folder)
-    model, size, mean, std = build_model(args, names)
-    fit_set = _Split(train_ds, fit_rows, _transforms(size, mean, std, True, args.randaugment), labels, mask, uncertain)
-    val_set = _Split(train_ds, val_rows, _transforms(size, mean, std, False, False), labels, mask, uncertain)
-    gen = torch.Generator().manual_seed(args.seed)
+def pretrain_backbone(args: TrainArguments, accelerator, data: TrainData) -> TrainArguments:
+    """With ``--init_from digits``: pretrain the small ResNet on single digits (once) and start from it."""
+    if args.init_from != "digits":
+        return args
+    if args.dataset != "digits_mosaic":
+        raise ValueError("--init_from digits pretrains on the embedded digits: use it with digits_mosaic")
+    from .pretrain import pretrain_digits
+
+    folder = os.path.join(args.output_dir, "pretrained-digits")
+    with accelerator.main_process_first():  # the others then find it finished
+        pretrain_digits(folder, seed=args.seed, pool_seed=data.dataset_config.get("seed", args.seed),
+                        show_progress=accelerator.is_local_main_process)
+    return dataclasses.replace(args, init_from=folder)
+
+
+def build_loaders(args: TrainArguments, data: TrainData, preprocessing, gen: torch.Generator):
+    """The shuffled (by ``gen``) training loader and the validation loader."""
+    size, mean, std = preprocessing
+    fit_set = _Split(data.train, data.fit_rows, _transforms(size, mean, std, True, args.randaugment), data.labels,
+                     data.mask, data.uncertain)
+    val_set = _Split(data.train, data.val_rows, _transforms(size, mean, std, False, False), data.labels, data.mask,
+                     data.uncertain)
     train_loader = torch.utils.data.DataLoader(fit_set, batch_size=args.batch_size, shuffle=True, generator=gen,
                                                num_workers=args.num_workers, drop_last=False)
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=args.batch_size, num_workers=args.num_workers)
+    return train_loader, val_loader
+
+
+def build_optimizer(args: TrainArguments, model) -> torch.optim.Optimizer:
+    """Adam, or AdamW without decay on biases and norm weights."""
     opt_cls = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
     params = _param_groups(model, args.weight_decay) if args.optimizer == "adamw" else model.parameters()
-    optimizer = opt_cls(params, lr=args.learning_rate)
-    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
-    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
-    scheduler = None
+    return opt_cls(params, lr=args.learning_rate)
+
+
+def build_schedule(args: TrainArguments, accelerator, model, optimizer, n_batches: int):
+    """The OneCycle scheduler and the EMA of the weights (each None when off), registered for checkpointing."""
+    scheduler = ema = None
     if args.one_cycle:
+        steps_per_epoch = math.ceil(n_batches / args.gradient_accumulation_steps)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.learning_rate,
                                                         total_steps=max(1, steps_per_epoch * args.epochs))
         accelerator.register_for_checkpointing(scheduler)
-    ema = None
     if args.ema_decay:
         ema = torch.optim.swa_utils.AveragedModel(
             accelerator.unwrap_model(model), multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema_decay))
         accelerator.register_for_checkpointing(ema)
-    # CL pseudo-labels and the Selective prior live here and are checkpointed with the state
-    pseudo = {"labels": torch.from_numpy(labels.copy()), "mask": torch.from_numpy(mask.copy())}
+    return scheduler, ema
+
+
+def initial_state(data: TrainData) -> TrainState:
+    """Epoch 0: the given labels as CL pseudo-labels and their known positive share as the Selective prior."""
+    labels, mask = data.labels, data.mask
     prior = torch.from_numpy(np.where(mask, labels, 0).sum(0) / np.maximum(mask.sum(0), 1)).float()
-    state = {"epoch": 0, "best_score": None, "best_epoch": None, "history": []}
-    ckpt_root = os.path.join(args.output_dir, "checkpoints")
-    if args.resume_from_checkpoint:
-        path = args.resume_from_checkpoint
-        if path == "latest":
-            done = sorted((d for d in os.listdir(ckpt_root) if d.startswith("epoch_")),
-                          key=lambda d: int(d.split("_")[1])) if os.path.isdir(ckpt_root) else []
-            if not done:
-                raise FileNotFoundError(f"no checkpoint in {ckpt_root} to resume from")
-            path = os.path.join(ckpt_root, done[-1])
-        accelerator.load_state(path)
-        with open(os.path.join(path, STATE_NAME), encoding="utf-8") as f:
-            state = json.load(f)
-        extra = load_file(os.path.join(path, PSEUDO_NAME))
-        pseudo, prior = {"labels": extra["labels"], "mask": extra["mask"]}, extra["prior"]
-        accelerator.print(f"resumed from {path} (epoch {state['epoch']})")
-    if args.with_tracking:
-        accelerator.init_trackers("hf_cft_train", config={k: v for k, v in asdict(args).items()
-                                                          if isinstance(v, (int, float, str, bool))})
-    lsr_gen = torch.Generator(device=accelerator.device).manual_seed(args.seed)
+    return TrainState(0, None, None, [], {"labels": torch.from_numpy(labels.copy()),
+                                          "mask": torch.from_numpy(mask.copy())}, prior)
 
-    def evaluate(loader, eval_model):
-        eval_model.eval()
-        outs, ys, ms = [], [], []
+
+def resume(args: TrainArguments, accelerator, state: TrainState) -> TrainState:
+    """The state of ``--resume_from_checkpoint`` (a folder or ``latest``), accelerate's part loaded in place."""
+    if not args.resume_from_checkpoint:
+        return state
+    path = args.resume_from_checkpoint
+    if path == "latest":
+        root = os.path.join(args.output_dir, CHECKPOINTS)
+        done = sorted((d for d in os.listdir(root) if d.startswith("epoch_")),
+                      key=lambda d: int(d.split("_")[1])) if os.path.isdir(root) else []
+        if not done:
+            raise FileNotFoundError(f"no checkpoint in {root} to resume from")
+        path = os.path.join(root, done[-1])
+    accelerator.load_state(path)
+    with open(os.path.join(path, TRAINER_STATE_NAME), encoding="utf-8") as f:
+        progress = json.load(f)
+    extra = load_file(os.path.join(path, PSEUDO_LABELS_NAME))
+    accelerator.print(f"resumed from {path} (epoch {progress['epoch']})")
+    return TrainState(progress["epoch"], progress["best_score"], progress["best_epoch"], progress["history"],
+                      {"labels": extra["labels"], "mask": extra["mask"]}, extra["prior"])
+
+
+def method_loss(args: TrainArguments, logits: torch.Tensor, batch: dict, epoch: int, state: TrainState,
+                lsr_gen: torch.Generator | None = None) -> torch.Tensor:
+    """The loss of a batch under ``args.method`` (AN, ignore, LL-R, Selective, CL): ASL weighted per entry,
+    summed and divided by the batch size."""
+    y, m = batch["labels"].float(), batch["label_mask"]
+    if args.uncertain_policy == "u_lsr":
+        y, m = uncertain_lsr(y, m, batch["uncertain"], args.lsr_low, args.lsr_high, lsr_gen)
+    idx = batch["index"].cpu()
+    if args.method == "cl":
+        y = state.pseudo["labels"][idx].to(y.device)
+        m = state.pseudo["mask"][idx].to(m.device)
+    gn, gp, cl = (args.gamma_neg, args.gamma_pos, args.clip) if args.loss == "asl" else (0.0, 0.0, 0.0)
+    if args.method == "ignore" or args.method == "cl":
+        weights = m.float()
+    elif args.method == "an":
+        y, ones = assume_negative(y, m)
+        weights = ones.float()
+    elif args.method == "ll_r":
+        y_an, _ = assume_negative(y, m)
+        per = asymmetric_loss(logits, y_an, None, gn, gp, cl, reduce_dim=())
+        weights = ll_r_keep(per, ~m, epoch, args.delta_rel).float()
+        y = y_an
+    else:  # selective
         with torch.no_grad():
-            for batch in loader:
-                logits = _logits(eval_model, batch["pixel_values"])
-                logits, y, m = accelerator.gather_for_metrics((logits, batch["labels"], batch["label_mask"]))
-                outs.append(logits.float().cpu()), ys.append(y.cpu()), ms.append(m.cpu())
-        s, y, m = torch.cat(outs), torch.cat(ys), torch.cat(ms)
-        return {"map": partial_average_precision(s, y, m).value, "mauc": partial_auroc(s, y, m).value,
-                "n": len(s)}
+            probs = torch.sigmoid(logits)
+        weights = selective_weights(probs, m, state.prior.to(logits.device), args.prior_threshold,
+                                    args.likelihood_topk)
+        y = torch.where(m, y, torch.zeros_like(y))
+    loss = asymmetric_loss(logits, y, None, gn, gp, cl, reduce_dim=()) * weights
+    return loss.sum() / max(1, logits.shape[0])
 
-    ran = 0
-    for epoch in range(state["epoch"] + 1, args.epochs + 1):
-        gen.manual_seed(args.seed * 1000 + epoch)  # the shuffle of an epoch does not depend on resuming
-        model.train()
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_local_main_process)
-        total = 0.0
-        for batch in bar:
-            with accelerator.accumulate(model):
-                logits = _logits(model, batch["pixel_values"]).float()
-                y, m = batch["labels"].float(), batch["label_mask"]
-                if args.uncertain_policy == "u_lsr":
-                    y, m = uncertain_lsr(y, m, batch["uncertain"], args.lsr_low, args.lsr_high, lsr_gen)
-                idx = batch["index"].cpu()
-                if args.method == "cl":
-                    y = pseudo["labels"][idx].to(y.device)
-                    m = pseudo["mask"][idx].to(m.device)
-                gn, gp, cl = (args.gamma_neg, args.gamma_pos, args.clip) if args.loss == "asl" else (0.0, 0.0, 0.0)
-                if args.method == "ignore" or args.method == "cl":
-                    weights = m.float()
-                elif args.method == "an":
-                    y, ones = assume_negative(y, m)
-                    weights = ones.float()
-                elif args.method == "ll_r":
-                    y_an, _ = assume_negative(y, m)
-                    per = asymmetric_loss(logits, y_an, None, gn, gp, cl, reduce_dim=())
-                    weights = ll_r_keep(per, ~m, epoch, args.delta_rel).float()
-                    y = y_an
-                else:  # selective
-                    with torch.no_grad():
-                        probs = torch.sigmoid(logits)
-                    weights = selective_weights(probs, m, prior.to(logits.device), args.prior_threshold,
-                                                args.likelihood_topk)
-                    y = torch.where(m, y, torch.zeros_like(y))
-                loss = asymmetric_loss(logits, y, None, gn, gp, cl, reduce_dim=()) * weights
-                loss = loss.sum() / max(1, logits.shape[0])
-                accelerator.backward(loss)
-                optimizer.step()
-                if accelerator.sync_gradients and scheduler is not None:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                if ema is not None and accelerator.sync_gradients:
-                    ema.update_parameters(accelerator.unwrap_model(model))
-                total += float(loss)
-                bar.set_postfix(loss=f"{float(loss):.3f}")
-        eval_model = ema.module if ema is not None else model
-        if args.method in ("cl", "selective"):
-            _refresh(args, accelerator, eval_model, train_ds, fit_rows, size, mean, std, pseudo, prior, labels, mask)
-        val = evaluate(val_loader, eval_model)
-        score = val["map"] if args.metric == "ap" else val["mauc"]
-        improved = state["best_score"] is None or score > state["best_score"]
-        state["history"].append({"epoch": epoch, "loss": total / max(1, len(train_loader)), **val})
-        if improved:
-            state["best_score"], state["best_epoch"] = score, epoch
-            _save_model(accelerator, eval_model, os.path.join(args.output_dir, "best"), names, (size, mean, std))
-        state["epoch"] = epoch
-        accelerator.print(f"epoch {epoch}: validation mAP {100 * val['map']:.2f} mAUC {100 * val['mauc']:.2f}"
-                          + (" (best)" if improved else ""))
-        if args.with_tracking:
-            accelerator.log({"train/loss": state["history"][-1]["loss"], "val/map": val["map"],
-                             "val/mauc": val["mauc"]}, step=epoch)
-        path = os.path.join(ckpt_root, f"epoch_{epoch}")
-        accelerator.save_state(path)
-        if accelerator.is_main_process:
-            with open(os.path.join(path, STATE_NAME), "w", encoding="utf-8") as f:
-                json.dump(state, f)
-            save_file({"labels": pseudo["labels"].contiguous(), "mask": pseudo["mask"].contiguous(),
-                       "prior": prior.contiguous()}, os.path.join(path, PSEUDO_NAME))
-        accelerator.wait_for_everyone()
-        ran += 1
-        if args.stop_after_epochs and ran >= args.stop_after_epochs and epoch < args.epochs:
-            accelerator.print(f"stopping after {ran} epoch(s) as asked")
-            return {"stopped_at_epoch": epoch, **state}
-    report = {"best_epoch": state["best_epoch"], "best_validation": state["best_score"], "history": state["history"],
-              "dataset": args.dataset, "dataset_config": config,
-              # the images the model never trained on: CFT selects on these (hf_cft.recipe, selection "auto")
-              "validation_rows": val_rows.tolist(), "train_rows": len(train_ds)}
-    if args.report_split and args.report_split in ds:
-        best = _load_best(args)
-        best = accelerator.prepare(best)
-        test = ds[args.report_split]
-        arrays = label_arrays(test)
-        rows = np.arange(len(test))
-        test_set = _Split(test, rows, _transforms(size, mean, std, False, False), arrays[0].astype(np.float32),
-                          arrays[1], np.zeros_like(arrays[1]))
-        loader = accelerator.prepare(torch.utils.data.DataLoader(test_set, batch_size=args.batch_size))
-        report[args.report_split] = evaluate(loader, best)
-        accelerator.print(f"{args.report_split} (best epoch {state['best_epoch']}): mAP "
-                          f"{100 * report[args.report_split]['map']:.2f} mAUC "
-                          f"{100 * report[args.report_split]['mauc']:.2f}")
-    if accelerator.is_main_process:
-        for folder in (args.output_dir, os.path.join(args.output_dir, "best")):
-            with open(os.path.join(folder, "train_report.json"), "w", encoding="utf-8") as f:
-                json.dump(report, f, indent=2)
-    if args.push_to_hub and accelerator.is_main_process:
-        from huggingface_hub import HfApi
 
-        repo = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
-        HfApi().create_repo(repo, exist_ok=True)
-        HfApi().upload_folder(repo_id=repo, folder_path=os.path.join(args.output_dir, "best"),
-                              commit_message=f"{args.method} baseline trained with hf_cft")
+def train_epoch(args: TrainArguments, accelerator, model, optimizer, scheduler, ema, loader, state: TrainState,
+                epoch: int, lsr_gen: torch.Generator) -> float:
+    """One pass over the training loader; the mean batch loss."""
+    model.train()
+    bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_local_main_process)
+    total = 0.0
+    for batch in bar:
+        with accelerator.accumulate(model):
+            logits = _logits(model, batch["pixel_values"]).float()
+            loss = method_loss(args, logits, batch, epoch, state, lsr_gen)
+            accelerator.backward(loss)
+            optimizer.step()
+            if accelerator.sync_gradients and scheduler is not None:
+                scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None and accelerator.sync_gradients:
+                ema.update_parameters(accelerator.unwrap_model(model))
+            total += float(loss)
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+    return total / max(1, len(loader))
+
+
+def evaluate_loader(accelerator, loader, model) -> dict:
+    """Masked mAP / mAUC of ``model`` on a loader (every process's share gathered, padding dropped)."""
+    from .metrics import partial_auroc, partial_average_precision
+
+    model.eval()
+    outs, ys, ms = [], [], []
+    with torch.no_grad():
+        for batch in loader:
+            logits = _logits(model, batch["pixel_values"])
+            logits, y, m = accelerator.gather_for_metrics((logits, batch["labels"], batch["label_mask"]))
+            outs.append(logits.float().cpu()), ys.append(y.cpu()), ms.append(m.cpu())
+    s, y, m = torch.cat(outs), torch.cat(ys), torch.cat(ms)
+    return {"map": partial_average_precision(s, y, m).value, "mauc": partial_auroc(s, y, m).value, "n": len(s)}
+
+
+def validate(args: TrainArguments, accelerator, model, loader, state: TrainState, epoch: int, loss: float,
+             names: list[str], preprocessing) -> None:
+    """Score the epoch on validation, keep it in the history and save the model when it is the best so far."""
+    val = evaluate_loader(accelerator, loader, model)
+    score = val["map"] if args.metric == "ap" else val["mauc"]
+    improved = state.best_score is None or score > state.best_score
+    state.history.append({"epoch": epoch, "loss": loss, **val})
+    if improved:
+        state.best_score, state.best_epoch = score, epoch
+        _save_model(accelerator, model, os.path.join(args.output_dir, BEST), names, preprocessing)
+    state.epoch = epoch
+    accelerator.print(f"epoch {epoch}: validation mAP {100 * val['map']:.2f} mAUC {100 * val['mauc']:.2f}"
+                      + (" (best)" if improved else ""))
     if args.with_tracking:
-        accelerator.end_training()
+        accelerator.log({"train/loss": loss, "val/map": val["map"], "val/mauc": val["mauc"]}, step=epoch)
+
+
+def checkpoint(accelerator, state: TrainState, root: str) -> str:
+    """Save accelerate's state and ours as ``<root>/epoch_<n>``; every process waits for it. Returns the path."""
+    path = os.path.join(root, f"epoch_{state.epoch}")
+    accelerator.save_state(path)
+    if accelerator.is_main_process:
+        with open(os.path.join(path, TRAINER_STATE_NAME), "w", encoding="utf-8") as f:
+            json.dump(state.progress(), f)
+        save_file({"labels": state.pseudo["labels"].contiguous(), "mask": state.pseudo["mask"].contiguous(),
+                   "prior": state.prior.contiguous()}, os.path.join(path, PSEUDO_LABELS_NAME))
+    accelerator.wait_for_everyone()
+    return path
+
+
+def final_report(args: TrainArguments, accelerator, data: TrainData, state: TrainState, preprocessing) -> dict:
+    """The run's report, with the best model's scores on ``report_split``; written beside it (main process)."""
+    report = {"best_epoch": state.best_epoch, "best_validation": state.best_score, "history": state.history,
+              "dataset": args.dataset, "dataset_config": data.dataset_config,
+              # the images the model never trained on: CFT selects on these (hf_cft.recipe, selection "auto")
+              "validation_rows": data.val_rows.tolist(), "train_rows": len(data.train)}
+    split = args.report_split
+    if split and split in data.ds:
+        report[split] = _score_best(args, accelerator, data.ds[split], preprocessing)
+        accelerator.print(f"{split} (best epoch {state.best_epoch}): mAP {100 * report[split]['map']:.2f} mAUC "
+                          f"{100 * report[split]['mauc']:.2f}")
+    if accelerator.is_main_process:
+        for folder in (args.output_dir, os.path.join(args.output_dir, BEST)):
+            write_atomic(os.path.join(folder, TRAIN_REPORT_NAME), json.dumps(report, indent=2))
     return report
+
+
+def _score_best(args: TrainArguments, accelerator, split, preprocessing) -> dict:
+    from .data import label_arrays
+
+    size, mean, std = preprocessing
+    best = accelerator.prepare(_load_best(args))
+    labels, mask = label_arrays(split)
+    data = _Split(split, np.arange(len(split)), _transforms(size, mean, std, False, False),
+                  labels.astype(np.float32), mask, np.zeros_like(mask))
+    loader = accelerator.prepare(torch.utils.data.DataLoader(data, batch_size=args.batch_size))
+    return evaluate_loader(accelerator, loader, best)
+
+
+def push_best(args: TrainArguments) -> None:
+    """Upload the best model to ``hub_model_id`` (default: the output folder's name)."""
+    from huggingface_hub import HfApi
+
+    repo = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
+    HfApi().create_repo(repo, exist_ok=True)
+    HfApi().upload_folder(repo_id=repo, folder_path=os.path.join(args.output_dir, BEST),
+                          commit_message=f"{args.method} baseline trained with hf_cft")
 
 
 @torch.no_grad()
@@ -449,7 +586,7 @@ def _save_model(accelerator, model, directory: str, names: list[str], preprocess
     moved in, the old one deleted: a kill at any point leaves a complete model at ``directory`` or at
     ``<directory>.old``, which the next save (or ``CFTHead.from_pretrained``) moves back.
     """
-    from .head import recover_model_dir, save_timm_model, swap_in
+    from .hub import recover_model_dir, save_timm_model, swap_in
 
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
@@ -474,7 +611,7 @@ def _save_model(accelerator, model, directory: str, names: list[str], preprocess
 
 
 def _load_best(args):
-    path = os.path.join(args.output_dir, "best")
+    path = os.path.join(args.output_dir, BEST)
     if args.model_type == "timm":
         import timm
 
