@@ -85,6 +85,7 @@ def _atomic_json(path: str, data) -> None:
     os.replace(tmp, path)
 
 
+# long: the public entry point: argument checks, then the resumable extraction loop over one cache
 @torch.no_grad()
 def extract_features(
     head,

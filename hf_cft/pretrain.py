@@ -70,6 +70,7 @@ def _tensors(pixels: np.ndarray) -> torch.Tensor:
     return torch.stack([tf(Image.fromarray(p, mode="L").convert("RGB")) for p in pixels])
 
 
+# long: a self-contained pretraining run (data, loop, atomic save), read top to bottom like a script
 def pretrain_digits(output_dir: str, seed: int = 0, pool_seed: int = 0, n_train: int = 5000, n_val: int = 1000,
                     epochs: int = 3, batch_size: int = 128, learning_rate: float = 3e-3,
                     show_progress: bool = True) -> dict:

@@ -150,6 +150,7 @@ class CFTConfig:
     )
     show_progress: bool = field(default=True, metadata={"help": "Show tqdm progress bars."})
 
+    # long: one check per field, in the fields' order, each with its own message
     def __post_init__(self) -> None:
         from .variants import VARIANTS, variant_choices  # the registry imports this module
 

@@ -76,6 +76,7 @@ def _pts(x: float) -> str:
     return f"{100 * x:+.2f}"
 
 
+# long: both rules, then the shared per-category bookkeeping (policies, candidates, reasons) in one pass
 def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, config: CFTConfig,
            protocol: str) -> CFTResult:
     """Per category: the trained row, or one run's candidate, by ``config.selection_rule``."""

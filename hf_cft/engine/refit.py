@@ -54,6 +54,7 @@ def _sample_weight(view, balanced: bool) -> torch.Tensor:
     return 0.5 * (pos / n_pos + (known - pos) / n_neg)
 
 
+# long: one batched L-BFGS iteration (two-loop recursion, line search, history) reads best as one loop
 @torch.no_grad()
 def solve_logistic(view, w0, b0, lam, w_ref, sample_weight, max_iter: int = 200, history: int = 10,
                    tol: float = 1e-6):

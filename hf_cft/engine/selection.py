@@ -300,6 +300,7 @@ def crossfit_table(records: list[dict], metric, alphas: list[float], k: int, chu
     return torch.cat(tables)
 
 
+# long: the fold loop and the final choice share chunked tensors that separate functions would pass around
 def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_boot: int, seed: int,
                     chunk: int = 64, shared: bool = True, table: torch.Tensor | None = None) -> CrossfitChoice:
     """Steps 2 and 3 of the crossfit rule for one variant: the (g, α) — shared by the categories, or each

@@ -248,6 +248,7 @@ def partial_auroc(scores, labels, label_mask=None) -> MacroScore:
     return _per_category(auroc, scores, labels, label_mask)
 
 
+# long: the one implementation behind both `evaluate` modules: input checks, groups, per-category scores
 def compute_partial_metric(
     kind: str,
     predictions,

@@ -1,0 +1,163 @@
+"""The shape of the code: one variant registry, named constants, no ad-hoc state, short functions."""
+
+import ast
+import dataclasses
+import os
+import re
+
+import pytest
+import torch
+
+from hf_cft import CFTConfig, CFTEngine, fit_cft
+from hf_cft.engine.variants import AUTO, COMMON_FIELDS, VARIANTS, Variant, get_variant, register_variant
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = dict(show_progress=False, patience=None, selection_rule="strict")
+
+
+def _docs_example() -> str:
+    """The worked example of docs/architecture.md: the python block after 'Adding a variant'."""
+    text = open(os.path.join(ROOT, "docs", "architecture.md"), encoding="utf-8").read()
+    section = text.split("## Adding a variant", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.fixture
+def example_variant():
+    """Registers the docs' example variant for one test, and removes it after."""
+    before = dict(VARIANTS)
+    namespace: dict = {}
+    exec(compile(_docs_example(), "docs/architecture.md", "exec"), namespace)  # noqa: S102 - our own docs
+    yield namespace
+    VARIANTS.clear()
+    VARIANTS.update(before)
+
+
+def test_the_docs_example_adds_a_variant_everywhere(example_variant, planted, tmp_path):
+    from hf_cft.model_card import card_hyperparameters
+    from hf_cft.recipe import RecipeArguments
+
+    x, y, m, w0, b0 = planted(n=800, d=8, c=4)  # a trained head with noisy rows: random moves can help
+    cfg = CFTConfig(variant="random_search", **FAST)
+    res = fit_cft(x, y, m, w0, b0, cfg)
+    changed = [r for r in res.report if r.changed]
+    assert changed and all(r.variant == "random_search" and r.detail == f"draw {r.best_step}" for r in changed)
+    assert all(r.best_score > r.original_score for r in changed)
+    torch.testing.assert_close(res.bias, torch.as_tensor(b0))  # the example moves weights only
+    assert not torch.equal(res.weight, torch.as_tensor(w0))
+    again = fit_cft(x, y, m, w0, b0, cfg)  # seeded per block by the engine: the same rows
+    assert torch.equal(again.weight, res.weight)
+    hyper = card_hyperparameters(res.config)
+    assert hyper["variant"] == "random_search" and not {"epochs", "generations", "refit_l2"} & set(hyper)
+    assert RecipeArguments(variant=["random_search", "refit", "auto"]).variant[0] == "random_search"
+    # auto combines it with the built-in variants, and the default crossfit rule judges it like them
+    auto = fit_cft(x, y, m, w0, b0, CFTConfig(variant="auto", auto_variants=["random_search", "refit"],
+                                              show_progress=False))
+    assert all(set(r.candidates) >= {"random_search", "refit"} for r in auto.report if r.skipped is None)
+
+
+def test_unknown_variants_are_refused_everywhere():
+    from hf_cft.recipe import RecipeArguments
+
+    with pytest.raises(ValueError, match="random_search"):
+        CFTConfig(variant="random_search")
+    with pytest.raises(ValueError, match="auto_variants"):
+        CFTConfig(variant="auto", auto_variants=["random_search"])
+    with pytest.raises(ValueError, match="--variant"):
+        RecipeArguments(variant=["random_search"])
+    with pytest.raises(ValueError, match="registered"):
+        get_variant("random_search")
+    with pytest.raises(ValueError, match="not 'auto'"):
+        register_variant(Variant(AUTO, lambda *a, **k: None, lambda c: 1, lambda c: 1))
+    with pytest.raises(ValueError, match="does not have"):
+        register_variant(Variant("x", lambda *a, **k: None, lambda c: 1, lambda c: 1, fields=("no_such_field",)))
+
+
+def test_every_config_field_is_common_or_owned_by_one_variant():
+    """A new CFTConfig field must say who reads it: the card and the docs list settings from the registry."""
+    owners: dict[str, list[str]] = {}
+    for v in VARIANTS.values():
+        for f in v.fields:
+            owners.setdefault(f, []).append(v.name)
+        assert set(v.hyperparameters()) <= set(v.fields)
+    fields = [f.name for f in dataclasses.fields(CFTConfig)]
+    assert not [f for f in fields if f not in COMMON_FIELDS and f not in owners]  # unclaimed
+    assert not [f for f in fields if f in COMMON_FIELDS and f in owners]  # claimed twice
+    assert not {f: o for f, o in owners.items() if len(o) > 1}
+
+
+def test_card_lists_the_settings_of_the_variants_that_ran():
+    from hf_cft.model_card import card_hyperparameters
+
+    ga = card_hyperparameters(CFTConfig(variant="ga", selection_rule="strict"))
+    assert {"generations", "population_size", "variant", "metric"} <= set(ga)
+    assert not {"epochs", "refit_l2", "selection_folds"} & set(ga)
+    auto = card_hyperparameters(CFTConfig(variant="auto", auto_variants=["pygad", "bp"]))
+    assert {"pygad_generations", "epochs", "auto_variants", "selection_folds"} <= set(auto)
+    assert "refit_l2" not in auto and "wmw_gamma" not in auto  # bp's card shows its main settings only
+
+
+def test_the_engine_keeps_no_per_call_state(planted, tmp_path):
+    x, y, m, w0, b0 = planted(n=300, d=6, c=4)
+    cfg = CFTConfig(variant="refit", block_memory_mb=0.01, **FAST)  # several blocks: two shards
+    engine = CFTEngine(cfg)
+    part = engine.fit(x, y, m, w0, b0, shard=(0, 2), checkpoint_dir=str(tmp_path))
+    assert vars(engine) == {"config": cfg}
+    whole = engine.fit(x, y, m, w0, b0)  # the shard and the folder of the call before do not leak into this one
+    assert not [r for r in whole.report if r.skipped == "in another shard"]
+    assert [r for r in part.report if r.skipped == "in another shard"]
+    assert len(os.listdir(tmp_path)) > 0
+
+
+def test_shared_names_are_defined_once():
+    """Skip reasons and output file names are matched across modules: they must come from hf_cft.constants."""
+    from hf_cft import constants
+
+    names = [v for k, v in vars(constants).items() if k.isupper() and isinstance(v, str)]
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "hf_cft")):
+        for f in files:
+            if not f.endswith(".py") or f == "constants.py":
+                continue
+            source = open(os.path.join(dirpath, f), encoding="utf-8").read()
+            for name in names:
+                assert f'"{name}"' not in source, f"{f} spells {name!r}: use hf_cft.constants"
+
+
+def test_writes_are_atomic(tmp_path):
+    from hf_cft.atomic import atomic_path, write_atomic
+
+    path = tmp_path / "a.json"
+    write_atomic(path, "old\n")
+    with pytest.raises(RuntimeError):
+        with atomic_path(path) as tmp:
+            open(tmp, "w").write("half")
+            raise RuntimeError("killed")
+    assert path.read_text() == "old\n" and os.listdir(tmp_path) == ["a.json"]
+    write_atomic(path, b"\x00new")
+    assert path.read_bytes() == b"\x00new"
+
+
+MAX_LINES = 60
+REASON = "# long:"  # written on the line above a longer function: why it stays in one piece
+
+
+def _long_functions():
+    out = []
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "hf_cft")):
+        for f in sorted(files):
+            if not f.endswith(".py"):
+                continue
+            path = os.path.join(dirpath, f)
+            lines = open(path, encoding="utf-8").read().splitlines()
+            for node in ast.walk(ast.parse("\n".join(lines))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                    size = node.end_lineno - node.lineno + 1
+                    if size > MAX_LINES and REASON not in lines[first - 2]:
+                        out.append(f"{os.path.relpath(path, ROOT)}:{node.lineno} {node.name} ({size} lines)")
+    return out
+
+
+def test_no_long_function_without_a_reason():
+    """Functions over 60 lines are split into named steps, or say why not (``# long: <reason>`` above them)."""
+    assert not _long_functions(), "split these or write `# long: <reason>` above them"
