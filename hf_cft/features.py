@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import write_atomic
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["FeatureCache", "extract_features", "model_fingerprint", "preprocessing_of"]
@@ -79,10 +81,7 @@ def preprocessing_of(head, image_processor=None, transform=None) -> tuple[Callab
 
 
 def _atomic_json(path: str, data) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data))
 
 
 # long: the public entry point: argument checks, then the resumable extraction loop over one cache

@@ -3,6 +3,7 @@
 from .config import CFT_CONFIG_NAME, CFTConfig
 from .core import CFTEngine, choose_per_category, fit_cft
 from .result import CFT_REPORT_NAME, CategoryReport, CFTResult
+from .variants import VARIANTS, Variant, register_variant
 
 __all__ = [
     "CFT_CONFIG_NAME",
@@ -11,6 +12,9 @@ __all__ = [
     "CFTEngine",
     "CFTResult",
     "CategoryReport",
+    "VARIANTS",
+    "Variant",
     "choose_per_category",
     "fit_cft",
+    "register_variant",
 ]
