@@ -7,8 +7,6 @@ shard, checkpoint folder) travels as an argument, so one engine can serve severa
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import time
@@ -19,10 +17,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_path
 from ..constants import IN_ANOTHER_SHARD, NOT_REQUESTED
 from ..labels import apply_uncertain_policy
 from ..metrics.core import METRICS
+from .checkpoint import block_path, fingerprint, load_block, save_block
 from .config import CFTConfig
 from .data import Split, ViewFactory, as_features, check_finite, make_blocks
 from .decide import Run, decide
@@ -39,9 +37,6 @@ def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-BLOCK_FORMAT = 2  # what a block checkpoint holds; a new format never reads an old file
 
 
 def _block_seed(seed: int, block: Sequence[int]) -> int:
@@ -165,7 +160,7 @@ class CFTEngine:
             shard=shard,
             checkpoint_dir=checkpoint_dir,
             # keyed by content, never by object identity: an array changed in place gets new blocks
-            fingerprint=None if checkpoint_dir is None else _fingerprint(fit, sel, weight, bias),
+            fingerprint=None if checkpoint_dir is None else fingerprint(fit, sel, weight, bias),
         )
         unc = _uncertain(uncertain_mask, fit.features.shape[0], n_cat)
         policies: list[str | None] = [None]
@@ -204,12 +199,12 @@ class CFTEngine:
         records: dict[int, dict] = {}
         metric = METRICS[cfg.metric]
         for block in blocks:
-            path = _block_path(cfg, variant.name, block, call)
-            outcome = _load_block(path, len(block)) if path and os.path.exists(path) else None
+            path = block_path(cfg, variant.name, block, call.checkpoint_dir, call.fingerprint)
+            outcome = load_block(path, len(block)) if path and os.path.exists(path) else None
             if outcome is None:
                 outcome = self._run_block(variant, block, weight0, bias0, fit_f, sel_f, metric, call, bar)
                 if path:
-                    _save_block(path, outcome)
+                    save_block(path, outcome)
             idx = torch.as_tensor(block)
             new_w[idx] = outcome.weight.to("cpu", new_w.dtype)
             new_b[idx] = outcome.bias.to("cpu", new_b.dtype)
@@ -345,16 +340,6 @@ def _record_outcome(variant: str, block: list[int], outcome: BlockOutcome, repor
                           "n_pos": int(outcome.n_pos[j]), "folds": outcome.folds[j, :n]}
 
 
-def _block_path(config: CFTConfig, variant: str, block: list[int], call: _Call) -> str | None:
-    """Where a finished block is kept: named by the variant, the config, the block and the inputs' fingerprint."""
-    if call.checkpoint_dir is None:
-        return None
-    cfg = {k: v for k, v in config.to_dict().items() if k != "show_progress"}
-    key = hashlib.sha256(json.dumps([BLOCK_FORMAT, variant, cfg, block, call.fingerprint],
-                                    sort_keys=True).encode()).hexdigest()[:24]
-    return os.path.join(call.checkpoint_dir, f"{variant}-{key}.safetensors")
-
-
 def choose_per_category(results: dict[str, CFTResult], weight, bias) -> CFTResult:
     """Combine runs made on the same data and selection split: per category keep the best selection score.
 
@@ -392,52 +377,6 @@ def _deal(blocks: list[list[int]], costs: list[float], rank: int, world: int) ->
         owner[i] = r
         load[r] += costs[i]
     return [b for i, b in enumerate(blocks) if owner[i] == rank]
-
-
-def _fingerprint(fit: Split, sel: Split, weight, bias) -> str:
-    """SHA-256 of everything a block's result depends on besides the config: features, labels, rows."""
-    h = hashlib.sha256()
-    for split in (fit, sel):
-        feats = split.features
-        if split is sel and feats is fit.features:  # a hold-out of the same matrix: hashed once
-            h.update(b"same features")
-        else:
-            for start in range(0, feats.shape[0], 65536):
-                h.update(np.ascontiguousarray(feats[start:start + 65536].numpy()).tobytes())
-        h.update(b"rows" + (split.rows.numpy().tobytes() if split.rows is not None else b"all"))
-        h.update(split.labels.numpy().tobytes() + split.mask.numpy().tobytes())
-    for t in (weight, bias):
-        h.update(np.ascontiguousarray(np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t,
-                                                 dtype=np.float64)).tobytes())
-    return h.hexdigest()
-
-
-def _save_block(path: str, out: BlockOutcome) -> None:
-    from safetensors.torch import save_file
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    names = [k for k in (*BlockOutcome.TENSORS, *BlockOutcome.GRID) if getattr(out, k) is not None]
-    tensors = {k: getattr(out, k).detach().cpu().clone().contiguous() for k in names}  # no shared storage
-    with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata={"detail": json.dumps(out.detail)})
-
-
-def _load_block(path: str, size: int) -> BlockOutcome | None:
-    """A finished block, or None (with a warning) when the file is unreadable or does not fit the block."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(path, framework="pt") as f:
-            t = {k: f.get_tensor(k) for k in f.keys()}
-            detail = json.loads((f.metadata() or {}).get("detail", "null"))
-        out = BlockOutcome(**{k: t[k] for k in BlockOutcome.TENSORS},
-                           **{k: t.get(k) for k in BlockOutcome.GRID}, detail=detail)
-        if any(t[k].shape[0] != size for k in BlockOutcome.TENSORS):
-            raise ValueError(f"it holds rows for another block size than {size}")
-    except Exception as err:  # truncated, corrupt or foreign: recompute, never trust it
-        logger.warning("block checkpoint %s is unreadable (%s): recomputing the block", path, err)
-        return None
-    return out
 
 
 def _with_policy(split: Split, uncertain: torch.Tensor, policy: str) -> Split:

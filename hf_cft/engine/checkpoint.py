@@ -1,0 +1,85 @@
+"""Block checkpoints: each finished block of a run kept as a safetensors file, named by what it depends on.
+
+A file is named by a hash of the variant, the config (except ``show_progress``), the block's categories and a
+SHA-256 of the inputs (features, labels, masks, trained rows), so a run started again computes only the missing
+blocks and different inputs never reuse a stale one. Files are written atomically; an unreadable one is
+recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_path
+from .config import CFTConfig
+from .data import Split
+from .selection import BlockOutcome
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BLOCK_FORMAT", "block_path", "fingerprint", "load_block", "save_block"]
+
+BLOCK_FORMAT = 2  # what a block checkpoint holds; a new format never reads an old file
+
+
+def block_path(config: CFTConfig, variant: str, block: list[int], checkpoint_dir: str | None,
+               inputs: str | None) -> str | None:
+    """Where a finished block is kept: named by the variant, the config, the block and the inputs' fingerprint."""
+    if checkpoint_dir is None:
+        return None
+    cfg = {k: v for k, v in config.to_dict().items() if k != "show_progress"}
+    key = hashlib.sha256(json.dumps([BLOCK_FORMAT, variant, cfg, block, inputs],
+                                    sort_keys=True).encode()).hexdigest()[:24]
+    return os.path.join(checkpoint_dir, f"{variant}-{key}.safetensors")
+
+
+def fingerprint(fit: Split, sel: Split, weight, bias) -> str:
+    """SHA-256 of everything a block's result depends on besides the config: features, labels, rows."""
+    h = hashlib.sha256()
+    for split in (fit, sel):
+        feats = split.features
+        if split is sel and feats is fit.features:  # a hold-out of the same matrix: hashed once
+            h.update(b"same features")
+        else:
+            for start in range(0, feats.shape[0], 65536):
+                h.update(np.ascontiguousarray(feats[start:start + 65536].numpy()).tobytes())
+        h.update(b"rows" + (split.rows.numpy().tobytes() if split.rows is not None else b"all"))
+        h.update(split.labels.numpy().tobytes() + split.mask.numpy().tobytes())
+    for t in (weight, bias):
+        h.update(np.ascontiguousarray(np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t,
+                                                 dtype=np.float64)).tobytes())
+    return h.hexdigest()
+
+
+def save_block(path: str, out: BlockOutcome) -> None:
+    from safetensors.torch import save_file
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    names = [k for k in (*BlockOutcome.TENSORS, *BlockOutcome.GRID) if getattr(out, k) is not None]
+    tensors = {k: getattr(out, k).detach().cpu().clone().contiguous() for k in names}  # no shared storage
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata={"detail": json.dumps(out.detail)})
+
+
+def load_block(path: str, size: int) -> BlockOutcome | None:
+    """A finished block, or None (with a warning) when the file is unreadable or does not fit the block."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            t = {k: f.get_tensor(k) for k in f.keys()}
+            detail = json.loads((f.metadata() or {}).get("detail", "null"))
+        out = BlockOutcome(**{k: t[k] for k in BlockOutcome.TENSORS},
+                           **{k: t.get(k) for k in BlockOutcome.GRID}, detail=detail)
+        if any(t[k].shape[0] != size for k in BlockOutcome.TENSORS):
+            raise ValueError(f"it holds rows for another block size than {size}")
+    except Exception as err:  # truncated, corrupt or foreign: recompute, never trust it
+        logger.warning("block checkpoint %s is unreadable (%s): recomputing the block", path, err)
+        return None
+    return out
