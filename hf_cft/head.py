@@ -96,7 +96,6 @@ class CFTHead:
         self.library = "timm" if _is_timm(model) else "transformers"
         self.image_processor = None  # a transformers image processor; None: the timm data config, or none known
         self.name_or_path: str | None = None  # where from_pretrained loaded the model from
-        self.cft_result = None  # the CFTResult last applied (also card_data.result)
         self.cft_config = None  # the CFTConfig saved with a calibrated model (from_pretrained), else None
         self.cft_report = None  # the CFTResult saved with it (its rows: the model's), else None
         self.card_data = CardData(library=self.library)  # what the model card says; filled by apply / evaluate
@@ -154,8 +153,13 @@ class CFTHead:
     def apply(self, result) -> CFTHead:
         """Write a :class:`~hf_cft.engine.CFTResult`'s rows into the model; returns self."""
         self.set_rows(result.weight, result.bias)
-        self.cft_result = self.card_data.result = result
+        self.card_data.result = result
         return self
+
+    @property
+    def cft_result(self):
+        """The :class:`~hf_cft.engine.CFTResult` last applied (None before :meth:`apply`); the card renders it."""
+        return self.card_data.result
 
     # -- features ------------------------------------------------------------------------------------------
     def forward_with_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
