@@ -70,13 +70,7 @@ def _batch(data, rows, seed=0):
             "uncertain": torch.zeros(len(rows), data.labels.shape[1], dtype=torch.bool), "index": rows}
 
 
-# hf_cft.losses.asymmetric_loss(..., reduce_dim=()) sums over every entry (torch reads an empty `dim` as "all"),
-# so the trainer multiplies one scalar by the per-entry weights: the weights scale the loss instead of choosing
-# its entries. A fix changes every trained baseline, so it is left to its own change; these cases then pass.
-REDUCE_BUG = pytest.mark.xfail(strict=True, reason="asymmetric_loss(reduce_dim=()) reduces every entry")
-
-
-@pytest.mark.parametrize("method", [m if m != "ignore" else pytest.param(m, marks=REDUCE_BUG) for m in T.METHODS])
+@pytest.mark.parametrize("method", T.METHODS)
 def test_method_loss_reads_what_each_method_is_defined_to_read(method):
     data = _data()
     state = T.initial_state(data)
@@ -111,7 +105,6 @@ def test_method_losses_agree_where_their_definitions_do():
     torch.testing.assert_close(loss("ll_r"), loss("an"))  # LL-R rejects nothing in the first epoch
 
 
-@REDUCE_BUG
 def test_selective_with_common_classes_is_ignore():
     data = _data()
     batch = _batch(data, range(16))
