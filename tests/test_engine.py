@@ -331,3 +331,67 @@ def test_ga_crossover_and_mutation_rates(rate):
     assert abs(float(mutated.float().mean()) - 0.3) < 0.06  # 392 children
     assert bool((cw[mutated] != 0).all()) and float(cw.abs().max()) <= 0.01 and float(cb.abs().max()) <= 0.01
     assert float(cw[mutated].std()) == pytest.approx(0.01 / 3**0.5, rel=0.05)
+
+
+def test_ga_random_stream_is_pinned():
+    """The GA's CPU stream (docs/engine.md): yes/no draws from single bytes of PCG64's raw output against the
+    base-256 digits of p (exact probability), uniforms from ``Generator.random(dtype=float32)``."""
+    from fractions import Fraction
+
+    from hf_cft.engine.ga import _base256_digits, _Random
+
+    assert _base256_digits(0.5) == [128]
+    assert sum(Fraction(dg, 256 ** (i + 1)) for i, dg in enumerate(_base256_digits(0.2))) == Fraction(0.2)
+    rng = _Random(7, torch.device("cpu"), torch.float32)
+    got = rng.bernoulli(5, 3, p=0.2)
+    u = rng.uniform(2, 2)
+    ref = np.random.default_rng(7)
+    raw = ref.bit_generator.random_raw(2).astype("<u8").view(np.uint8)[:15]
+    digits = _base256_digits(0.2)
+    assert not (raw == digits[0]).any()  # no byte of this seed needs a second one
+    want = raw < digits[0]
+    np.testing.assert_array_equal(got.numpy().reshape(-1), want)
+    np.testing.assert_array_equal(u.numpy(), ref.random((2, 2), dtype=np.float32))
+    # the probability is exact: 200,000 draws of p = 0.2 within 4 sd, and the tie bytes are resolved
+    share = float(_Random(1, torch.device("cpu"), torch.float32).bernoulli(200_000, p=0.2).float().mean())
+    assert abs(share - 0.2) < 4 * (0.2 * 0.8 / 200_000) ** 0.5
+
+
+def test_ga_buffers_equal_the_plain_generation_loop(planted):
+    """run_ga (population buffers, elites first) equals a plain generation loop built on ``_breed`` with the
+    same stream: the fast path changes no result."""
+    from hf_cft.engine.data import Split, ViewFactory
+    from hf_cft.engine.ga import _breed, _Random, run_ga
+    from hf_cft.engine.selection import BestTracker, Judge
+    from hf_cft.metrics.core import METRICS
+
+    x, y, m, w0, b0 = planted(n=400, d=8, c=4, known=0.5)
+    cfg = CFTConfig(variant="ga", generations=12, population_size=7, elitism=2, mutation_range=0.05, **FAST)
+    split = Split.from_arrays(x, y, m, "training")
+    fit_v = ViewFactory(split, torch.device("cpu"), torch.float32, 0.5).view([0, 1, 2, 3])
+    judge = Judge(fit_v, METRICS["ap"])
+    w, b = torch.from_numpy(w0), torch.from_numpy(b0)
+    fast = BestTracker(w, b, judge(w, b), None)
+    run_ga(w, b, fit_v, judge, fast, cfg, seed=3)
+
+    plain = BestTracker(w, b, judge(w, b), None)
+    rng, metric = _Random(3, torch.device("cpu"), torch.float32), METRICS["ap"]
+    n_cat, d, pop, n_el = 4, 8, cfg.population_size, cfg.elitism
+    k = pop - n_el
+    pw, pb = w.unsqueeze(1).repeat(1, pop, 1), b.unsqueeze(1).repeat(1, pop)
+    fitness = metric(fit_v.scores(w.unsqueeze(1), b.unsqueeze(1)), fit_v.labels, fit_v.mask).expand(-1, pop)
+    off = (torch.arange(n_cat) * pop).unsqueeze(1)
+    for gen in range(1, cfg.generations + 1):
+        parents = (rng.roulette(fitness, 2 * k) + off).reshape(-1)
+        cw, cb = _breed(pw.reshape(-1, d)[parents], pb.reshape(-1)[parents], n_cat, k, rng, cfg)
+        cw, cb = cw.view(n_cat, k, d), cb.view(n_cat, k)
+        cf = metric(fit_v.scores(cw, cb), fit_v.labels, fit_v.mask)
+        elite = fitness.nan_to_num(-1.0).topk(n_el, dim=1).indices
+        pw = torch.cat([pw.gather(1, elite.unsqueeze(-1).expand(-1, -1, d)), cw], 1)
+        pb = torch.cat([pb.gather(1, elite), cb], 1)
+        fitness = torch.cat([fitness.gather(1, elite), cf], 1)
+        best = fitness.nan_to_num(-1.0).argmax(1)
+        cw_, cb_ = pw[torch.arange(n_cat), best], pb[torch.arange(n_cat), best]
+        plain.update(gen, cw_, cb_, judge(cw_, cb_))
+    assert torch.equal(fast.weight, plain.weight) and torch.equal(fast.bias, plain.bias)
+    assert torch.equal(fast.step, plain.step) and bool((fast.step > 0).any())

@@ -1,16 +1,24 @@
 """CFT-GA: the paper's genetic algorithm, evaluated for a whole block of categories at once.
 
 An individual is a row's d+1 parameters (weight and bias both evolve). Per generation and block: one
-batched product scores the B×P candidates on the fit split, one batched sort turns the scores into
+batched product scores the B×K children on the fit split, one batched sort turns the scores into
 fitness (AP or AUROC on known labels), and the elite of each category is scored on the selection split.
 
 Reference settings (MS-COCO / OpenImages): population 50, all initialized to the trained row; the best
 individual kept (elitism 1); parents by roulette wheel (probability ∝ fitness); uniform crossover taking
 each gene from the first parent with probability 0.2; each child mutated with probability 0.5 by adding
 U(−0.001, 0.001) to every gene.
+
+Speed (``docs/engine.md``, "The GA at its matmul floor"): all random draws of a block and generation are
+made in bulk (three calls), the yes/no draws (crossover genes, mutated children) from single random bytes
+with the exact probability asked for, children are written into a preallocated population buffer (two
+buffers alternate), and the children's fitness comes from one sort per block. There is no Python loop over
+categories or individuals.
 """
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -21,9 +29,29 @@ from .selection import BestTracker, Judge
 __all__ = ["run_ga"]
 
 
+def _base256_digits(p: float) -> list[int]:
+    """The base-256 digits of ``p`` in (0, 1), exactly (a double's expansion is finite)."""
+    frac, digits = Fraction(p), []
+    while frac:
+        frac *= 256
+        digit = int(frac)
+        digits.append(digit)
+        frac -= digit
+    return digits
+
+
 class _Random:
-    """Uniform draws from one seeded stream: numpy's PCG64 on the CPU (about twice torch's speed), torch's
-    generator on an accelerator."""
+    """Draws from one seeded stream: numpy's PCG64 on the CPU, torch's generator on an accelerator.
+
+    The stream of a CPU block (pinned by ``tests/test_engine.py::test_ga_random_stream_is_pinned``):
+
+    * :meth:`uniform`: ``Generator.random(shape, dtype=float32)`` (24-bit uniforms in [0, 1));
+    * :meth:`bernoulli`: one byte per draw from ``bit_generator.random_raw`` (little-endian bytes of the
+      64-bit outputs), compared with the base-256 digits of ``p``: a byte below the first digit is a yes, above
+      it a no, and equal to it (probability 1/256) decided by further bytes against the next digits. The
+      probability of a yes is therefore exactly ``p`` (the double), at a quarter of the random bits of a
+      float32 uniform per draw.
+    """
 
     def __init__(self, seed: int, device: torch.device, dtype: torch.dtype):
         self.device, self.dtype = device, dtype
@@ -37,6 +65,30 @@ class _Random:
         if self.np is not None:
             return torch.from_numpy(self.np.random(shape, dtype=np.float32)).to(self.dtype)
         return torch.rand(*shape, generator=self.torch, device=self.device, dtype=self.dtype)
+
+    def _bytes(self, n: int) -> np.ndarray:
+        raw = self.np.bit_generator.random_raw((n + 7) // 8)
+        return raw.astype("<u8", copy=False).view(np.uint8)[:n]
+
+    def bernoulli(self, *shape: int, p: float) -> torch.Tensor:
+        """Booleans of ``shape``, each True with probability ``p`` (exactly, on the CPU)."""
+        if self.np is None:
+            return torch.rand(*shape, generator=self.torch, device=self.device) < p
+        n = int(np.prod(shape))
+        if p <= 0 or p >= 1:
+            return torch.full(shape, p >= 1, dtype=torch.bool)
+        digits = _base256_digits(float(p))
+        u = self._bytes(n)
+        out = u < digits[0]
+        open_ = np.flatnonzero(u == digits[0])
+        for digit in digits[1:]:
+            if not open_.size:
+                break
+            v = self._bytes(open_.size)
+            out[open_[v < digit]] = True
+            open_ = open_[v == digit]
+        # still equal after the last digit: the draw is >= p (p's expansion has ended), a no
+        return torch.from_numpy(out.reshape(shape))
 
     def roulette(self, fitness: torch.Tensor, k: int) -> torch.Tensor:
         """``k`` indices per row drawn with probability ∝ fitness (uniform where all fitnesses are 0)."""
@@ -52,15 +104,16 @@ def _breed(pw: torch.Tensor, pb: torch.Tensor, n_cat: int, n_child: int, rng: _R
 
     Uniform crossover takes each gene from the first parent with probability ``crossover_rate``; a child is
     mutated with probability ``mutation_probability`` by adding U(−r, r) to every gene. Returns (B·K)×d, B·K.
+    The plain form of what :func:`run_ga` does in its buffers, drawing the same numbers in the same order.
     """
     d = pw.shape[1]
     half = n_cat * n_child
     first_w, second_w = pw.view(n_cat, 2, n_child, d)[:, 0].reshape(half, d), pw.view(n_cat, 2, n_child, d)[:, 1]
     first_b, second_b = pb.view(n_cat, 2, n_child)[:, 0].reshape(half), pb.view(n_cat, 2, n_child)[:, 1]
-    take_first = rng.uniform(half, d + 1) < config.crossover_rate
+    take_first = rng.bernoulli(half, d + 1, p=config.crossover_rate).to(pw.device)
     child_w = torch.where(take_first[:, :d], first_w, second_w.reshape(half, d))
     child_b = torch.where(take_first[:, d], first_b, second_b.reshape(half))
-    mutants = (rng.uniform(half) < config.mutation_probability).nonzero().squeeze(1)
+    mutants = rng.bernoulli(half, p=config.mutation_probability).to(pw.device).nonzero().squeeze(1)
     if mutants.numel():
         r = config.mutation_range
         noise = rng.uniform(mutants.numel(), d + 1).mul_(2 * r).sub_(r)
@@ -71,36 +124,61 @@ def _breed(pw: torch.Tensor, pb: torch.Tensor, n_cat: int, n_child: int, rng: _R
 
 def run_ga(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker: BestTracker, config: CFTConfig,
            seed: int = 0, progress=None, categories: list[int] | None = None) -> None:
-    """Evolve a block of rows (``weight`` B×d, ``bias`` B); ``tracker`` keeps each row's elite."""
+    """Evolve a block of rows (``weight`` B×d, ``bias`` B); ``tracker`` keeps each row's elite.
+
+    The population of a category is ``[elite…, children…]`` (B×P×d); two such buffers alternate, so a
+    generation allocates no population-sized memory besides the two parent gathers.
+    """
     metric = judge.metric
     n_cat, d = weight.shape
     pop_size, n_elite = config.population_size, config.elitism
     n_child = pop_size - n_elite
+    half = n_cat * n_child
     device, dtype = weight.device, weight.dtype
     rng = _Random(seed, device, dtype)
     pop_w = weight.unsqueeze(1).repeat(1, pop_size, 1)  # B × P × d
     pop_b = bias.unsqueeze(1).repeat(1, pop_size)  # B × P
-    fitness = metric(fit.scores(pop_w, pop_b), fit.labels, fit.mask)  # B × P
+    spare_w, spare_b = torch.empty_like(pop_w), torch.empty_like(pop_b)
+    first_w = torch.empty(half, d, device=device, dtype=dtype)
+    second_w = torch.empty(half, d, device=device, dtype=dtype)
+    # every individual starts as the trained row: one row scored stands for all of them
+    fitness = metric(fit.scores(weight.unsqueeze(1), bias.unsqueeze(1)), fit.labels, fit.mask).expand(-1, pop_size)
     offset = (torch.arange(n_cat, device=device) * pop_size).unsqueeze(1)
     cat_idx = torch.arange(n_cat, device=device)
+    child_slot = (torch.arange(n_cat, device=device) * pop_size).repeat_interleave(n_child) + n_elite + \
+        torch.arange(n_child, device=device).repeat(n_cat)  # child j of the block → its row in B·P
+    r = config.mutation_range
 
     for gen in range(1, config.generations + 1):
-        parents = (rng.roulette(fitness, 2 * n_child) + offset).reshape(-1)  # flat indices into B·P
-        flat_w, flat_b = pop_w.reshape(-1, d), pop_b.reshape(-1)
-        child_w, child_b = _breed(flat_w.index_select(0, parents), flat_b.index_select(0, parents), n_cat, n_child,
-                                  rng, config)
-        child_w, child_b = child_w.view(n_cat, n_child, d), child_b.view(n_cat, n_child)
-        child_fit = metric(fit.scores(child_w, child_b), fit.labels, fit.mask)
+        parents = rng.roulette(fitness, 2 * n_child) + offset  # B × 2K flat indices: K first, K second parents
+        flat_w, flat_b = pop_w.view(-1, d), pop_b.view(-1)
+        first, second = parents[:, :n_child].reshape(-1), parents[:, n_child:].reshape(-1)
+        torch.index_select(flat_w, 0, first, out=first_w)
+        torch.index_select(flat_w, 0, second, out=second_w)
+        take_first = rng.bernoulli(half, d + 1, p=config.crossover_rate).to(device).view(n_cat, n_child, d + 1)
+        children_w, children_b = spare_w[:, n_elite:], spare_b[:, n_elite:]  # views into the next population
+        torch.where(take_first[..., :d], first_w.view(n_cat, n_child, d), second_w.view(n_cat, n_child, d),
+                    out=children_w)
+        children_b.copy_(torch.where(take_first[..., d], flat_b[first].view(n_cat, n_child),
+                                     flat_b[second].view(n_cat, n_child)))
+        mutants = rng.bernoulli(half, p=config.mutation_probability).to(device).nonzero().squeeze(1)
+        if mutants.numel():
+            noise = rng.uniform(mutants.numel(), d + 1).mul_(2 * r).sub_(r)
+            rows = child_slot[mutants]
+            spare_w.view(-1, d).index_add_(0, rows, noise[:, :d])
+            spare_b.view(-1).index_add_(0, rows, noise[:, d])
+        child_fit = metric(fit.scores(children_w, children_b), fit.labels, fit.mask)
         if n_elite:
             elite = fitness.nan_to_num(-1.0).topk(n_elite, dim=1).indices
             keep = (elite + offset).reshape(-1)
-            pop_w = torch.cat([flat_w.index_select(0, keep).view(n_cat, n_elite, d), child_w], dim=1)
-            pop_b = torch.cat([flat_b.index_select(0, keep).view(n_cat, n_elite), child_b], dim=1)
+            spare_w[:, :n_elite] = flat_w.index_select(0, keep).view(n_cat, n_elite, d)
+            spare_b[:, :n_elite] = flat_b.index_select(0, keep).view(n_cat, n_elite)
             fitness = torch.cat([fitness.gather(1, elite), child_fit], dim=1)
         else:
-            pop_w, pop_b, fitness = child_w, child_b, child_fit
+            fitness = child_fit
+        pop_w, spare_w, pop_b, spare_b = spare_w, pop_w, spare_b, pop_b
         best = fitness.nan_to_num(-1.0).argmax(dim=1)
-        champ_w, champ_b = pop_w[cat_idx, best], pop_b[cat_idx, best]  # B × d, B
+        champ_w, champ_b = pop_w[cat_idx, best], pop_b[cat_idx, best]  # B × d, B (copies)
         running = tracker.update(gen, champ_w, champ_b, judge(champ_w, champ_b))
         if progress is not None:
             progress(gen)
