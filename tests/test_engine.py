@@ -395,3 +395,53 @@ def test_ga_buffers_equal_the_plain_generation_loop(planted):
         plain.update(gen, cw_, cb_, judge(cw_, cb_))
     assert torch.equal(fast.weight, plain.weight) and torch.equal(fast.bias, plain.bias)
     assert torch.equal(fast.step, plain.step) and bool((fast.step > 0).any())
+
+
+@pytest.mark.parametrize("way", ["grouped", "shared"])
+@pytest.mark.parametrize("rule", ["strict", "crossfit"])
+def test_bp_ways_of_a_block_equal_the_whole_block(planted, monkeypatch, way, rule):
+    """The BP planner's ways (hf_cft.engine.plan): gathered rows run in cache-sized groups one after the other, or
+    one shared pass over the union of the block's known rows, give what the whole gathered block gives."""
+    from hf_cft.engine import plan
+
+    x, y, m, w0, b0 = planted(n=900, d=12, c=7, known=0.15, seed=2)
+    x, w0, b0 = x.astype(np.float64), w0.astype(np.float64), b0.astype(np.float64)
+    cfg = CFTConfig(variant="bp", epochs=40, lr=0.05, patience=6, show_progress=False, selection_rule=rule,
+                    selection_fraction=0.3)
+    never = plan.Cost(flops=1.0, memory=1e30, cache=1e30, epoch=0.0)  # shared pass modelled hopeless
+    monkeypatch.setitem(plan.COST, "cpu", never)
+    monkeypatch.setattr(plan, "CACHE_BYTES", 0)  # no group fits: one group, the whole block
+    whole = fit_cft(x, y, m, w0, b0, cfg)
+    if way == "grouped":
+        from hf_cft.engine import bp
+
+        monkeypatch.setattr(plan, "CACHE_BYTES", 3 * int(m.sum(0).max()) * 12 * 8)  # groups of 3 or so
+        monkeypatch.setitem(plan.COST, "cpu", plan.Cost(flops=1.0, memory=1.0, cache=1e30, epoch=0.0))
+        assert plan.bp_groups(7, int(m.sum(0).max()), 12, 8, torch.device("cpu")) == 3
+        groups = []
+        real = bp.sub_view
+        monkeypatch.setattr(bp, "sub_view", lambda v, idx: groups.append(idx.tolist()) or real(v, idx))
+    else:
+        monkeypatch.setitem(plan.COST, "cpu", plan.Cost(flops=1e30, memory=1e6, cache=1e6, epoch=0.0))
+        factory = ViewFactory(Split.from_arrays(x, y, m, "training"), torch.device("cpu"), torch.float64, 0.5)
+        assert plan.bp_fit_view(factory, list(range(7))).kind == "dense"
+    other = fit_cft(x, y, m, w0, b0, cfg)
+    if way == "grouped":  # fit and selection views of each group, every row in exactly one group
+        assert len(groups) >= 4 and sorted(c for g in groups[::2] for c in g) == list(range(7))
+    np.testing.assert_allclose(other.weight.numpy(), whole.weight.numpy(), atol=1e-10)
+    np.testing.assert_allclose(other.bias.numpy(), whole.bias.numpy(), atol=1e-10)
+    assert [(r.best_step, r.steps_run) for r in other.report] == [(r.best_step, r.steps_run) for r in whole.report]
+    assert whole.n_changed > 0 or rule == "crossfit"
+    assert {r.steps_run for r in whole.report} != {40} or rule == "crossfit"  # rows stopped at their own epochs
+
+
+def test_bp_plan_prefers_a_shared_pass_when_categories_share_images():
+    """The modelled cost: a COCO-shaped block (every image known for some category) is cheapest as one shared
+    pass on an accelerator, a sparse one (few shared images) gathered; the choice depends on shapes alone."""
+    from hf_cft.engine.plan import bp_plan
+
+    gpu = torch.device("cuda")
+    assert bp_plan(80, 8500, 900, 2048, 4, gpu).kind == "shared"  # 10% known, 80 categories
+    assert bp_plan(500, 60_000, 150, 2048, 4, gpu).kind == "gathered"  # OpenImages-like: 150 of 60,000 each
+    cpu = torch.device("cpu")
+    assert bp_plan(80, 8500, 900, 2048, 4, cpu) == bp_plan(80, 8500, 900, 2048, 4, cpu)

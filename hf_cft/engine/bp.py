@@ -4,15 +4,24 @@ The loss of a block is the *sum* of the per-category losses and each category's 
 its own row, so the gradient of row c is the gradient of category c's loss alone; Adam's update is
 element-wise, so one Adam over the B×(d+1) parameters takes exactly the steps of B independent Adams.
 With a per-row best snapshot and per-row patience (:class:`BestTracker`) the block therefore returns what
-B separate runs would.
+B separate runs would — and so does any split of the block into groups run one after the other.
+
+How a block is computed (one shared pass, or gathered rows in cache-sized groups) is chosen by
+:mod:`hf_cft.engine.plan`: the shared pass arrives here as a dense view; a gathered view whose rows do not
+fit the cache together is run group by group, each group's whole trajectory at once so that its rows stay
+in the cache from one epoch to the next.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 
 from ..losses import asymmetric_loss, aucm_loss, wmw_loss
 from .config import CFTConfig
+from .data import DenseView
+from .plan import bp_groups, sub_view
 from .selection import BestTracker, Judge
 
 __all__ = ["run_bp"]
@@ -21,25 +30,97 @@ __all__ = ["run_bp"]
 def run_bp(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker: BestTracker, config: CFTConfig,
            seed: int = 0, progress=None, categories: list[int] | None = None) -> None:
     """Fit a block of rows (``weight`` B×d, ``bias`` B) with Adam on ``config.bp_loss``; ``tracker`` keeps them."""
-    w = weight.detach().clone().requires_grad_(True)
-    b = bias.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([w, b], lr=config.lr)
+    n_cat = weight.shape[0]
+    group = n_cat
+    if getattr(fit, "kind", None) == "gathered" and n_cat > 1:
+        group = bp_groups(n_cat, fit.length, fit.x.shape[-1], fit.x.element_size(), fit.x.device)
+    if group >= n_cat:
+        _fit_rows(weight, bias, fit, judge, tracker, config, progress)
+        return
+    for start in range(0, n_cat, group):
+        idx = torch.arange(start, min(n_cat, start + group), device=weight.device)
+        part = _slice_tracker(tracker, idx, n_cat)
+        _fit_rows(weight[idx], bias[idx], sub_view(fit, idx), Judge(_slice_view(judge.view, idx), judge.metric),
+                  part, config, progress)
+        _merge_tracker(tracker, part, idx, n_cat)
+
+
+JUDGE_EVERY = 8
+"""Epochs whose rows are scored on the selection split in one batched call (then handed to the tracker one by
+one, in order, so each row still stops at its own epoch; at most ``JUDGE_EVERY − 1`` epochs are computed past
+the last row's stop and discarded)."""
+
+
+def _fit_rows(weight, bias, fit, judge: Judge, tracker: BestTracker, config: CFTConfig, progress) -> None:
+    """The trajectory of some rows: full-batch Adam, each epoch's rows handed to ``tracker``.
+
+    Weight and bias are one ``B × (d+1)`` leaf; Adam is written out with exactly the operations of
+    ``torch.optim.Adam`` (defaults: β = (0.9, 0.999), ε = 1e-8), which are element-wise, so the steps are those
+    of one Adam per row, without the optimizer's per-step bookkeeping.
+    """
+    n_cat, d = weight.shape
+    theta = torch.cat([weight.detach(), bias.detach().unsqueeze(1)], dim=1).requires_grad_(True)
+    exp_avg, exp_avg_sq = torch.zeros_like(theta), torch.zeros_like(theta)
+    beta1, beta2, eps, lr = 0.9, 0.999, 1e-8, config.lr
     fit_labels, fit_mask = fit.labels.squeeze(1), fit.mask.squeeze(1)
-    for epoch in range(1, config.epochs + 1):
-        opt.zero_grad(set_to_none=True)
-        logits = fit.scores(w.unsqueeze(1), b.unsqueeze(1)).squeeze(1)
-        if config.bp_loss == "asl":
-            loss = asymmetric_loss(logits, fit_labels, fit_mask, gamma_neg=config.gamma_neg,
-                                   gamma_pos=config.gamma_pos, clip=config.clip)
-        elif config.bp_loss == "wmw":
-            loss = wmw_loss(logits, fit_labels, fit_mask, gamma=config.wmw_gamma).sum()
-        else:
-            loss = aucm_loss(logits, fit_labels, fit_mask, margin=config.aucm_margin).sum()
-        loss.backward()
-        opt.step()
+    snaps = torch.empty(n_cat, JUDGE_EVERY, d + 1, dtype=theta.dtype, device=theta.device)
+    done, epoch = 0, 0
+    while done < config.epochs:
+        span = min(JUDGE_EVERY, config.epochs - done)
+        for j in range(span):
+            epoch = done + j + 1
+            theta.grad = None
+            logits = fit.scores(theta[:, :d].unsqueeze(1), theta[:, d].unsqueeze(1)).squeeze(1)
+            if config.bp_loss == "asl":
+                loss = asymmetric_loss(logits, fit_labels, fit_mask, gamma_neg=config.gamma_neg,
+                                       gamma_pos=config.gamma_pos, clip=config.clip)
+            elif config.bp_loss == "wmw":
+                loss = wmw_loss(logits, fit_labels, fit_mask, gamma=config.wmw_gamma).sum()
+            else:
+                loss = aucm_loss(logits, fit_labels, fit_mask, margin=config.aucm_margin).sum()
+            loss.backward()
+            with torch.no_grad():  # torch.optim.Adam's single-tensor step, operation for operation
+                grad = theta.grad
+                exp_avg.lerp_(grad, 1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                step_size = lr / (1 - beta1**epoch)
+                denom = (exp_avg_sq.sqrt() / (1 - beta2**epoch) ** 0.5).add_(eps)
+                theta.addcdiv_(exp_avg, denom, value=-step_size)
+                snaps[:, j] = theta
         with torch.no_grad():
-            running = tracker.update(epoch, w, b, judge(w.detach(), b.detach()))
-        if progress is not None:
-            progress(epoch)
-        if not running:
-            break
+            cand = snaps[:, :span]
+            scores = judge(cand[..., :d], cand[..., d])  # B × span, one batched call
+            for j in range(span):
+                step = done + j + 1
+                running = tracker.update(step, cand[:, j, :d], cand[:, j, d], scores[:, j])
+                if progress is not None:
+                    progress(step)
+                if not running:
+                    return
+        done += span
+
+
+def _slice_view(view, idx: torch.Tensor):
+    """Rows ``idx`` of a selection view (gathered: trimmed copy; dense: the shared matrix, their columns)."""
+    if view.kind == "gathered":
+        return sub_view(view, idx)
+    out = DenseView.__new__(DenseView)
+    out.x, out.labels, out.mask = view.x, view.labels[idx], view.mask[idx]
+    return out
+
+
+def _per_row(tracker, n_cat: int):
+    return [(k, v) for k, v in vars(tracker).items() if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == n_cat]
+
+
+def _slice_tracker(tracker: BestTracker, idx: torch.Tensor, n_cat: int) -> BestTracker:
+    """A tracker of rows ``idx`` alone (every per-row state copied; grid and patience shared)."""
+    part = copy.copy(tracker)
+    for k, v in _per_row(tracker, n_cat):
+        setattr(part, k, v[idx].clone())
+    return part
+
+
+def _merge_tracker(tracker: BestTracker, part: BestTracker, idx: torch.Tensor, n_cat: int) -> None:
+    for k, v in _per_row(tracker, n_cat):
+        v[idx] = getattr(part, k)

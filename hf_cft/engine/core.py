@@ -24,6 +24,7 @@ from .checkpoint import block_path, fingerprint, load_block, save_block
 from .config import CFTConfig
 from .data import Split, ViewFactory, as_features, check_finite, make_blocks
 from .decide import Run, decide
+from .plan import bp_fit_view
 from .result import CategoryReport, CFTResult
 from .selection import BestTracker, BlockOutcome, GridTracker, Judge, SelectionPlan, grid_steps, record_block
 from .variants import AUTO, Variant, get_variant
@@ -218,7 +219,8 @@ class CFTEngine:
                    bar) -> BlockOutcome:
         """Run ``variant`` on one block of categories; its tracker's outcome (strict) or record (crossfit)."""
         cfg = self.config
-        fit_v, sel_v = fit_f.view(block), sel_f.view(block)
+        fit_v = bp_fit_view(fit_f, block) if variant.name == "bp" else fit_f.view(block)  # plan.py: shared or gathered
+        sel_v = sel_f.view(block)
         idx = torch.as_tensor(block)
         w = weight0[idx].to(call.device, call.dtype)
         b = bias0[idx].to(call.device, call.dtype)
