@@ -2,7 +2,8 @@
 
 An individual is a row's d+1 parameters (weight and bias both evolve). Per generation and block: one
 batched product scores the B×K children on the fit split, one batched sort turns the scores into
-fitness (AP or AUROC on known labels), and the elite of each category is scored on the selection split.
+fitness (AP or AUROC on known labels), and the elite of each category is scored on the selection split
+(:data:`JUDGE_EVERY` generations' elites in one call).
 
 Reference settings (MS-COCO / OpenImages): population 50, all initialized to the trained row; the best
 individual kept (elitism 1); parents by roulette wheel (probability ∝ fitness); uniform crossover taking
@@ -27,6 +28,10 @@ from .config import CFTConfig
 from .selection import BestTracker, Judge
 
 __all__ = ["run_ga"]
+
+JUDGE_EVERY = 8
+"""Generations whose elites are scored on the selection split in one batched call (handed to the tracker one
+by one, in order: each row still stops at its own generation)."""
 
 
 def _base256_digits(p: float) -> list[int]:
@@ -148,6 +153,8 @@ def run_ga(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker:
     child_slot = (torch.arange(n_cat, device=device) * pop_size).repeat_interleave(n_child) + n_elite + \
         torch.arange(n_child, device=device).repeat(n_cat)  # child j of the block → its row in B·P
     r = config.mutation_range
+    champ_w = torch.empty(n_cat, JUDGE_EVERY, d, device=device, dtype=dtype)  # the elites awaiting their score
+    champ_b = torch.empty(n_cat, JUDGE_EVERY, device=device, dtype=dtype)
 
     for gen in range(1, config.generations + 1):
         parents = rng.roulette(fitness, 2 * n_child) + offset  # B × 2K flat indices: K first, K second parents
@@ -178,9 +185,21 @@ def run_ga(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker:
             fitness = child_fit
         pop_w, spare_w, pop_b, spare_b = spare_w, pop_w, spare_b, pop_b
         best = fitness.nan_to_num(-1.0).argmax(dim=1)
-        champ_w, champ_b = pop_w[cat_idx, best], pop_b[cat_idx, best]  # B × d, B (copies)
-        running = tracker.update(gen, champ_w, champ_b, judge(champ_w, champ_b))
+        j = (gen - 1) % JUDGE_EVERY
+        champ_w[:, j], champ_b[:, j] = pop_w[cat_idx, best], pop_b[cat_idx, best]
+        if j == JUDGE_EVERY - 1 or gen == config.generations:
+            if not _judge_span(gen - j, j + 1, champ_w, champ_b, judge, tracker, progress):
+                break
+
+
+def _judge_span(first: int, span: int, champ_w, champ_b, judge: Judge, tracker: BestTracker, progress) -> bool:
+    """Score ``span`` generations' elites on the selection split in one call, then hand them to the tracker in
+    order; False once every row has stopped (later generations, computed ahead, are then discarded)."""
+    scores = judge(champ_w[:, :span], champ_b[:, :span])  # B × span
+    for j in range(span):
+        running = tracker.update(first + j, champ_w[:, j], champ_b[:, j], scores[:, j])
         if progress is not None:
-            progress(gen)
+            progress(first + j)
         if not running:
-            break
+            return False
+    return True
