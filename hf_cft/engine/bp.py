@@ -101,9 +101,9 @@ def _gradient(theta: torch.Tensor, fit, labels, mask, config: CFTConfig) -> torc
                                      clip=config.clip)
             grad = torch.empty_like(theta)
             if fit.kind == "gathered":  # B × L × d
-                torch.bmm(g.unsqueeze(1), fit.x, out=grad[:, :d].unsqueeze(1))
+                grad[:, :d] = torch.bmm(g.unsqueeze(1), fit.x).squeeze(1)
             else:  # the shared n × d matrix
-                torch.mm(g, fit.x, out=grad[:, :d])
+                grad[:, :d] = g @ fit.x
             grad[:, d] = g.sum(-1)
         return grad
     theta.grad = None

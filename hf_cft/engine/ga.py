@@ -152,28 +152,14 @@ def run_ga(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker:
     cat_idx = torch.arange(n_cat, device=device)
     child_slot = (torch.arange(n_cat, device=device) * pop_size).repeat_interleave(n_child) + n_elite + \
         torch.arange(n_child, device=device).repeat(n_cat)  # child j of the block → its row in B·P
-    r = config.mutation_range
     champ_w = torch.empty(n_cat, JUDGE_EVERY, d, device=device, dtype=dtype)  # the elites awaiting their score
     champ_b = torch.empty(n_cat, JUDGE_EVERY, device=device, dtype=dtype)
 
     for gen in range(1, config.generations + 1):
         parents = rng.roulette(fitness, 2 * n_child) + offset  # B × 2K flat indices: K first, K second parents
         flat_w, flat_b = pop_w.view(-1, d), pop_b.view(-1)
-        first, second = parents[:, :n_child].reshape(-1), parents[:, n_child:].reshape(-1)
-        torch.index_select(flat_w, 0, first, out=first_w)
-        torch.index_select(flat_w, 0, second, out=second_w)
-        take_first = rng.bernoulli(half, d + 1, p=config.crossover_rate).to(device).view(n_cat, n_child, d + 1)
+        _breed_into(pop_w, pop_b, spare_w, spare_b, parents, (first_w, second_w), child_slot, n_elite, rng, config)
         children_w, children_b = spare_w[:, n_elite:], spare_b[:, n_elite:]  # views into the next population
-        torch.where(take_first[..., :d], first_w.view(n_cat, n_child, d), second_w.view(n_cat, n_child, d),
-                    out=children_w)
-        children_b.copy_(torch.where(take_first[..., d], flat_b[first].view(n_cat, n_child),
-                                     flat_b[second].view(n_cat, n_child)))
-        mutants = rng.bernoulli(half, p=config.mutation_probability).to(device).nonzero().squeeze(1)
-        if mutants.numel():
-            noise = rng.uniform(mutants.numel(), d + 1).mul_(2 * r).sub_(r)
-            rows = child_slot[mutants]
-            spare_w.view(-1, d).index_add_(0, rows, noise[:, :d])
-            spare_b.view(-1).index_add_(0, rows, noise[:, d])
         child_fit = metric(fit.scores(children_w, children_b), fit.labels, fit.mask)
         if n_elite:
             elite = fitness.nan_to_num(-1.0).topk(n_elite, dim=1).indices
@@ -190,6 +176,32 @@ def run_ga(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker:
         if j == JUDGE_EVERY - 1 or gen == config.generations:
             if not _judge_span(gen - j, j + 1, champ_w, champ_b, judge, tracker, progress):
                 break
+
+
+def _breed_into(pop_w, pop_b, spare_w, spare_b, parents, buffers, child_slot, n_elite: int, rng: _Random,
+                config: CFTConfig) -> None:
+    """:func:`_breed` written into the children's places of the next population (``spare_w[:, n_elite:]``):
+    the parents gathered into ``buffers``, one ``where`` for the crossover, the mutants' noise added in place."""
+    n_cat, _, d = pop_w.shape
+    n_child = parents.shape[1] // 2
+    flat_w, flat_b = pop_w.view(-1, d), pop_b.view(-1)
+    first, second = parents[:, :n_child].reshape(-1), parents[:, n_child:].reshape(-1)
+    first_w, second_w = buffers
+    torch.index_select(flat_w, 0, first, out=first_w)
+    torch.index_select(flat_w, 0, second, out=second_w)
+    take_first = rng.bernoulli(n_cat * n_child, d + 1, p=config.crossover_rate).to(pop_w.device)
+    take_first = take_first.view(n_cat, n_child, d + 1)
+    torch.where(take_first[..., :d], first_w.view(n_cat, n_child, d), second_w.view(n_cat, n_child, d),
+                out=spare_w[:, n_elite:])
+    spare_b[:, n_elite:] = torch.where(take_first[..., d], flat_b[first].view(n_cat, n_child),
+                                       flat_b[second].view(n_cat, n_child))
+    mutants = rng.bernoulli(n_cat * n_child, p=config.mutation_probability).to(pop_w.device).nonzero().squeeze(1)
+    if mutants.numel():
+        r = config.mutation_range
+        noise = rng.uniform(mutants.numel(), d + 1).mul_(2 * r).sub_(r)
+        rows = child_slot[mutants]
+        spare_w.view(-1, d).index_add_(0, rows, noise[:, :d])
+        spare_b.view(-1).index_add_(0, rows, noise[:, d])
 
 
 def _judge_span(first: int, span: int, champ_w, champ_b, judge: Judge, tracker: BestTracker, progress) -> bool:
