@@ -100,10 +100,10 @@ class CFTEngine:
                 f"selection features have d={sel.features.shape[1]} but training features have "
                 f"d={train.features.shape[1]}"
             )
-        if sel.labels.shape[1] != train.labels.shape[1]:
+        if sel.n_categories != train.n_categories:
             raise ValueError(
-                f"selection labels have C={sel.labels.shape[1]} categories but training labels have "
-                f"C={train.labels.shape[1]}"
+                f"selection labels have C={sel.n_categories} categories but training labels have "
+                f"C={train.n_categories}"
             )
         check_finite(sel.features, "selection features")
         protocol = (
@@ -159,7 +159,7 @@ class CFTEngine:
         if checkpoint_dir is not None:
             # keyed by content, never by object identity: an array changed in place gets new blocks
             self._fingerprint = _fingerprint(fit, sel, weight, bias)
-        n_cat, d = fit.labels.shape[1], fit.features.shape[1]
+        n_cat, d = fit.n_categories, fit.features.shape[1]
         weight0, bias0 = self._rows(weight, bias, n_cat, d)
         if category_names is not None and len(category_names) != n_cat:
             raise ValueError(f"`category_names` has {len(category_names)} names for {n_cat} categories")
@@ -361,7 +361,7 @@ def _fingerprint(fit: Split, sel: Split, weight, bias) -> str:
             for start in range(0, feats.shape[0], 65536):
                 h.update(np.ascontiguousarray(feats[start:start + 65536].numpy()).tobytes())
         h.update(b"rows" + (split.rows.numpy().tobytes() if split.rows is not None else b"all"))
-        h.update(split.labels.numpy().tobytes() + split.mask.numpy().tobytes())
+        h.update(split.label_bytes())
     for t in (weight, bias):
         h.update(np.ascontiguousarray(np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t,
                                                  dtype=np.float64)).tobytes())
@@ -399,6 +399,8 @@ def _load_block(path: str, size: int) -> BlockOutcome | None:
 
 def _with_policy(split: Split, uncertain: torch.Tensor, policy: str) -> Split:
     """The split with an uncertain-label policy applied to its rows."""
+    if split.sparse:
+        raise ValueError("`uncertain_policies` need dense labels and `uncertain_mask` (N×C arrays), not sparse ones")
     rows = split.rows if split.rows is not None else torch.arange(split.n)
     y, m = apply_uncertain_policy(split.labels.numpy(), split.mask.numpy(), uncertain[rows].numpy(), policy)
     return Split(split.features, split.rows, torch.from_numpy(y), torch.from_numpy(m))
