@@ -204,7 +204,7 @@ def test_metric_pair_form_with_groups_equals_dense_and_module(tmp_path):
 
 
 # -- builders and label_arrays ------------------------------------------------------------------------------
-def _oi_layout(root, n_train=40, c=30, seed=0):
+def _oi_layout(root, n_train=40, c=30, seed=0, n_test=20):
     """A tiny Open Images V3 release: the real file names and headers, rows sorted by ImageID."""
     from PIL import Image
 
@@ -214,7 +214,7 @@ def _oi_layout(root, n_train=40, c=30, seed=0):
     (root / "classes-trainable.txt").write_text("\n".join(mids) + "\n")
     with open(root / "class-descriptions.csv", "w", newline="") as f:
         csv.writer(f).writerows([[mm, f"Class {i}"] for i, mm in enumerate(mids)])
-    for split, n in (("train", n_train), ("test", 20)):
+    for split, n in (("train", n_train), ("test", n_test)):
         (root / split).mkdir()
         (root / "images" / split).mkdir(parents=True)
         with open(root / split / "annotations-human.csv", "w", newline="") as f:
@@ -226,7 +226,8 @@ def _oi_layout(root, n_train=40, c=30, seed=0):
         with open(root / split / "images.csv", "w", newline="") as f:
             csv.writer(f).writerow(["ImageID", "Subset", "OriginalURL"])
         for i in range(n):
-            Image.new("RGB", (8, 8)).save(root / "images" / split / f"{i:016x}.jpg")
+            Image.fromarray(rng.integers(0, 256, size=(24, 24, 3), dtype=np.uint8)).save(
+                root / "images" / split / f"{i:016x}.jpg")
     return mids
 
 
@@ -268,3 +269,39 @@ def test_partial_csv_pairs_and_dense_builder_sparse_read(tmp_path, digits):
     assert np.array_equal(sy.toarray(), dy) and np.array_equal(sm.toarray(), dm)
     with pytest.raises(ValueError, match="unknown label column"):
         label_arrays(ds["train"], ("label",))
+
+
+def test_openimages_csv_to_calibrated_model_sparse_equals_dense(tmp_path):
+    """The sparse path end to end: V3 CSVs → pairs → CFTHead.fit / evaluate → calibrated model, as dense."""
+    import transformers
+
+    from hf_cft.head import CFTHead
+
+    _oi_layout(tmp_path / "oi", n_train=160, c=6, seed=2, n_test=60)
+    ds = load_partial_dataset("openimages_v3", data_dir=str(tmp_path / "oi"), cache_dir=str(tmp_path / "c"))
+    names = partial_info(ds["train"])["categories"]
+    torch.manual_seed(0)
+    cfg = transformers.ViTConfig(image_size=24, patch_size=8, hidden_size=16, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=32, num_labels=len(names),
+                                 id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    transformers.ViTForImageClassification(cfg).save_pretrained(tmp_path / "base")
+    transformers.ViTImageProcessor(size={"height": 24, "width": 24}).save_pretrained(tmp_path / "base")
+    head = CFTHead.from_pretrained(str(tmp_path / "base"), category_names=names)
+    kw = dict(cache_dir=str(tmp_path / "cache"), show_progress=False)
+    config = CFTConfig(variant="refit", selection_rule="strict", show_progress=False, refit_l2=[1e-3, 1e-1])
+    result = head.fit(ds["train"], config, **kw)  # pair-stored split: sparse labels all the way
+    z = head.extract(ds["train"], **kw).features
+    y, m = label_arrays(ds["train"])
+    dense = fit_cft(np.asarray(z), y, m, head.weight, head.bias, config, category_names=names)
+    _assert_same(result, dense)
+    assert result.n_changed > 0
+    ev = head.evaluate(ds["test"], result, groups=2, **kw)
+    zt = np.asarray(head.extract(ds["test"], **kw).features, dtype=np.float32)
+    yt, mt = label_arrays(ds["test"])
+    want = partial_average_precision(zt @ result.weight.numpy().T + result.bias.numpy(), yt, mt)
+    assert ev["after"]["map"] == pytest.approx(want.value, abs=1e-6)
+    assert {"map_G1", "map_G2", "mauc_G1", "per_category_ap"} <= set(ev["after"])
+    head.apply(result)
+    out = head.save_pretrained(tmp_path / "out", dataset_name="openimages_v3", evaluation={"test": ev})
+    model = transformers.AutoModelForImageClassification.from_pretrained(out)
+    assert torch.allclose(model.classifier.weight, result.weight.float())

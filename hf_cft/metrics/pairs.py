@@ -18,7 +18,7 @@ from .core import METRICS, MacroScore, macro_score
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["per_category_from_pairs", "scores_at_known", "sparse_partial_metric"]
+__all__ = ["evaluate_rows", "per_category_from_pairs", "scores_at_known", "sparse_partial_metric"]
 
 _BATCH_ENTRIES = 1 << 22  # padded entries scored per call
 
@@ -113,3 +113,33 @@ def sparse_partial_metric(kind: str, scores, labels, label_mask) -> MacroScore:
     per = per_category_from_pairs(kind, s.astype(np.float64), known.values, cols, known.c)
     pos = known.positive_counts()
     return macro_score(per, pos, known.known_counts() - pos)
+
+
+def evaluate_rows(features, rows: dict, labels, label_mask, groups: int | None = None, categories=None,
+                  category_names=None) -> dict:
+    """``CFTHead.evaluate``'s output on sparse labels: the ``evaluate`` modules fed the known pairs only.
+
+    Args:
+        features: N×d (a memory map is read pair by pair, never copied whole).
+        rows: tag → ``(weight, bias)`` (e.g. ``{"before": ..., "after": ...}``).
+    """
+    import evaluate
+
+    from . import PARTIAL_MAP_PATH, PARTIAL_MAUC_PATH
+
+    known = known_labels(labels, label_mask)
+    cols = known.columns()
+    modules = [(evaluate.load(PARTIAL_MAP_PATH), "map", "ap"), (evaluate.load(PARTIAL_MAUC_PATH), "mauc", "auroc")]
+    out = {}
+    for tag, (w, b) in rows.items():
+        scores = scores_at_known(features, w, b, known)
+        out[tag] = {}
+        for module, key, per in modules:
+            res = module.compute(predictions=scores, references=known.values, pair_categories=cols,
+                                 num_categories=known.c, groups=groups, categories=categories,
+                                 category_names=category_names)
+            out[tag][key] = res[key]
+            out[tag][f"per_category_{per}"] = res["per_category"]
+            out[tag]["n_excluded"] = res["n_excluded"]
+            out[tag].update({f"{key}_{g}": v for g, v in res.items() if g.startswith("G")})
+    return out
