@@ -305,3 +305,35 @@ def test_openimages_csv_to_calibrated_model_sparse_equals_dense(tmp_path):
     out = head.save_pretrained(tmp_path / "out", dataset_name="openimages_v3", evaluation={"test": ev})
     model = transformers.AutoModelForImageClassification.from_pretrained(out)
     assert torch.allclose(model.classifier.weight, result.weight.float())
+
+
+def test_blocks_bound_padding_and_count_solver_state():
+    from hf_cft.engine.data import PAD_RATIO, PAD_SLACK, ViewFactory, make_blocks
+
+    rng = np.random.default_rng(6)
+    n, c = 20000, 300
+    counts = np.minimum((2000 / np.arange(1, c + 1) ** 0.9).astype(int) + 2, n)  # Zipf-like known counts
+    rows = [rng.choice(n, size=k, replace=False) for k in counts]
+    m = sp.csr_matrix((np.ones(counts.sum(), dtype=bool), (np.concatenate(rows), np.repeat(np.arange(c), counts))),
+                      shape=(n, c))
+    split = Split.from_arrays(np.zeros((n, 4), dtype=np.float32), m, m, "training")
+    f = ViewFactory(split, torch.device("cpu"), torch.float32, 0.5)
+    blocks = make_blocks(list(range(c)), f, f, 4, 7, 64 * 2**20)
+    assert sorted(x for b in blocks for x in b) == list(range(c))
+    for b in blocks:
+        lengths = [int(counts[x]) for x in b]
+        assert max(lengths) <= PAD_RATIO * min(lengths) + PAD_SLACK
+    # the solver's state counts: with d large, a small budget gives small blocks even for tiny categories
+    tiny = make_blocks(list(range(c)), f, f, 100_000, 7, 64 * 2**20)
+    assert max(len(b) for b in tiny) <= 64 * 2**20 / (4 * 24 * 7 * 100_001) + 1
+
+
+def test_dense_labels_of_a_huge_pair_split_are_refused(tmp_path, monkeypatch):
+    import hf_cft.data.base as base
+
+    _oi_layout(tmp_path / "oi", n_train=10, c=8, n_test=2)
+    ds = load_partial_dataset("openimages_v3", data_dir=str(tmp_path / "oi"), cache_dir=str(tmp_path / "c"))
+    monkeypatch.setattr(base, "DENSE_LIMIT", 50)
+    with pytest.raises(ValueError, match="sparse=True"):
+        label_arrays(ds["train"])
+    assert label_arrays(ds["train"], sparse=True)[1].shape == (10, 8)
