@@ -146,19 +146,27 @@ def build(args) -> dict:
             "known": info["known"], "arrow_mb": arrow}
 
 
-def _labels(args):
-    from hf_cft.data import label_arrays, load_partial_dataset
+def _dataset(args):
+    from hf_cft.data import load_partial_dataset
 
-    ds = load_partial_dataset("openimages_v3", data_dir=os.path.join(args.work, "oi"),
-                              cache_dir=os.path.join(args.work, "cache"))
-    return label_arrays(ds["train"], sparse=True)
+    return load_partial_dataset("openimages_v3", data_dir=os.path.join(args.work, "oi"),
+                                cache_dir=os.path.join(args.work, "cache"))["train"]
+
+
+def _labels(args):
+    from hf_cft.data import label_arrays
+
+    return label_arrays(_dataset(args), sparse=True)
 
 
 def labels(args) -> dict:
+    from hf_cft.data import label_arrays
+
+    train = _dataset(args)  # opening the cached arrow is not the label read
     base = rss_now()
     with PeakMemory() as peak:
         t = time.perf_counter()
-        y, m = _labels(args)
+        y, m = label_arrays(train, sparse=True)
         elapsed = time.perf_counter() - t
     held = sum(a.data.nbytes + a.indices.nbytes + a.indptr.nbytes for a in (y, m)) / 2**20
     return {"seconds": elapsed, "base_mb": base, "peak_anon_mb": peak.anon, "held_mb": held, "nnz": int(m.nnz),
@@ -192,6 +200,27 @@ PHASES = {"write": write, "build": build, "labels": labels, "refit": lambda a: e
 
 
 # -- driver ---------------------------------------------------------------------------------------------
+def print_phase(phase: str, r: dict, args) -> None:
+    """One phase's line of the B3 output."""
+    if phase == "write":
+        print(f"  write CSVs + features      {r['wall']:8.1f} s   CSV {r['csv_mb']:.0f} MB, features "
+              f"{r['features_gb']:.1f} GB", flush=True)
+    elif phase == "build":
+        grow = r["peak_anon_mb"] - r["base_mb"]
+        print(f"  build (openimages_v3)      {r['seconds']:8.1f} s   peak RSS +{grow:.0f} MB (anon "
+              f"{r['peak_anon_mb']:.0f} MB), arrow {r['arrow_mb']:.1f} MB, {r['known']} known pairs "
+              f"({r['known'] / r['images']:.2f}/image)", flush=True)
+    elif phase == "labels":
+        grow = r["peak_anon_mb"] - r["base_mb"]
+        print(f"  label_arrays(sparse=True)  {r['seconds']:8.1f} s   peak RSS +{grow:.0f} MB, "
+              f"CSR held {r['held_mb']:.0f} MB ({r['nnz']} known, {r['positives']} positive)", flush=True)
+    else:
+        what = f"bp {args.epochs} epochs" if phase == "bp" else phase
+        print(f"  {what:<26} {r['seconds']:8.1f} s   peak RSS anon {r['peak_anon_mb']:.0f} MB (total with mapped "
+              f"features {r['peak_total_mb']:.0f} MB), {r['categories_run']} of {r['categories']} categories run "
+              f"({r['skipped']} skipped: no positive or negative), {r['changed']} changed", flush=True)
+
+
 def run_phase(args, phase: str) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--phase", phase, "--work", args.work, "--images",
            str(args.images), "--classes", str(args.classes), "--dim", str(args.dim), "--epochs", str(args.epochs),
@@ -209,7 +238,8 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=2048)
     ap.add_argument("--epochs", type=int, default=100, help="bp epochs (no early stop)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads of the engine (1 on a shared, oversubscribed machine: much faster there)")
     ap.add_argument("--work", default=None, help="folder for the CSVs, arrow and features (default: a temp dir)")
     ap.add_argument("--phases", default="write,build,labels,refit,bp")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -229,34 +259,13 @@ def main() -> None:
     scale = FULL_IMAGES / n
     try:
         out = {}
-        for phase in args.phases.split(","):
+        print(f"B3: {n} images x {c} classes, d={args.dim} float16 memory-mapped, device={args.device}, "
+              f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
+        for phase in args.phases.split(","):  # each line as soon as its phase ends
             t = time.perf_counter()
             out[phase] = run_phase(args, phase)
             out[phase]["wall"] = time.perf_counter() - t
-        print(f"B3: {n} images x {c} classes, d={args.dim} float16 memory-mapped, device={args.device}, "
-              f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-        if "write" in out:
-            w = out["write"]
-            print(f"  write CSVs + features      {w['wall']:8.1f} s   CSV {w['csv_mb']:.0f} MB, features "
-                  f"{w['features_gb']:.1f} GB")
-        if "build" in out:
-            b = out["build"]
-            grow = b["peak_anon_mb"] - b["base_mb"]
-            print(f"  build (openimages_v3)      {b['seconds']:8.1f} s   peak RSS +{grow:.0f} MB "
-                  f"(anon {b['peak_anon_mb']:.0f} MB), arrow {b['arrow_mb']:.1f} MB, {b['known']} known pairs "
-                  f"({b['known'] / b['images']:.2f}/image)")
-        if "labels" in out:
-            lab = out["labels"]
-            print(f"  label_arrays(sparse=True)  {lab['seconds']:8.1f} s   peak RSS +"
-                  f"{lab['peak_anon_mb'] - lab['base_mb']:.0f} MB, CSR held {lab['held_mb']:.0f} MB "
-                  f"({lab['nnz']} known, {lab['positives']} positive)")
-        for v in ("refit", "bp"):
-            if v in out:
-                e = out[v]
-                what = f"bp {args.epochs} epochs" if v == "bp" else "refit"
-                print(f"  {what:<26} {e['seconds']:8.1f} s   peak RSS anon {e['peak_anon_mb']:.0f} MB (total with "
-                      f"mapped features {e['peak_total_mb']:.0f} MB), {e['categories_run']} of {e['categories']} "
-                      f"categories run ({e['skipped']} skipped: no positive or negative), {e['changed']} changed")
+            print_phase(phase, out[phase], args)
         print(f"extrapolated to {FULL_IMAGES} images (x{scale:.1f}; time and pair memory linear in known pairs):")
         print(f"  features on disk (float16)  {FULL_IMAGES * args.dim * 2 / 1e9:8.1f} GB")
         if "build" in out:
@@ -268,12 +277,13 @@ def main() -> None:
             lab = out["labels"]
             print(f"  label_arrays(sparse=True)   {lab['seconds'] * scale / 60:8.1f} min   CSR in RAM "
                   f"{lab['held_mb'] * scale / 1024:.2f} GB")
+        pair_mb = 4 * out["labels"]["held_mb"] if "labels" in out else 0.0  # CSR in, CSC, fit and selection parts
         for v in ("refit", "bp"):
             if v in out:
                 e = out[v]
-                print(f"  {v:<27} {e['seconds'] * scale / 3600:8.2f} h     anon RSS "
-                      f"~{(e['peak_anon_mb'] - e['base_mb']) * scale / 1024 + e['base_mb'] / 1024:.1f} GB (upper "
-                      "bound: linear in pairs), page cache: the features")
+                print(f"  {v:<27} {e['seconds'] * scale / 3600:8.2f} h     anon RSS ~"
+                      f"{(e['peak_anon_mb'] + (scale - 1) * pair_mb) / 1024:.1f} GB (measured peak + 4x the label "
+                      "CSR per extra pair; blocks are bounded by block_memory_mb), page cache: the features")
         print(f"GPU: python benchmarks/scale.py --images {FULL_IMAGES} --device cuda --work <disk with "
               f"{FULL_IMAGES * args.dim * 2 / 1e9 + 5:.0f} GB free>")
     finally:
