@@ -282,10 +282,12 @@ class CFTHead:
         from .engine import fit_cft
 
         z = self.extract(train, cache_dir, **extract_kwargs).features
-        labels, mask = label_arrays(train)
+        sparse = False if config is not None and config.uncertain_policies else None  # None: as the split stores them
+        labels, mask = label_arrays(train, sparse=sparse)
         sel = None
         if selection is not None:
-            sel = (self.extract(selection, cache_dir, **extract_kwargs).features, *label_arrays(selection))
+            sel = (self.extract(selection, cache_dir, **extract_kwargs).features,
+                   *label_arrays(selection, sparse=sparse))
         kwargs = {}
         if config is not None and config.uncertain_policies:
             kwargs["uncertain_mask"] = label_arrays(train, ("uncertain_mask",))[0]
@@ -305,13 +307,20 @@ class CFTHead:
         from .data import label_arrays
         from .labels import to_code
         from .metrics import PARTIAL_MAP_PATH, PARTIAL_MAUC_PATH
+        from .metrics.pairs import evaluate_rows
+        from .sparse import is_sparse
 
-        z = np.asarray(self.extract(dataset, cache_dir, **extract_kwargs).features, dtype=np.float32)
-        codes = to_code(*label_arrays(dataset))
+        features = self.extract(dataset, cache_dir, **extract_kwargs).features
+        labels, mask = label_arrays(dataset, sparse=None)  # sparse for pair-stored splits (Open Images)
         names = self.label_names()
         rows = {"before": (self.weight, self.bias)}
         if result is not None:
             rows["after"] = (result.weight, result.bias)
+        if is_sparse(mask):
+            return evaluate_rows(features, rows, labels, mask, groups=groups, categories=categories,
+                                 category_names=names)
+        z = np.asarray(features, dtype=np.float32)
+        codes = to_code(labels, mask)
         modules = [(evaluate.load(PARTIAL_MAP_PATH), "map", "ap"), (evaluate.load(PARTIAL_MAUC_PATH), "mauc", "auroc")]
         out = {}
         for tag, (w, b) in rows.items():

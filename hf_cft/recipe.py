@@ -21,6 +21,7 @@ import torch
 
 from .constants import CFT_RESULTS_NAME, TRAIN_REPORT_NAME
 from .engine import CFTConfig, CFTEngine, choose_per_category
+from .engine.data import Rows
 from .engine.decide import merge_shards
 from .engine.variants import AUTO, VARIANTS, variant_choices
 from .training import dataset_options
@@ -203,7 +204,7 @@ def resolve_selection(recipe: RecipeArguments, model_path: str, ds, train_featur
     name = choice.split(":", 1)[1]
     if name not in ds:
         raise ValueError(f"--selection {choice}: {recipe.dataset} has no split {name!r} ({list(ds)})")
-    return np.arange(n), (features_of(ds[name]), *label_arrays(ds[name])), None, name == recipe.eval_split
+    return np.arange(n), (features_of(ds[name]), *label_arrays(ds[name], sparse=None)), None, name == recipe.eval_split
 
 
 def run_variants(recipe: RecipeArguments, engine_args, fit, selection, weight0, bias0, names, accelerator) -> dict:
@@ -239,11 +240,17 @@ def final_variant(recipe: RecipeArguments, results: dict) -> str:
 def evaluate_results(features, labels, mask, weight0, bias0, results: dict) -> tuple[list[dict], dict]:
     """Masked mAP / mAUC of the trained rows and of every result: the table and the per-result scores."""
     from .metrics import partial_auroc, partial_average_precision
+    from .metrics.pairs import scores_at_known
+    from .sparse import is_sparse, known_labels
 
-    features = np.asarray(features, dtype=np.float32)
+    known = known_labels(labels, mask) if is_sparse(mask) else None  # sparse: scores at the known pairs only
+    features = features if known is not None else np.asarray(features, dtype=np.float32)
 
     def score(w, b):
-        s = features @ np.asarray(w, dtype=np.float32).T + np.asarray(b, dtype=np.float32)
+        if known is not None:
+            s = scores_at_known(features, w, b, known)
+        else:
+            s = features @ np.asarray(w, dtype=np.float32).T + np.asarray(b, dtype=np.float32)
         return {"map": partial_average_precision(s, labels, mask), "mauc": partial_auroc(s, labels, mask)}
 
     scores = {"baseline": score(weight0, bias0)}
@@ -327,12 +334,13 @@ def run(recipe: RecipeArguments, engine_args) -> dict:
     head = load_head(recipe, model_path, names)
     features_of = feature_extractor(recipe, head, accelerator)
     z = features_of(ds["train"])
-    labels, mask = label_arrays(ds["train"])
+    labels, mask = label_arrays(ds["train"], sparse=None)  # sparse for pair-stored splits (Open Images)
     fit_rows, selection, holdout, on_eval = resolve_selection(recipe, model_path, ds, z, labels, mask, features_of)
     if holdout is not None:
         engine_args = dataclasses.replace(engine_args, selection_fraction=holdout)
     weight0, bias0 = head.weight, head.bias
-    fit = (z[fit_rows], labels[fit_rows], mask[fit_rows])  # one copy for every variant
+    # the fit rows are read from the feature cache, never copied
+    fit = (z if len(fit_rows) == len(z) else Rows(z, fit_rows), labels[fit_rows], mask[fit_rows])
     results = run_variants(recipe, engine_args, fit, selection, weight0, bias0, names, accelerator)
     final_name = final_variant(recipe, results)
     if on_eval:
@@ -382,7 +390,7 @@ def evaluate(recipe: RecipeArguments, ds, features_of, rows, results: dict, trai
     from .data import label_arrays, partial_info
 
     ev = ds[recipe.eval_split]
-    ze, (ye, me) = features_of(ev), label_arrays(ev)
+    ze, (ye, me) = features_of(ev), label_arrays(ev, sparse=None)
     table, scores = evaluate_results(ze, ye, me, *rows, results)
     z, labels, mask = train
     full_labels = partial_info(ds["train"]).get("full_labels_behind_mask", False)

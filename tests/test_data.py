@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hf_cft.data import CHEXPERT_COMPETITION, label_arrays, load_partial_dataset, partial_info, simulate_known
+from hf_cft.data import (
+    CHEXPERT_COMPETITION,
+    label_arrays,
+    load_partial_dataset,
+    partial_info,
+    simulate_known,
+    with_dense_labels,
+)
 from hf_cft.data.chexpert import OBSERVATIONS
 
 
@@ -172,10 +179,13 @@ def test_openimages_generates_per_image_and_counts_missing(oi_dir, tmp_path):
     with open(oi_dir / "train" / "annotations-human.csv") as f:
         rows = list(csv.reader(f))[1:]
     first = [r for r in rows if r[0] == "train000000" and r[2] != "/m/zzz"]
-    ex = ds["train"][0]
+    ex = with_dense_labels(ds["train"])[0]
+    raw = ds["train"][0]
     for _, _, mid, conf in first:
         k = int(mid[-3:])
         assert ex["label_mask"][k] and ex["labels"][k] == int(conf)
+        assert k in (raw["positive_categories"] if conf == "1" else raw["negative_categories"])
+    assert "labels" not in ds["train"].features  # stored by known pair, never C values per image
 
 
 def test_openimages_unsorted_annotations_error(oi_dir, tmp_path):

@@ -430,6 +430,12 @@ def test_bp_ways_of_a_block_equal_the_whole_block(planted, monkeypatch, way, rul
         factory = ViewFactory(Split.from_arrays(x, y, m, "training"), torch.device("cpu"), torch.float64, 0.5)
         assert plan.bp_fit_view(factory, list(range(7))).kind == "dense"
     other = fit_cft(x, y, m, w0, b0, cfg)
+    if way == "shared":  # pair-stored (sparse) labels take the same shared pass
+        import scipy.sparse as sp
+
+        on_pairs = fit_cft(x, sp.csr_matrix(y * m), sp.csr_matrix(m), w0, b0, cfg)
+        np.testing.assert_allclose(on_pairs.weight.numpy(), other.weight.numpy(), atol=1e-12)
+        np.testing.assert_allclose(on_pairs.bias.numpy(), other.bias.numpy(), atol=1e-12)
     if way == "grouped":  # fit and selection views of each group, every row in exactly one group
         assert len(groups) >= 4 and sorted(c for g in groups[::2] for c in g) == list(range(7))
     np.testing.assert_allclose(other.weight.numpy(), whole.weight.numpy(), atol=1e-10)

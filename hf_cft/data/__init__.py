@@ -7,7 +7,19 @@ import os
 
 import datasets
 
-from .base import DataLayout, PartialBuilder, PartialConfig, code_hash, label_arrays, partial_info, simulate_known
+from .base import (
+    PAIR_COLUMNS,
+    DataLayout,
+    PartialBuilder,
+    PartialConfig,
+    code_hash,
+    label_arrays,
+    num_categories,
+    partial_info,
+    simulate_known,
+    stores_pairs,
+    with_dense_labels,
+)
 from .chexpert import COMPETITION as CHEXPERT_COMPETITION
 from .chexpert import Chexpert
 from .coco import Coco2014
@@ -22,6 +34,7 @@ __all__ = [
     "CHEXPERT_COMPETITION",
     "Chexpert",
     "Coco2014",
+    "PAIR_COLUMNS",
     "DataLayout",
     "DigitsMosaic",
     "OpenImagesV3",
@@ -30,8 +43,11 @@ __all__ = [
     "PartialCsv",
     "label_arrays",
     "load_partial_dataset",
+    "num_categories",
     "partial_info",
     "simulate_known",
+    "stores_pairs",
+    "with_dense_labels",
 ]
 
 BUILDERS: dict[str, type[PartialBuilder]] = {
@@ -55,8 +71,12 @@ def load_partial_dataset(name: str, data_dir: str | None = None, cache_dir: str 
         cache_dir: where built datasets are cached (default: the ``datasets`` cache).
         **config: the builder's options, e.g. ``known_ratio=0.1, protocol="uniform", seed=0``.
 
-    Every example has ``image``, ``labels`` (int8, 1/0 where known) and ``label_mask`` (bool); CheXpert and
-    partial_csv add ``uncertain_mask``. :func:`partial_info` reads a split's metadata (category names in
+    Every example has ``image`` and its labels: ``labels`` (int8, 1/0 where known) and ``label_mask`` (bool),
+    CheXpert adds ``uncertain_mask``; ``openimages_v3`` and ``partial_csv`` store them by known pair
+    (``positive_categories``, ``negative_categories``, partial_csv adds ``uncertain_categories``), so that memory
+    and disk follow the known pairs. Read any split's labels with :func:`label_arrays` (dense, or
+    ``sparse=True`` for scipy.sparse CSR matrices); :func:`with_dense_labels` gives per-example dense lists.
+    :func:`partial_info` reads a split's metadata (category names in
     order, protocol, seed, achieved known ratio, counts of skipped images).
     """
     if name not in BUILDERS:

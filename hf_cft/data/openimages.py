@@ -11,8 +11,10 @@ Expected files (the V3 release, https://github.com/openimages/dataset/tree/maste
       images/train/<ImageID>.jpg            the images you downloaded (also images/validation, images/test)
 
 Confidence 1 → positive, 0 → negative, anything else unknown; labels of classes outside the trainable list
-are ignored. Examples are generated image by image from the annotations (grouped by ImageID), so memory
-grows with one image's labels, never with images × classes. Images missing from ``images/<split>/`` are
+are ignored. Examples are generated image by image from the annotations (grouped by ImageID) and store the
+image's known labels by pair (``positive_categories``, ``negative_categories``: category indices), so the arrow
+and the build's memory grow with the known pairs, never with images × classes; read them with
+``label_arrays(split, sparse=True)``. Images missing from ``images/<split>/`` are
 skipped and counted (``skipped`` in the split info), never a crash; so are images without any human label
 of a trainable class. Per-class known-label counts (for the G1–G5 groups) are in the split info
 (``known_per_category``).
@@ -57,6 +59,7 @@ class OpenImagesV3(PartialBuilder):
     CITATION = "@misc{openimages2017, title={OpenImages: A public dataset for large-scale multi-label and " \
                "multi-class image classification}, year={2017}}"
     DATA_LAYOUT = LAYOUT
+    PAIRS = True
 
     def _mids(self) -> list[str]:
         if not hasattr(self, "_mid_list"):
@@ -95,29 +98,29 @@ class OpenImagesV3(PartialBuilder):
 
     def _generate_examples(self, root: str, split: str):
         index = {m: i for i, m in enumerate(self._mids())}
-        c = len(index)
         folder = os.path.join(root, "images", split)
         ext = self.config.image_extension
         for image_id, rows in _grouped(os.path.join(root, split, "annotations-human.csv")):
-            labels = np.zeros(c, dtype=np.int8)
-            mask = np.zeros(c, dtype=bool)
+            known: dict[int, int] = {}  # category → 1 / 0; a later row of the same class wins
             for mid, conf in rows:
                 i = index.get(mid)
                 if i is None:
                     continue
                 if conf == 1.0:
-                    labels[i], mask[i] = 1, True
+                    known[i] = 1
                 elif conf == 0.0:
-                    labels[i], mask[i] = 0, True
-            if not mask.any():
+                    known[i] = 0
+            if not known:
                 self._skip(split, "no trainable human label")
                 continue
             path = os.path.join(folder, image_id + ext)
             if not os.path.exists(path):
                 self._skip(split, "missing image file")
                 continue
-            self._count(split, labels, mask)
-            yield image_id, {"image": path, "labels": labels.tolist(), "label_mask": mask.tolist()}
+            positives = np.array(sorted(i for i, v in known.items() if v), dtype=np.int32)
+            negatives = np.array(sorted(i for i, v in known.items() if not v), dtype=np.int32)
+            self._count_pairs(split, positives, negatives)
+            yield image_id, {"image": path, "positive_categories": positives, "negative_categories": negatives}
 
 
 def _grouped(path: str) -> Iterator[tuple[str, list[tuple[str, float]]]]:

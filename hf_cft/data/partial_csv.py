@@ -9,6 +9,9 @@ category, in file order. Cell values and their default meaning:
 * ``-1`` / ``-1.0`` → ``minus_one`` = ``"uncertain"`` (unknown, flagged in ``uncertain_mask``), or
   ``"unknown"``, or ``"negative"``;
 * blank → ``blank`` = ``"unknown"`` or ``"negative"``.
+
+Labels are stored by known pair (``positive_categories``, ``negative_categories``, ``uncertain_categories``:
+category indices); :func:`~hf_cft.data.label_arrays` reads them dense or sparse.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class PartialCsv(PartialBuilder):
     BUILDER_CONFIG_CLASS = PartialCsvConfig
     VERSION = datasets.Version("1.0.0")
     UNCERTAIN_MASK = True
+    PAIRS = True
     DATA_LAYOUT = LAYOUT
 
     @classmethod
@@ -121,26 +125,30 @@ class PartialCsv(PartialBuilder):
                     continue
                 if len(row) != len(header):
                     raise ValueError(f"{path}, line {line}: {len(row)} fields, the header has {len(header)}")
-                labels = np.zeros(len(cats), dtype=np.int8)
-                mask = np.zeros(len(cats), dtype=bool)
-                uncertain = np.zeros(len(cats), dtype=bool)
+                pos: list[int] = []
+                neg: list[int] = []
+                unc: list[int] = []
                 for i, j in enumerate(cols):
                     v = row[j].strip()
                     if v in ("1", "1.0"):
-                        labels[i], mask[i] = 1, True
+                        pos.append(i)
                     elif v in ("0", "0.0"):
-                        mask[i] = True
+                        neg.append(i)
                     elif v in ("-1", "-1.0"):
-                        uncertain[i] = cfg.minus_one == "uncertain"
-                        mask[i] = cfg.minus_one == "negative"
+                        if cfg.minus_one == "uncertain":
+                            unc.append(i)
+                        elif cfg.minus_one == "negative":
+                            neg.append(i)
                     elif v == "":
-                        mask[i] = cfg.blank == "negative"
+                        if cfg.blank == "negative":
+                            neg.append(i)
                     else:
                         raise ValueError(f"{path}, line {line}, column {cats[i]!r}: {v!r} is not 1, 0, -1 or blank")
                 image = os.path.join(image_dir, row[img_col])
                 if not os.path.exists(image):
                     self._skip(split, "missing image file")
                     continue
-                self._count(split, labels, mask)
-                yield line, {"image": image, "labels": labels.tolist(), "label_mask": mask.tolist(),
-                             "uncertain_mask": uncertain.tolist()}
+                positives, negatives = np.array(pos, dtype=np.int32), np.array(neg, dtype=np.int32)
+                self._count_pairs(split, positives, negatives)
+                yield line, {"image": image, "positive_categories": positives, "negative_categories": negatives,
+                             "uncertain_categories": np.array(unc, dtype=np.int32)}

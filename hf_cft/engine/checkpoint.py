@@ -50,7 +50,7 @@ def fingerprint(fit: Split, sel: Split, weight, bias) -> str:
             for start in range(0, feats.shape[0], 65536):
                 h.update(np.ascontiguousarray(feats[start:start + 65536].numpy()).tobytes())
         h.update(b"rows" + (split.rows.numpy().tobytes() if split.rows is not None else b"all"))
-        h.update(split.labels.numpy().tobytes() + split.mask.numpy().tobytes())
+        h.update(split.label_bytes())
     for t in (weight, bias):
         h.update(np.ascontiguousarray(np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t,
                                                  dtype=np.float64)).tobytes())

@@ -96,10 +96,10 @@ class CFTEngine:
                 f"selection features have d={sel.features.shape[1]} but training features have "
                 f"d={train.features.shape[1]}"
             )
-        if sel.labels.shape[1] != train.labels.shape[1]:
+        if sel.n_categories != train.n_categories:
             raise ValueError(
-                f"selection labels have C={sel.labels.shape[1]} categories but training labels have "
-                f"C={train.labels.shape[1]}"
+                f"selection labels have C={sel.n_categories} categories but training labels have "
+                f"C={train.n_categories}"
             )
         check_finite(sel.features, "selection features")
         protocol = (
@@ -151,7 +151,7 @@ class CFTEngine:
         fit, sel, protocol = self._splits(features, labels, label_mask, selection)
         if shard is not None and not (0 <= shard[0] < shard[1]):
             raise ValueError(f"`shard` must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
-        n_cat, d = fit.labels.shape[1], fit.features.shape[1]
+        n_cat, d = fit.n_categories, fit.features.shape[1]
         weight0, bias0 = self._rows(weight, bias, n_cat, d)
         call = _Call(
             wanted=_wanted(categories, n_cat),
@@ -383,6 +383,8 @@ def _deal(blocks: list[list[int]], costs: list[float], rank: int, world: int) ->
 
 def _with_policy(split: Split, uncertain: torch.Tensor, policy: str) -> Split:
     """The split with an uncertain-label policy applied to its rows."""
+    if split.sparse:
+        raise ValueError("`uncertain_policies` need dense labels and `uncertain_mask` (N×C arrays), not sparse ones")
     rows = split.rows if split.rows is not None else torch.arange(split.n)
     y, m = apply_uncertain_policy(split.labels.numpy(), split.mask.numpy(), uncertain[rows].numpy(), policy)
     return Split(split.features, split.rows, torch.from_numpy(y), torch.from_numpy(m))

@@ -13,20 +13,50 @@ A *view* holds what one block of ``B`` categories needs on one split and scores 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..labels import check_labels
+from ..sparse import KnownLabels, is_sparse, known_labels
 
-__all__ = ["DenseView", "GatheredView", "Split", "as_features", "check_finite", "make_blocks"]
+__all__ = ["DenseView", "GatheredView", "Rows", "Split", "as_features", "check_finite", "make_blocks"]
 
 _CHUNK_ROWS = 65536
 
 
+class Rows:
+    """Rows ``rows`` of an N×d feature matrix, taken without copying: ``fit_cft(Rows(z, fit_rows), ...)``.
+
+    The engine reads the rows it needs (each category's known rows) straight from ``features`` (e.g. the
+    memory-mapped feature cache) instead of a copied N'×d matrix.
+    """
+
+    def __init__(self, features, rows):
+        self.features = features
+        self.rows = np.asarray(rows, dtype=np.int64)
+        if self.rows.ndim != 1:
+            raise ValueError(f"`rows` must be 1-D indices, got shape {self.rows.shape}")
+        n = len(features)
+        if self.rows.size and (self.rows.min() < 0 or self.rows.max() >= n):
+            raise ValueError(f"`rows` must be indices in [0, {n}) of the feature matrix")
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.rows.size), int(self.features.shape[1]))
+
+
 def as_features(features, name: str = "features") -> torch.Tensor:
-    """N×d features (numpy, numpy memmap, torch) as a CPU torch tensor, sharing memory where possible."""
+    """N×d features (numpy, numpy memmap, torch) as a CPU torch tensor, sharing memory where possible.
+
+    A read-only array (e.g. ``np.load(path, mmap_mode="r")``) is shared, never copied: the engine only reads
+    features. float16 stays float16 (rows are widened when gathered).
+    """
     if isinstance(features, torch.Tensor):
         t = features.detach()
     else:
@@ -35,7 +65,12 @@ def as_features(features, name: str = "features") -> torch.Tensor:
         except Exception as err:
             raise ValueError(f"`{name}` must be an N×d array (numpy, memmap or torch), got {type(features)}") from err
         if arr.dtype == np.float64 or arr.dtype == np.float32 or arr.dtype == np.float16:
-            t = torch.from_numpy(arr) if arr.flags.writeable else torch.from_numpy(np.array(arr))
+            if arr.flags.writeable:
+                t = torch.from_numpy(arr)
+            else:
+                with warnings.catch_warnings():  # torch warns that it cannot protect the memory: it is only read
+                    warnings.simplefilter("ignore", UserWarning)
+                    t = torch.from_numpy(arr)
         elif np.issubdtype(arr.dtype, np.number):
             t = torch.from_numpy(arr.astype(np.float32))
         else:
@@ -62,22 +97,61 @@ def check_finite(t: torch.Tensor, name: str) -> None:
 
 @dataclass
 class Split:
-    """One split of the data: which feature rows and their labels (int8) and mask (bool)."""
+    """One split of the data: which feature rows, and their known labels.
+
+    Dense (``labels`` n×C int8 and ``mask`` n×C bool tensors) or sparse (``known``: the known pairs per
+    category, :class:`~hf_cft.sparse.KnownLabels`, with ``labels`` and ``mask`` None). Both answer the same
+    methods, and the engine gives the same results on either.
+    """
 
     features: torch.Tensor  # N_all × d, possibly memory-mapped; never copied whole
     rows: torch.Tensor | None  # indices into `features` (None: all rows)
-    labels: torch.Tensor  # n × C int8
-    mask: torch.Tensor  # n × C bool
+    labels: torch.Tensor | None  # n × C int8 (dense)
+    mask: torch.Tensor | None  # n × C bool (dense)
+    known: KnownLabels | None = None  # sparse
+
+    @property
+    def sparse(self) -> bool:
+        return self.known is not None
 
     @property
     def n(self) -> int:
-        return self.labels.shape[0]
+        return self.known.n if self.sparse else self.labels.shape[0]
+
+    @property
+    def n_categories(self) -> int:
+        return self.known.c if self.sparse else self.labels.shape[1]
 
     def known_counts(self) -> torch.Tensor:
+        if self.sparse:
+            return torch.from_numpy(self.known.known_counts())
         return self.mask.sum(0)
 
     def positive_counts(self) -> torch.Tensor:
+        if self.sparse:
+            return torch.from_numpy(self.known.positive_counts())
         return ((self.labels > 0) & self.mask).sum(0)
+
+    def column(self, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Category ``c``'s known rows of this split (ascending) and their labels (int8)."""
+        if self.sparse:
+            rows, values = self.known.column(c)
+            return torch.from_numpy(rows), torch.from_numpy(values)
+        rows = self.mask[:, c].nonzero().squeeze(1)
+        return rows, self.labels[rows, c]
+
+    def dense_columns(self, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(labels, mask)`` of a few categories, n × len(cols)."""
+        if self.sparse:
+            y, m = self.known.dense_columns(cols.tolist())
+            return torch.from_numpy(y), torch.from_numpy(m)
+        return self.labels[:, cols], self.mask[:, cols]
+
+    def label_bytes(self) -> bytes:
+        """Bytes that identify the labels (for checkpoint keys)."""
+        if self.sparse:
+            return b"sparse" + self.known.digest_bytes()
+        return self.labels.numpy().tobytes() + self.mask.numpy().tobytes()
 
     def take(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Feature rows of this split (all when ``rows`` is None) as a fresh float tensor."""
@@ -88,18 +162,36 @@ class Split:
 
     @classmethod
     def from_arrays(cls, features, labels, label_mask, name: str) -> Split:
+        """A split from features (an array, a memory map, or :class:`Rows`) and dense or scipy.sparse labels."""
+        rows = None
+        if isinstance(features, Rows):
+            rows = torch.from_numpy(features.rows)
+            features = features.features
         feats = as_features(features, f"{name} features")
-        y, m = check_labels(labels, label_mask, "labels" if name == "training" else f"{name} labels")
+        n_rows = feats.shape[0] if rows is None else rows.numel()
+        label_name = "labels" if name == "training" else f"{name} labels"
+        if is_sparse(labels) or is_sparse(label_mask):
+            known = known_labels(labels, label_mask, label_name)
+            if known.n != n_rows:
+                raise ValueError(
+                    f"{name} `features` has {n_rows} rows but its `labels` have {known.n}: one row per image"
+                )
+            return cls(feats, rows, None, None, known)
+        y, m = check_labels(labels, label_mask, label_name)
         if y.ndim != 2:
             raise ValueError(f"`{name}` labels must be N×C, got shape {y.shape}")
-        if y.shape[0] != feats.shape[0]:
+        if y.shape[0] != n_rows:
             raise ValueError(
-                f"{name} `features` has {feats.shape[0]} rows but its `labels` have {y.shape[0]}: one row per image"
+                f"{name} `features` has {n_rows} rows but its `labels` have {y.shape[0]}: one row per image"
             )
-        return cls(feats, None, torch.from_numpy(y), torch.from_numpy(m))
+        return cls(feats, rows, torch.from_numpy(y), torch.from_numpy(m))
 
     def subset(self, rows: torch.Tensor) -> Split:
-        return Split(self.features, rows, self.labels[rows], self.mask[rows])
+        """The images ``rows`` (indices into this split) as a split of their own."""
+        idx = rows if self.rows is None else self.rows[rows]
+        if self.sparse:
+            return Split(self.features, idx, None, None, self.known.take_rows(rows.numpy()))
+        return Split(self.features, idx, self.labels[rows], self.mask[rows])
 
 
 class DenseView:
@@ -161,21 +253,24 @@ class ViewFactory:
         if self.is_dense(cats[0]):
             if self._x is None:
                 self._x = self.split.take().to(self.device, self.dtype)
-            y = self.split.labels[:, cols].to(self.device)
-            m = self.split.mask[:, cols].to(self.device)
-            return DenseView(self._x, y, m)
+            y, m = self.split.dense_columns(cols)
+            return DenseView(self._x, y.to(self.device), m.to(self.device))
         length = max(int(self.known[c]) for c in cats)
         d = self.split.features.shape[1]
         x = torch.zeros(len(cats), length, d, dtype=self.dtype)
         y = torch.zeros(len(cats), length, dtype=torch.int8)
         m = torch.zeros(len(cats), length, dtype=torch.bool)
         for i, c in enumerate(cats):
-            rows = self.split.mask[:, c].nonzero().squeeze(1)
+            rows, values = self.split.column(c)
             k = rows.numel()
             x[i, :k] = self.split.take(rows).to(self.dtype)
-            y[i, :k] = self.split.labels[rows, c]
+            y[i, :k] = values
             m[i, :k] = True
         return GatheredView(x.to(self.device), y.to(self.device), m.to(self.device))
+
+
+PAD_RATIO, PAD_SLACK = 1.5, 16  # a gathered block's longest category is at most 1.5 × its shortest + 16 rows
+SOLVER_FLOATS = 24  # per candidate and feature: the solver's state (L-BFGS history of 10 pairs, Adam moments, …)
 
 
 def make_blocks(
@@ -185,26 +280,33 @@ def make_blocks(
 
     Deterministic in its inputs, so every process of a sharded run computes the same partition.
     A block's bytes: gathered features ``B·L·d`` plus candidate scores and sort buffers ``~6·B·P·L``
-    (4-byte floats) per split.
+    (4-byte floats) per split, and the solver's state ``SOLVER_FLOATS·P·(d+1)``, which dominates for the many
+    categories with few known labels of sparse data. Gathered categories are padded to their block's longest,
+    so a block spans known counts within ``PAD_RATIO`` (plus ``PAD_SLACK`` rows): with the skewed counts of
+    sparse labels (Open Images) padding stays under a third of the work. Linear in the number of categories.
     """
     groups: dict[tuple[bool, bool], list[int]] = {}
     for c in cats:
         groups.setdefault((fit.is_dense(c), sel.is_dense(c)), []).append(c)
     blocks: list[list[int]] = []
     for key in sorted(groups):
-        members = sorted(groups[key], key=lambda c: (fit.cost(c), c))
+        fit_cost = {c: fit.cost(c) for c in groups[key]}
+        sel_cost = {c: sel.cost(c) for c in groups[key]}
+        members = sorted(groups[key], key=lambda c: (fit_cost[c], c))
         block: list[int] = []
+        fit_max = sel_max = 0
         for c in members:
-            trial = block + [c]
-            per_cat = 0.0
-            for factory, dense in ((fit, key[0]), (sel, key[1])):
-                length = max(factory.cost(i) for i in trial)
-                per_cat += (0 if dense else length * d) + 6 * population * length
-            if block and 4.0 * per_cat * len(trial) > budget_bytes:
+            f_len, s_len = max(fit_max, fit_cost[c]), max(sel_max, sel_cost[c])
+            per_cat = (0 if key[0] else f_len * d) + 6 * population * f_len
+            per_cat += (0 if key[1] else s_len * d) + 6 * population * s_len + SOLVER_FLOATS * population * (d + 1)
+            too_big = 4.0 * per_cat * (len(block) + 1) > budget_bytes
+            too_ragged = not key[0] and fit_cost[c] > PAD_RATIO * fit_cost[block[0]] + PAD_SLACK if block else False
+            if block and (too_big or too_ragged):
                 blocks.append(block)
-                block = [c]
+                block, fit_max, sel_max = [c], fit_cost[c], sel_cost[c]
             else:
-                block = trial
+                block.append(c)
+                fit_max, sel_max = f_len, s_len
         if block:
             blocks.append(block)
     return blocks

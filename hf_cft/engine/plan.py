@@ -107,8 +107,10 @@ def bp_fit_view(factory, block: list[int]):
         return factory.view(block)
     split = factory.split
     cols = torch.as_tensor(block, dtype=torch.long)
-    known = split.mask[:, cols]
-    rows = known.any(1).nonzero().squeeze(1)
+    if split.sparse:  # the union of the block's known rows, from its categories' pairs (ascending, as below)
+        rows = torch.unique(torch.cat([split.column(c)[0] for c in block]))
+    else:
+        rows = split.mask[:, cols].any(1).nonzero().squeeze(1)
     length = max(int(factory.known[c]) for c in block)
     itemsize = torch.empty((), dtype=factory.dtype).element_size()
     plan = bp_plan(len(block), rows.numel(), length, split.features.shape[1], itemsize, factory.device)
@@ -117,7 +119,8 @@ def bp_fit_view(factory, block: list[int]):
     if plan.kind == "gathered":
         return factory.view(block)
     x = split.take(rows).to(factory.device, factory.dtype)
-    return DenseView(x, split.labels[rows][:, cols].to(factory.device), known[rows].to(factory.device))
+    y, known = split.subset(rows).dense_columns(cols)
+    return DenseView(x, y.to(factory.device), known.to(factory.device))
 
 
 def sub_view(view, idx: torch.Tensor):

@@ -238,13 +238,34 @@ def _per_category(fn, scores, labels, label_mask) -> MacroScore:
     return macro_score(values, pos, neg)
 
 
+def _sparse_inputs(labels, label_mask) -> bool:
+    from ..sparse import is_sparse
+
+    return is_sparse(labels) or is_sparse(label_mask)
+
+
 def partial_average_precision(scores, labels, label_mask=None) -> MacroScore:
-    """mAP of N×C ``scores`` on known labels only (macro over categories with a known positive and negative)."""
+    """mAP of N×C ``scores`` on known labels only (macro over categories with a known positive and negative).
+
+    ``labels`` / ``label_mask`` may be scipy.sparse (then ``scores`` may also be 1-D, one per known pair): the
+    metric is computed from the known pairs, never densified (:mod:`hf_cft.metrics.pairs`).
+    """
+    if label_mask is not None and _sparse_inputs(labels, label_mask):
+        from .pairs import sparse_partial_metric
+
+        return sparse_partial_metric("ap", scores, labels, label_mask)
     return _per_category(average_precision, scores, labels, label_mask)
 
 
 def partial_auroc(scores, labels, label_mask=None) -> MacroScore:
-    """mAUC of N×C ``scores`` on known labels only (macro over categories with a known positive and negative)."""
+    """mAUC of N×C ``scores`` on known labels only (macro over categories with a known positive and negative).
+
+    Sparse ``labels`` / ``label_mask`` as in :func:`partial_average_precision`.
+    """
+    if label_mask is not None and _sparse_inputs(labels, label_mask):
+        from .pairs import sparse_partial_metric
+
+        return sparse_partial_metric("auroc", scores, labels, label_mask)
     return _per_category(auroc, scores, labels, label_mask)
 
 
@@ -257,6 +278,8 @@ def compute_partial_metric(
     category_names=None,
     groups: int | None = None,
     known_counts=None,
+    pair_categories=None,
+    num_categories: int | None = None,
 ) -> dict:
     """What the ``partial_map`` / ``partial_mauc`` ``evaluate`` modules return.
 
@@ -271,7 +294,24 @@ def compute_partial_metric(
             OpenImages G1–G5 protocol uses 5); each group's macro mean is returned as "G1", "G2", ….
         known_counts: the per-category known-label counts that order the groups (the protocol uses the
             training set's); default: the known references counted here.
+        pair_categories, num_categories: the sparse form (Open Images at scale): ``predictions`` and
+            ``references`` are then 1-D, one score and one label (1 / 0) per known pair, ``pair_categories``
+            the pair's category and ``num_categories`` C. No N×C array is made.
     """
+    if pair_categories is not None:
+        from .pairs import per_category_from_pairs
+
+        if num_categories is None:
+            raise ValueError("`num_categories` is needed with `pair_categories`")
+        pair_cats = np.asarray(pair_categories, dtype=np.int64)
+        refs = np.asarray(references, dtype=np.int64)
+        per_cat = per_category_from_pairs(kind, np.asarray(predictions, dtype=np.float64), refs, pair_cats,
+                                          int(num_categories))
+        counted = np.bincount(pair_cats, minlength=int(num_categories))
+        pos = np.bincount(pair_cats, weights=refs, minlength=int(num_categories))
+        macro = macro_score(per_cat, pos, counted - pos)
+        return _metric_output(kind, macro, int(num_categories), categories, category_names, groups,
+                              known_counts if known_counts is not None else counted)
     scores = torch.as_tensor(np.asarray(predictions, dtype=np.float64))
     codes = torch.as_tensor(np.asarray(references, dtype=np.int64))
     if scores.ndim != 2 or codes.shape != scores.shape:
@@ -284,6 +324,12 @@ def compute_partial_metric(
     mask = codes >= 0
     fn = average_precision if kind == "ap" else auroc
     macro = _per_category(fn, scores, (codes > 0).to(torch.int8), mask)
+    return _metric_output(kind, macro, n_cat, categories, category_names, groups,
+                          known_counts if known_counts is not None else mask.sum(0).numpy())
+
+
+def _metric_output(kind: str, macro: MacroScore, n_cat: int, categories, category_names, groups, counts) -> dict:
+    """The metric modules' dict from per-category values: the chosen categories' mean and the G-groups."""
     if category_names is not None and len(category_names) != n_cat:
         raise ValueError(f"category_names has {len(category_names)} names for {n_cat} columns")
     chosen = list(range(n_cat))
@@ -311,7 +357,7 @@ def compute_partial_metric(
     if category_names is not None:
         out["category_names"] = [str(category_names[i]) for i in chosen]
     if groups:
-        counts = np.asarray(known_counts if known_counts is not None else mask.sum(0).numpy())[chosen]
+        counts = np.asarray(counts)[chosen]
         order = np.argsort(counts, kind="stable")
         for g, part in enumerate(np.array_split(order, groups), start=1):
             vals = sub[part]

@@ -21,6 +21,8 @@ Args:
     category_names: optional C names in order.
     groups: optional number of groups by known-label count (OpenImages: 5).
     known_counts: optional per-category known-label counts ordering the groups (default: counted here).
+    pair_categories, num_categories: the sparse form: predictions and references are then one score and one
+        label (1 / 0) per known pair, pair_categories its category index, num_categories C (no N x C array).
 Returns:
     mauc, n_categories, n_excluded, per_category, and G1..Gk when groups is set.
 """
@@ -42,15 +44,23 @@ class PartialMauc(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float32")),
-                    "references": datasets.Sequence(datasets.Value("int8")),
-                }
-            ),
+            features=[
+                datasets.Features(
+                    {
+                        "predictions": datasets.Sequence(datasets.Value("float32")),
+                        "references": datasets.Sequence(datasets.Value("int8")),
+                    }
+                ),
+                datasets.Features(  # sparse form: one known pair per entry (with pair_categories)
+                    {
+                        "predictions": datasets.Value("float32"),
+                        "references": datasets.Value("int8"),
+                    }
+                ),
+            ],
         )
 
     def _compute(self, predictions, references, categories=None, category_names=None, groups=None,
-                 known_counts=None):
+                 known_counts=None, pair_categories=None, num_categories=None):
         return compute_partial_metric("auroc", predictions, references, categories, category_names, groups,
-                                      known_counts)
+                                      known_counts, pair_categories, num_categories)
