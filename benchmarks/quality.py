@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["an", "ignore", "ll_r", "selective", "cl"])
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--steps", type=int, default=1000, help="bp epochs / ga generations")
+    ap.add_argument("--table", action="store_true", help="only print the table of the cells finished in --work")
     ap.add_argument("--work", default=None, help="folder for models and caches (default: a temporary one); "
                     "a killed run started again with the same --work skips the cells it finished")
     args = ap.parse_args()
@@ -91,7 +92,7 @@ def main() -> None:
     rows, done = load_cells(work, {"epochs": args.epochs, "steps": args.steps})
     t0 = time.perf_counter()
     # seeds outermost: after k seeds the whole grid has k seeds, so a run stopped early still reads across settings
-    for seed in range(args.seeds):
+    for seed in range(0 if args.table else args.seeds):
         backbone = os.path.join(work, f"pretrained-digits-{seed}")  # shared by every cell of a seed
         for protocol in args.protocols:
             for ratio in args.ratios:
@@ -163,7 +164,8 @@ def main() -> None:
                     save_cells(work, rows, done, {"epochs": args.epochs, "steps": args.steps})
                     print(f"[{time.perf_counter() - t0:6.0f} s] {tag}: baseline {100 * base_map:.2f}, auto "
                           f"{100 * auto_map:.2f}", flush=True)
-    print(f"\nB5 digits_mosaic: {args.seeds} seed(s), small ResNet pretrained on single digits then fine-tuned "
+    print(f"\nB5 digits_mosaic: {len(done)} cell(s) (up to {args.seeds} seed(s) per setting), small ResNet "
+          "pretrained on single digits then fine-tuned "
           f"{args.epochs} epochs per method; CFT bp/ga up to {args.steps} steps; selection on the trainer's held-out "
           "validation images; test split fully labeled")
     print("| protocol | known | baseline method | row | test mAP | Δ vs baseline (min … max) | seeds better | "
