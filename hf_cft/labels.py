@@ -57,6 +57,17 @@ def _as_numpy(x, name: str) -> np.ndarray:
         raise ValueError(f"`{name}` must be array-like (numpy, torch, lists), got {type(x).__name__}") from err
 
 
+def check_known_values(known: np.ndarray, name: str = "labels", mask_name: str = "label_mask") -> None:
+    """Refuse known labels other than 1 / 0, naming the converter for the common other encodings."""
+    if known.size and not np.isin(known, (0, 1)).all():
+        bad = np.unique(known[~np.isin(known, (0, 1))])[:5]
+        raise ValueError(
+            f"`{name}` must hold 1 (positive) or 0 (negative) where `{mask_name}` is True; found {bad.tolist()}. "
+            "If your labels use the signed form (+1/-1/0) call hf_cft.labels.from_signed, if they use -1 for "
+            "unknown call hf_cft.labels.from_code."
+        )
+
+
 def check_labels(labels, label_mask, name: str = "labels") -> tuple[np.ndarray, np.ndarray]:
     """Validate ``labels``/``label_mask`` and return them as ``int8`` / ``bool`` numpy arrays.
 
@@ -76,13 +87,7 @@ def check_labels(labels, label_mask, name: str = "labels") -> tuple[np.ndarray, 
     if y.dtype == np.bool_:
         return y.astype(np.int8), m
     known = y[m]
-    if known.size and not np.isin(known, (0, 1)).all():
-        bad = np.unique(known[~np.isin(known, (0, 1))])[:5]
-        raise ValueError(
-            f"`{name}` must hold 1 (positive) or 0 (negative) where `{mask_name}` is True; found {bad.tolist()}. "
-            "If your labels use the signed form (+1/-1/0) call hf_cft.labels.from_signed, if they use -1 for "
-            "unknown call hf_cft.labels.from_code."
-        )
+    check_known_values(known, name, mask_name)
     out = np.zeros(y.shape, dtype=np.int8)
     out[m] = known.astype(np.int8)
     return out, m

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .labels import check_known_values
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["KnownLabels", "is_sparse", "known_labels"]
@@ -168,11 +170,5 @@ def known_labels(labels, label_mask, name: str = "labels") -> KnownLabels:
     vals = np.asarray(vals)
     if vals.dtype == np.bool_:
         vals = vals.astype(np.int8)
-    if vals.size and not np.isin(vals, (0, 1)).all():
-        bad = np.unique(vals[~np.isin(vals, (0, 1))])[:5]
-        raise ValueError(
-            f"`{name}` must hold 1 (positive) or 0 (negative) where `{mask_name}` is True; found {bad.tolist()}. "
-            "If your labels use the signed form (+1/-1/0) call hf_cft.labels.from_signed, if they use -1 for "
-            "unknown call hf_cft.labels.from_code."
-        )
+    check_known_values(vals, name, mask_name)
     return KnownLabels(n, c, mask.indptr.astype(np.int64), mask.indices.astype(np.int64), vals.astype(np.int8))
