@@ -20,6 +20,8 @@ from typing import Any
 import datasets
 import numpy as np
 
+from ..atomic import write_atomic
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -295,10 +297,7 @@ class PartialBuilder(datasets.GeneratorBasedBuilder):
                     "achieved_known_ratio": s["known"] / (n * c),
                     "known_per_category": [int(v) for v in s.get("known_per_category", np.zeros(c))],
                 }
-            tmp = path + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(out, f)
-            os.replace(tmp, path)
+            write_atomic(path, json.dumps(out))
 
     def as_dataset(self, *args, **kwargs):
         ds = super().as_dataset(*args, **kwargs)
