@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hf_cft import CFTConfig, choose_per_category, fit_cft  # noqa: E402
+from hf_cft.atomic import write_atomic  # noqa: E402
 from hf_cft.data import label_arrays, load_partial_dataset, partial_info  # noqa: E402
 from hf_cft.head import CFTHead  # noqa: E402
 from hf_cft.metrics import partial_auroc, partial_average_precision  # noqa: E402
@@ -68,10 +69,7 @@ def save_cells(work: str, rows: dict, done: set, settings: dict) -> None:
     saved = {"settings": settings, "done": sorted(done),
              "rows": [{"protocol": k[0], "ratio": k[1], "method": k[2], "row": k[3], "values": v}
                       for k, v in rows.items()]}
-    tmp = os.path.join(work, CELLS + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(saved, f, default=float)
-    os.replace(tmp, os.path.join(work, CELLS))
+    write_atomic(os.path.join(work, CELLS), json.dumps(saved, default=float))
 
 
 def main() -> None:
