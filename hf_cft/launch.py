@@ -23,13 +23,15 @@ def entrypoint(main: F) -> F:
     (torch elastic's ``record``, so the launcher's summary names the root cause, not the peers' lost
     connections) and ends that process with a non-zero exit; the launcher then stops every other process,
     including ranks waiting at a collective, instead of leaving them until the collective's timeout.
+    After a run that succeeded, every process meets at a barrier and the process group is destroyed, so no
+    rank exits while a peer still talks to it (an exit with a live group can abort the process).
     """
     from torch.distributed.elastic.multiprocessing.errors import record
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
         try:
-            return main(*args, **kwargs)
+            out = main(*args, **kwargs)
         except BaseException as err:
             world = int(os.environ.get("WORLD_SIZE", "1"))
             if world > 1 and not isinstance(err, SystemExit):
@@ -37,5 +39,16 @@ def entrypoint(main: F) -> F:
                 sys.stderr.write(f"\nhf_cft: process {rank} of {world} failed: {type(err).__name__}: {err}\n")
                 sys.stderr.flush()
             raise
+        end_process_group()
+        return out
 
     return record(wrapped)
+
+
+def end_process_group() -> None:
+    """Meet every peer at a barrier and destroy the default process group (no-op when there is none)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -127,6 +127,8 @@ parts = gather_object([part]) if acc.num_processes > 1 else [part]
 if acc.is_main_process:
     res = merge_shards(parts, torch.from_numpy(w0), torch.from_numpy(b0))
     save_file({"weight": res.weight.numpy(), "bias": res.bias.numpy()}, f"{folder}/out{acc.num_processes}.safetensors")
+acc.wait_for_everyone()
+acc.end_training()  # destroys the process group: no rank exits while its peer still talks to it
 """
 
 
