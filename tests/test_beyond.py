@@ -166,3 +166,30 @@ def test_choose_per_category_equals_auto(planted):
     other = fit_cft(x, y, m, w0, b0, CFTConfig(variant="bp", seed=5, **base))
     with pytest.raises(ValueError, match="different splits"):
         choose_per_category({"a": runs["bp"], "b": other}, w0, b0)
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_row_span_solve_equals_the_full_space_solve(balanced):
+    """Few known rows per category (L ≤ d/2): solved in the span of the rows, the same optimum as in all d."""
+    from hf_cft.engine.refit import RowSpanView, solve_in_row_span
+
+    rng = np.random.default_rng(5)
+    n, d, c = 120, 64, 4
+    x = rng.normal(size=(n, d))
+    x[7] = x[3]  # a repeated row: a zero eigenvalue of the Gram matrix
+    y = (x @ rng.normal(size=(c, d)).T + rng.normal(size=(n, c)) > 0.5).astype(np.int8)
+    m = rng.random((n, c)) < 0.2
+    m[3] = m[7] = True
+    view = ViewFactory(Split.from_arrays(x, y, m, "training"), torch.device("cpu"), torch.float64,
+                       1.0).view(list(range(c)))
+    assert view.kind == "gathered" and view.length <= d / 2
+    lams = torch.tensor([[1e-3, 1e-1]], dtype=torch.float64)
+    w_ref = torch.from_numpy(rng.normal(size=(c, 1, d)) * 0.1)
+    b0 = torch.zeros(c, 2, dtype=torch.float64)
+    sw = _sample_weight(view, balanced)
+    full = solve_logistic(view, w_ref.expand(c, 2, d).contiguous(), b0, lams, w_ref, sw, max_iter=1000, tol=1e-11)
+    span = solve_in_row_span(view, w_ref, b0, lams, sw, max_iter=1000, tol=1e-11)
+    np.testing.assert_allclose(span[0].numpy(), full[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(span[1].numpy(), full[1].numpy(), atol=1e-6)
+    assert not np.allclose(span[0].numpy(), w_ref.numpy())  # it moved
+    assert RowSpanView(view, w_ref).x.shape == (c, view.length, view.length)

@@ -213,6 +213,13 @@ class DenseView:
         out = self.x @ weight.reshape(b * p, d).T  # n × (B·P)
         return out.T.reshape(b, p, -1) + bias.unsqueeze(-1)
 
+    linear = scores  # the logits are linear in (weight, bias): a direction's logits are its scores
+
+    def backprop(self, r: torch.Tensor) -> torch.Tensor:
+        """``Σ_i r_i · x_i`` per candidate: (B, P, n) → (B, P, d), the weight part of a gradient."""
+        b, p, n = r.shape
+        return (r.reshape(b * p, n) @ self.x).reshape(b, p, -1)
+
 
 class GatheredView:
     """A block whose categories' known rows are gathered into a padded ``(B, L, d)`` tensor."""
@@ -230,6 +237,12 @@ class GatheredView:
 
     def scores(self, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         return torch.bmm(weight, self.x.transpose(1, 2)) + bias.unsqueeze(-1)
+
+    linear = scores
+
+    def backprop(self, r: torch.Tensor) -> torch.Tensor:
+        """``Σ_i r_i · x_i`` per candidate: (B, P, L) → (B, P, d), the weight part of a gradient."""
+        return torch.bmm(r, self.x)
 
 
 class ViewFactory:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import CFTConfig
+from .data import GatheredView
 from .selection import BestTracker, Judge
 
 __all__ = ["logistic_objective", "run_refit"]
@@ -25,21 +26,21 @@ __all__ = ["logistic_objective", "run_refit"]
 
 def logistic_objective(view, weight, bias, lam, w_ref, sample_weight):
     """Per-pair objective (B, P) of the candidates ``weight`` (B, P, d), ``bias`` (B, P)."""
-    logits = view.scores(weight, bias)  # B × P × L
-    bce = F.binary_cross_entropy_with_logits(logits, view.labels.to(logits.dtype).expand_as(logits),
-                                             reduction="none")
-    data = (bce * sample_weight).sum(-1)
+    data = _data_term(view.scores(weight, bias), view.labels, sample_weight)
     reg = 0.5 * lam * ((weight - w_ref) ** 2).sum(-1)
     return data + reg
 
 
-def _value_and_grad(view, w, b, lam, w_ref, sw):
-    w = w.detach().requires_grad_(True)
-    b = b.detach().requires_grad_(True)
-    with torch.enable_grad():
-        f = logistic_objective(view, w, b, lam, w_ref, sw)
-        gw, gb = torch.autograd.grad(f.sum(), [w, b])
-    return f.detach(), gw, gb
+def _data_term(z: torch.Tensor, labels: torch.Tensor, sw: torch.Tensor) -> torch.Tensor:
+    """Weighted BCE summed over each pair's entries: logits (B, P, L) → (B, P)."""
+    bce = F.binary_cross_entropy_with_logits(z, labels.to(z.dtype).expand_as(z), reduction="none")
+    return (bce * sw).sum(-1)
+
+
+def _gradient(view, z, labels, sw, lam, delta) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed-form gradient at logits ``z`` and ``delta = w − w_ref``: (B, P, d) and (B, P)."""
+    r = sw * (torch.sigmoid(z) - labels.to(z.dtype))  # B × P × L, zero where unknown or padded
+    return view.backprop(r) + lam.unsqueeze(-1) * delta, r.sum(-1)
 
 
 def _sample_weight(view, balanced: bool) -> torch.Tensor:
@@ -54,11 +55,35 @@ def _sample_weight(view, balanced: bool) -> torch.Tensor:
     return 0.5 * (pos / n_pos + (known - pos) / n_neg)
 
 
-# long: one batched L-BFGS iteration (two-loop recursion, line search, history) reads best as one loop
+def _two_loop(g, gnorm, s_hist, y_hist, rho_hist):
+    """L-BFGS direction ``−H·g`` per pair from the history (steepest descent, scaled, without one)."""
+    q = g.clone()
+    alphas = []
+    for s, y, rho in reversed(list(zip(s_hist, y_hist, rho_hist))):
+        a = rho * (s * q).sum(-1)
+        alphas.append(a)
+        q -= a.unsqueeze(-1) * y
+    if s_hist:
+        s, y = s_hist[-1], y_hist[-1]
+        gamma = (s * y).sum(-1) / (y * y).sum(-1).clamp(min=1e-30)
+        q *= gamma.clamp(min=1e-12).unsqueeze(-1)
+    else:
+        q /= gnorm.clamp(min=1.0).unsqueeze(-1)
+    for (s, y, rho), a in zip(zip(s_hist, y_hist, rho_hist), reversed(alphas)):
+        bcoef = rho * (y * q).sum(-1)
+        q += (a - bcoef).unsqueeze(-1) * s
+    return -q
+
+
+# long: one batched L-BFGS iteration (direction, line search along precomputed logits, history) reads best as one loop
 @torch.no_grad()
 def solve_logistic(view, w0, b0, lam, w_ref, sample_weight, max_iter: int = 200, history: int = 10,
                    tol: float = 1e-6):
     """Batched L-BFGS with a per-pair Armijo backtracking line search.
+
+    Each iteration reads the features twice: the logits of the search direction (so every trial step of the
+    line search is the current logits plus a multiple of them, and the penalty a quadratic in the step) and
+    the closed-form gradient at the accepted point.
 
     Args:
         view: a block view (dense or gathered) of the fit split.
@@ -70,7 +95,12 @@ def solve_logistic(view, w0, b0, lam, w_ref, sample_weight, max_iter: int = 200,
     dtype = w0.dtype
     w, b = w0.clone(), b0.clone()
     sw = sample_weight.to(dtype)
-    f, gw, gb = _value_and_grad(view, w, b, lam, w_ref, sw)
+    labels = view.labels
+    lam = lam.to(dtype)
+    z = view.scores(w, b)
+    delta = w - w_ref
+    f = _data_term(z, labels, sw) + 0.5 * lam * (delta * delta).sum(-1)
+    gw, gb = _gradient(view, z, labels, sw, lam, delta)
     shape = f.shape
     s_hist, y_hist, rho_hist = [], [], []
     active = torch.ones(shape, dtype=torch.bool, device=w.device)
@@ -85,39 +115,24 @@ def solve_logistic(view, w0, b0, lam, w_ref, sample_weight, max_iter: int = 200,
         active &= gnorm > tol
         if not bool(active.any()):
             break
-        # two-loop recursion, per pair
-        q = g.clone()
-        alphas = []
-        for s, y, rho in reversed(list(zip(s_hist, y_hist, rho_hist))):
-            a = rho * (s * q).sum(-1)
-            alphas.append(a)
-            q -= a.unsqueeze(-1) * y
-        if s_hist:
-            s, y = s_hist[-1], y_hist[-1]
-            gamma = (s * y).sum(-1) / (y * y).sum(-1).clamp(min=1e-30)
-            q *= gamma.clamp(min=1e-12).unsqueeze(-1)
-        else:
-            q /= gnorm.clamp(min=1.0).unsqueeze(-1)
-        for (s, y, rho), a in zip(zip(s_hist, y_hist, rho_hist), reversed(alphas)):
-            bcoef = rho * (y * q).sum(-1)
-            q += (a - bcoef).unsqueeze(-1) * s
-        direction = -q * active.unsqueeze(-1)
+        direction = _two_loop(g, gnorm, s_hist, y_hist, rho_hist) * active.unsqueeze(-1)
         slope = (g * direction).sum(-1)
         bad = slope >= 0  # not a descent direction: restart from steepest descent
         if bool(bad.any()):
             direction = torch.where(bad.unsqueeze(-1), -g / gnorm.clamp(min=1.0).unsqueeze(-1), direction)
             direction *= active.unsqueeze(-1)
             slope = (g * direction).sum(-1)
+        dir_w, dir_b = direction[..., :-1], direction[..., -1]
+        dz = view.linear(dir_w, dir_b)  # logits move by t·dz along the direction
+        dd, dD, DD = (dir_w * dir_w).sum(-1), (delta * dir_w).sum(-1), (delta * delta).sum(-1)
         step = torch.ones(shape, dtype=dtype, device=w.device)
+        taken = torch.zeros(shape, dtype=dtype, device=w.device)
         pending = active.clone()
-        new_w, new_b, new_f = w.clone(), b.clone(), f.clone()
+        new_f = f.clone()
         for _ls in range(30):
-            tw = w + step.unsqueeze(-1) * direction[..., :-1]
-            tb = b + step * direction[..., -1]
-            tf = logistic_objective(view, tw, tb, lam, w_ref, sw)
+            tf = _data_term(z + step.unsqueeze(-1) * dz, labels, sw) + 0.5 * lam * (DD + step * (2 * dD + step * dd))
             ok = pending & (tf <= f + 1e-4 * step * slope)
-            new_w = torch.where(ok.unsqueeze(-1), tw, new_w)
-            new_b = torch.where(ok, tb, new_b)
+            taken = torch.where(ok, step, taken)
             new_f = torch.where(ok, tf, new_f)
             pending &= ~ok
             if not bool(pending.any()):
@@ -126,8 +141,11 @@ def solve_logistic(view, w0, b0, lam, w_ref, sample_weight, max_iter: int = 200,
         moved = active & ~pending
         active &= ~pending  # a pair whose line search failed has converged to machine precision
         f_prev = f
-        new_fv, ngw, ngb = _value_and_grad(view, new_w, new_b, lam, w_ref, sw)
-        s_vec = cat(new_w - w, new_b - b)
+        s_vec = direction * taken.unsqueeze(-1)
+        w, b = w + s_vec[..., :-1], b + s_vec[..., -1]
+        delta = w - w_ref
+        z = z + taken.unsqueeze(-1) * dz
+        ngw, ngb = _gradient(view, z, labels, sw, lam, delta)
         y_vec = cat(ngw - gw, ngb - gb) * moved.unsqueeze(-1)
         sy = (s_vec * y_vec).sum(-1)
         rho = torch.where(sy > 1e-12, 1.0 / sy.clamp(min=1e-12), torch.zeros_like(sy))
@@ -136,11 +154,74 @@ def solve_logistic(view, w0, b0, lam, w_ref, sample_weight, max_iter: int = 200,
         rho_hist.append(rho)
         if len(s_hist) > history:
             s_hist.pop(0), y_hist.pop(0), rho_hist.pop(0)
-        w, b, f, gw, gb = new_w, new_b, new_fv, ngw, ngb
+        f, gw, gb = new_f, ngw, ngb
         iters += moved.long()
         tiny = (f_prev - f).abs() <= 1e-12 * f_prev.abs().clamp(min=1.0)
         active &= ~(moved & tiny)
     return w, b, iters
+
+
+REDUCE_AT = 0.5  # a gathered block with at most this share of d rows is solved in the span of its rows
+
+
+class RowSpanView:
+    """A gathered block in the coordinates of its categories' row spans.
+
+    Started from ``w_ref``, every iterate of the solver stays in ``w_ref + span(x_1, …, x_L)`` (the data
+    gradient is ``Σ r_i x_i``, the penalty's is ``λ (w − w_ref)``). With ``K = X Xᵀ = V Λ Vᵀ`` and the
+    orthonormal basis ``Q = Xᵀ V Λ^{-1/2}`` of that span, ``w = w_ref + Q u`` turns each problem into a
+    logistic regression in L ≤ d coordinates with features ``X Q = V Λ^{1/2}`` and penalty ``λ/2 ||u||²``:
+    the same problem, so the same solution, at O(L²) per solver step instead of O(L d). Directions whose
+    eigenvalue is at rounding level are dropped (their coordinate stays 0).
+    """
+
+    kind = "rowspan"
+
+    def __init__(self, view: GatheredView, w_ref: torch.Tensor):
+        x = view.x
+        gram = torch.bmm(x, x.transpose(1, 2)).double()
+        evals, evecs = torch.linalg.eigh(gram)
+        eps = torch.finfo(x.dtype).eps
+        keep = evals > evals[:, -1:].clamp(min=0) * (eps * 10 * x.shape[1])
+        root = evals.clamp(min=0).sqrt()
+        self.x = (evecs * (root * keep).unsqueeze(1)).to(x.dtype)  # B × L × L: V Λ^{1/2}
+        self._to_rows = (evecs * (keep / root.clamp(min=1e-300)).unsqueeze(1)).to(x.dtype)  # V Λ^{-1/2}
+        self._rows = x
+        self._w_ref = w_ref
+        self.offset = torch.bmm(w_ref, x.transpose(1, 2))  # B × 1 × L: the logits of w_ref
+        self.labels, self.mask = view.labels, view.mask
+
+    @property
+    def length(self) -> int:
+        return self.x.shape[1]
+
+    def linear(self, u: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """The logits' change for a move ``(u, bias)``, without the offset of ``w_ref``."""
+        return torch.bmm(u, self.x.transpose(1, 2)) + bias.unsqueeze(-1)
+
+    def scores(self, u: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return self.linear(u, bias) + self.offset
+
+    def backprop(self, r: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(r, self.x)
+
+    def weights(self, u: torch.Tensor) -> torch.Tensor:
+        """``w_ref + Q u`` (B, P, d) of coordinates ``u`` (B, P, L)."""
+        return self._w_ref + torch.bmm(torch.bmm(u, self._to_rows.transpose(1, 2)), self._rows)
+
+
+def solve_in_row_span(view, w_ref, b0, lam, sample_weight, **solver) -> tuple[torch.Tensor, ...]:
+    """:func:`solve_logistic` started from ``w_ref``, solved through :class:`RowSpanView` when that is cheaper."""
+    n_cat, n_lam = b0.shape
+    d = w_ref.shape[-1]
+    if not isinstance(view, GatheredView) or view.length > REDUCE_AT * d:
+        w0 = w_ref.expand(n_cat, n_lam, d).contiguous()
+        return solve_logistic(view, w0, b0, lam, w_ref, sample_weight, **solver)
+    span = RowSpanView(view, w_ref)
+    u0 = torch.zeros(n_cat, n_lam, span.length, dtype=w_ref.dtype, device=w_ref.device)
+    zero = torch.zeros(n_cat, 1, span.length, dtype=w_ref.dtype, device=w_ref.device)
+    u, b, iters = solve_logistic(span, u0, b0, lam, zero, sample_weight, **solver)
+    return span.weights(u), b, iters
 
 
 def run_refit(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker: BestTracker, config: CFTConfig,
@@ -150,12 +231,14 @@ def run_refit(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, track
     dtype = weight.dtype
     lam = torch.tensor(config.refit_l2, dtype=dtype, device=weight.device).view(1, -1)
     n_lam = lam.shape[1]
-    w0 = weight.unsqueeze(1).expand(n_cat, n_lam, d).contiguous()
     b0 = bias.unsqueeze(1).expand(n_cat, n_lam).contiguous()
-    w_ref = weight.unsqueeze(1) if config.refit_toward == "trained" else torch.zeros_like(weight.unsqueeze(1))
     sw = _sample_weight(fit, config.refit_balanced)
-    w, b, iters = solve_logistic(fit, w0, b0, lam, w_ref, sw,
-                                 max_iter=config.refit_max_iter, tol=config.refit_tol)
+    solver = dict(max_iter=config.refit_max_iter, tol=config.refit_tol)
+    if config.refit_toward == "trained":  # started at the penalty's centre: the row-span form applies
+        w, b, iters = solve_in_row_span(fit, weight.unsqueeze(1), b0, lam, sw, **solver)
+    else:
+        w0 = weight.unsqueeze(1).expand(n_cat, n_lam, d).contiguous()
+        w, b, iters = solve_logistic(fit, w0, b0, lam, torch.zeros_like(weight.unsqueeze(1)), sw, **solver)
     scores = judge(w, b)  # B × n_lam
     for p in range(n_lam):
         tracker.update(p + 1, w[:, p], b[:, p], scores[:, p])
