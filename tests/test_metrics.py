@@ -100,3 +100,26 @@ def test_evaluate_modules_offline_with_groups_and_subset():
     assert sub["category_names"] == ["b", "e"]
     with pytest.raises(ValueError, match="label codes"):
         mauc.compute(predictions=p, references=codes + 2)
+
+
+@pytest.mark.parametrize("kind", ["ap", "auroc"])
+def test_counted_metric_equals_sklearn_on_the_written_out_multiset(kind):
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from hf_cft.metrics.core import counted_metric
+
+    rng = np.random.default_rng(11)
+    rows, width, draws = 5, 40, 6
+    scores = np.round(rng.normal(size=(rows, width)), 1)  # many ties
+    pos = rng.random((rows, width)) < 0.3
+    pos[:, 0], pos[:, 1] = True, False
+    counts = rng.integers(0, 3, size=(rows, draws, width)).astype(np.float64)
+    counts[:, :, :2] = 1  # each multiset has both classes
+    got = counted_metric(kind, torch.from_numpy(scores), torch.from_numpy(pos), torch.from_numpy(counts))
+    ref = average_precision_score if kind == "ap" else roc_auc_score
+    for r in range(rows):
+        for s in range(draws):
+            take = np.repeat(np.arange(width), counts[r, s].astype(int))
+            assert float(got[r, s]) == pytest.approx(ref(pos[r, take], scores[r, take]), abs=1e-12)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        counted_metric("f1", torch.from_numpy(scores), torch.from_numpy(pos), torch.from_numpy(counts))

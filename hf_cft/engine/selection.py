@@ -377,34 +377,62 @@ def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_
                           steps_out, torch.stack(score), torch.stack(gain), torch.stack(se), folds_out)
 
 
+BOOT_ELEMENTS = 4_000_000  # resample counts held at once (rows × resamples × width)
+
+
 def bootstrap_diffs(new: torch.Tensor, old: torch.Tensor, n_pos: torch.Tensor, n_known: torch.Tensor,
                     keys: list[int], metric, n_boot: int, seed: int) -> torch.Tensor:
     """``metric(new) − metric(old)`` on ``n_boot`` stratified paired resamples of each row's listed entries.
 
     A row (B × Lk, positives first) is one category's fold; each resample draws its known positives and known
     negatives with replacement, as many as it has of each, so the class balance is kept; the draws of a row
-    depend on the seed and its key alone. Returns B × n_boot (NaN where the metric is undefined).
+    depend on the seed, its key and its own size alone. A resample is a count per entry, and each row is sorted
+    once for all its resamples (:func:`~hf_cft.metrics.core.counted_metric`); rows are taken in groups of similar
+    size, so a few large categories do not pad the many small ones. Returns B × n_boot (NaN where the metric is
+    undefined).
     """
-    n_rows, width = new.shape
-    gens = [torch.Generator(device="cpu").manual_seed((int(seed) * 1_000_003 + key * 7919 + 17) % (2**63))
-            for key in keys]
-    j = torch.arange(width).view(1, 1, -1)
-    pos_n, known_n = n_pos.view(-1, 1, 1), n_known.view(-1, 1, 1)
-    is_pos = j < pos_n
-    offset = torch.where(is_pos, torch.zeros_like(pos_n), pos_n)
-    size = torch.where(is_pos, pos_n, known_n - pos_n).clamp(min=1)
-    labels, known = listed_labels(n_pos, n_known, width)
-    diffs = []
-    chunk = max(1, min(n_boot, int(2e7 // max(1, n_rows * width))))
-    for start in range(0, n_boot, chunk):
-        r = min(chunk, n_boot - start)
-        u = torch.stack([torch.rand(r, width, generator=g, dtype=torch.float64) for g in gens])
-        idx = (offset + (u * size).floor().long()).clamp(max=width - 1)
-        pair = torch.stack([torch.gather(new.unsqueeze(1).expand(-1, r, -1), -1, idx),
-                            torch.gather(old.unsqueeze(1).expand(-1, r, -1), -1, idx)], dim=1)  # B × 2 × r × Lk
-        s = metric(pair, labels.unsqueeze(1), known.unsqueeze(1))
-        diffs.append(s[:, 0] - s[:, 1])
-    return torch.cat(diffs, dim=1).double()
+    from ..metrics.core import METRICS, counted_metric
+
+    kind = next((k for k, f in METRICS.items() if f is metric), None)
+    if kind is None:
+        raise ValueError(f"the bootstrap scores {sorted(METRICS)} (hf_cft.metrics.core.METRICS), got {metric!r}")
+    n_rows = new.shape[0]
+    out = torch.full((n_rows, n_boot), float("nan"), dtype=torch.float64)
+    sizes = n_known.tolist()
+    order = sorted(range(n_rows), key=lambda i: (sizes[i], i))
+    group: list[int] = []
+    for pos_in_order, i in enumerate(order):
+        group.append(i)
+        width = max(1, sizes[group[-1]])
+        nxt = order[pos_in_order + 1] if pos_in_order + 1 < n_rows else None
+        full = nxt is None or (len(group) + 1) * n_boot * max(1, sizes[nxt]) > BOOT_ELEMENTS \
+            or sizes[nxt] > 1.5 * sizes[group[0]] + 16
+        if full:
+            out[group] = _bootstrap_group(new, old, n_pos, n_known, keys, group, width, kind, n_boot, seed,
+                                          counted_metric)
+            group = []
+    return out
+
+
+def _bootstrap_group(new, old, n_pos, n_known, keys, rows, width, kind, n_boot, seed, counted_metric):
+    """The resampled differences of rows of similar size (padded to ``width``)."""
+    counts = torch.zeros(len(rows), n_boot, width, dtype=torch.float64)
+    for r, i in enumerate(rows):
+        k, p = int(n_known[i]), int(n_pos[i])
+        if k == 0:
+            continue
+        g = torch.Generator(device="cpu").manual_seed((int(seed) * 1_000_003 + keys[i] * 7919 + 17) % (2**63))
+        u = torch.rand(n_boot, k, generator=g, dtype=torch.float64)
+        j = torch.arange(k)
+        offset = torch.where(j < p, 0, p)
+        size = torch.where(j < p, p, k - p).clamp(min=1)
+        drawn = offset + (u * size).floor().long().clamp(max=k - 1)
+        counts[r].scatter_add_(-1, drawn, torch.ones(n_boot, k, dtype=torch.float64))
+    idx = torch.as_tensor(rows)
+    pos = torch.arange(width).unsqueeze(0) < n_pos[idx].unsqueeze(1)
+    s_new = counted_metric(kind, new[idx, :width].double(), pos, counts)
+    s_old = counted_metric(kind, old[idx, :width].double(), pos, counts)
+    return s_new - s_old
 
 
 @dataclass

@@ -187,6 +187,43 @@ def auroc(scores, labels, mask=None) -> torch.Tensor:
 METRICS = {"ap": average_precision, "auroc": auroc}
 
 
+@torch.no_grad()
+def counted_metric(kind: str, scores: torch.Tensor, pos: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """AP or AUROC of multisets, one sort per row for all of them (bootstrap resamples).
+
+    ``scores``, ``pos``: R × W; ``counts``: R × S × W, entry i of row r taken ``counts[r, s, i]`` times in the
+    s-th multiset (0: left out). Equal to the metric of each multiset written out as a list (ties as in
+    :func:`average_precision` / :func:`auroc`: copies of one entry tie). Returns R × S, NaN where undefined.
+    """
+    if kind not in METRICS:
+        raise ValueError(f"kind must be one of {sorted(METRICS)}, got {kind!r}")
+    s, order = torch.sort(scores, dim=-1, descending=kind == "ap")
+    p = torch.gather(pos.to(counts.dtype), -1, order).unsqueeze(1)
+    c = torch.gather(counts, -1, order.unsqueeze(1).expand_as(counts))
+    start, end = _group_bounds(s)
+    cp = c * p
+    n_pos = cp.sum(-1)
+    nan = torch.full_like(n_pos, float("nan"))
+    if kind == "ap":
+        cum_tp, cum_n = cp.cumsum(-1), c.cumsum(-1)
+        if end is not None:
+            at = end.unsqueeze(1).expand_as(c)
+            cum_tp, cum_n = torch.gather(cum_tp, -1, at), torch.gather(cum_n, -1, at)
+        precision_sum = (cp * cum_tp / cum_n.clamp(min=1)).sum(-1)
+        return torch.where(n_pos > 0, precision_sum / n_pos.clamp(min=1), nan)
+    cn = c - cp
+    cum_neg = cn.cumsum(-1)
+    neg_below = cum_neg - cn
+    if start is None:
+        neg_tied = torch.zeros_like(neg_below)
+    else:
+        neg_below = torch.gather(neg_below, -1, start.unsqueeze(1).expand_as(c))
+        neg_tied = torch.gather(cum_neg, -1, end.unsqueeze(1).expand_as(c)) - neg_below
+    n_neg = cn.sum(-1)
+    wins = (cp * (neg_below + 0.5 * neg_tied)).sum(-1)
+    return torch.where((n_pos > 0) & (n_neg > 0), wins / (n_pos * n_neg).clamp(min=1), nan)
+
+
 @dataclass
 class MacroScore:
     """A macro mean over categories and what went into it.
