@@ -7,8 +7,11 @@ Each (category, L2 strength) pair is one independent convex problem
 over the category's known fit labels (``s_i`` = 1, or class-balancing weights), with ``w_ref`` = 0 or the
 trained row and the bias not penalized. All pairs of a block are solved together by an L-BFGS whose
 history, step sizes, line searches and stopping are kept per pair, so the batch is exactly a set of
-independent solvers. Every solution is warm-started from the trained row; each category then keeps the
-λ whose solution scores best on the selection split (if strictly better than the trained row).
+independent solvers; each step reads the features twice (the logits of the search direction, so the line
+search costs no feature pass, and the closed-form gradient). Every solution is warm-started from the trained
+row. A gathered block whose categories have few known rows (at most ``REDUCE_AT · d``) is solved in the span
+of its rows (:class:`RowSpanView`): the same problem in L ≤ d coordinates, the usual case of sparse labels
+such as Open Images. The λ grid is the trajectory that the selection rule judges.
 """
 
 from __future__ import annotations
