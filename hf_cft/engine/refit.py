@@ -165,6 +165,7 @@ def solve_logistic(view, w0, b0, lam, w_ref, sample_weight, max_iter: int = 200,
 
 
 REDUCE_AT = 0.5  # a gathered block with at most this share of d rows is solved in the span of its rows
+SPAN_CHUNK_BYTES = 64 * 2**20  # Gram matrices decomposed at once (float64)
 
 
 class RowSpanView:
@@ -182,13 +183,18 @@ class RowSpanView:
 
     def __init__(self, view: GatheredView, w_ref: torch.Tensor):
         x = view.x
-        gram = torch.bmm(x, x.transpose(1, 2)).double()
-        evals, evecs = torch.linalg.eigh(gram)
+        n_cat, length = x.shape[0], x.shape[1]
+        self.x = torch.empty(n_cat, length, length, dtype=x.dtype, device=x.device)  # V Λ^{1/2}
+        self._to_rows = torch.empty_like(self.x)  # V Λ^{-1/2}
         eps = torch.finfo(x.dtype).eps
-        keep = evals > evals[:, -1:].clamp(min=0) * (eps * 10 * x.shape[1])
-        root = evals.clamp(min=0).sqrt()
-        self.x = (evecs * (root * keep).unsqueeze(1)).to(x.dtype)  # B × L × L: V Λ^{1/2}
-        self._to_rows = (evecs * (keep / root.clamp(min=1e-300)).unsqueeze(1)).to(x.dtype)  # V Λ^{-1/2}
+        step = max(1, int(SPAN_CHUNK_BYTES // (8 * max(1, length) ** 2)))  # float64 Gram matrices at once
+        for a in range(0, n_cat, step):
+            part = x[a:a + step]
+            evals, evecs = torch.linalg.eigh(torch.bmm(part, part.transpose(1, 2)).double())
+            keep = evals > evals[:, -1:].clamp(min=0) * (eps * 10 * length)
+            root = evals.clamp(min=0).sqrt()
+            self.x[a:a + step] = evecs * (root * keep).unsqueeze(1)
+            self._to_rows[a:a + step] = evecs * (keep / root.clamp(min=1e-300)).unsqueeze(1)
         self._rows = x
         self._w_ref = w_ref
         self.offset = torch.bmm(w_ref, x.transpose(1, 2))  # B × 1 × L: the logits of w_ref

@@ -272,17 +272,35 @@ class CrossfitChoice:
     fold_choices: list[list[tuple[int, float]]]  # per category, per fold
 
 
-def crossfit_table(records: list[dict], metric, alphas: list[float], k: int, chunk: int = 64) -> torch.Tensor:
+TABLE_ELEMENTS = 2_000_000  # mixed candidate scores held at once by crossfit_table (float64)
+
+
+def size_groups(sizes: list[int], per_item: int, budget: int) -> list[list[int]]:
+    """Indices grouped by similar size (each group's largest ≤ 1.5 × its smallest + 16) within ``budget``
+    elements (``per_item × size`` each, padded to the group's largest): ragged sizes — a few categories with
+    thousands of known labels among many with a few dozen, as in Open Images — pad nothing much."""
+    order = sorted(range(len(sizes)), key=lambda i: (sizes[i], i))
+    groups: list[list[int]] = []
+    for i in order:
+        g = groups[-1] if groups else None
+        if g and (len(g) + 1) * per_item * max(1, sizes[i]) <= budget and sizes[i] <= 1.5 * sizes[g[0]] + 16:
+            g.append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def crossfit_table(records: list[dict], metric, alphas: list[float], k: int) -> torch.Tensor:
     """Per category, judge (0: all labels, 1..k: all but fold j-1), grid step (0: the trained row) and α: the
     metric of the mixed scores on that judge's labels — C × (k+1) × (G+1) × A. Computed once per variant; both
-    the shared and the per-category choices read it."""
+    the shared and the per-category choices read it. Categories are taken in groups of similar size."""
     a_grid = torch.tensor([0.0, *alphas], dtype=torch.float64)
     n_g = records[0]["listed"].shape[0]
-    # per category, judge (0: all labels, 1..k: all but fold j-1), step, α: the metric
-    tables = []
-    for start in range(0, len(records), chunk):
-        part = records[start:start + chunk]
-        width = max(int(r["listed"].shape[1]) for r in part)
+    sizes = [int(r["listed"].shape[1]) for r in records]
+    table = torch.empty(len(records), k + 1, n_g, len(a_grid), dtype=torch.float64)
+    for group in size_groups(sizes, n_g * len(a_grid), TABLE_ELEMENTS):
+        part = [records[i] for i in group]
+        width = max(1, max(sizes[i] for i in group))
         lst = torch.zeros(len(part), n_g, width, dtype=torch.float64)
         fold = torch.full((len(part), width), -1, dtype=torch.long)
         for i, r in enumerate(part):
@@ -290,19 +308,19 @@ def crossfit_table(records: list[dict], metric, alphas: list[float], k: int, chu
             lst[i, :, :n] = r["listed"].double()
             fold[i, :n] = r["folds"]
         n_pos = torch.tensor([int(r["n_pos"]) for r in part])
-        n_known = torch.tensor([int(r["listed"].shape[1]) for r in part])
+        n_known = torch.tensor([sizes[i] for i in group])
         labels, known = listed_labels(n_pos, n_known, width)
         s0 = lst[:, :1]
         mixed = s0.unsqueeze(2) + a_grid.view(1, 1, -1, 1) * (lst - s0).unsqueeze(2)  # B × G+1 × A × Lk
         masks = [known] + [known & (fold.unsqueeze(1) != j) for j in range(k)]
-        t = torch.stack([metric(mixed, labels.unsqueeze(1), m.unsqueeze(1)) for m in masks], dim=1)
-        tables.append(t)  # B × (k+1) × (G+1) × A
-    return torch.cat(tables)
+        table[group] = torch.stack([metric(mixed, labels.unsqueeze(1), m.unsqueeze(1)) for m in masks],
+                                   dim=1).double()  # B × (k+1) × (G+1) × A
+    return table
 
 
 # long: the fold loop and the final choice share chunked tensors that separate functions would pass around
 def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_boot: int, seed: int,
-                    chunk: int = 64, shared: bool = True, table: torch.Tensor | None = None) -> CrossfitChoice:
+                    shared: bool = True, table: torch.Tensor | None = None) -> CrossfitChoice:
     """Steps 2 and 3 of the crossfit rule for one variant: the (g, α) — shared by the categories, or each
     category's own with ``shared=False`` — out-of-fold gains and their SEs.
 
@@ -314,7 +332,7 @@ def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_
     n_g = records[0]["listed"].shape[0]
     steps = records[0]["grid_step"]
     if table is None:
-        table = crossfit_table(records, metric, alphas, k, chunk)
+        table = crossfit_table(records, metric, alphas, k)
     mean = table.nanmean(dim=0)  # (k+1) × (G+1) × A
 
     def pick(m: torch.Tensor) -> tuple[int, int]:
@@ -357,16 +375,7 @@ def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_
             n_pos_rows.append(int((idx < int(r["n_pos"])).sum()))
             owner.append(i)
             keys.append(int(r["index"]) * 1009 + j)
-    width = max(1, max(len(x) for x in new_rows))
-    new_m = torch.zeros(len(new_rows), width, dtype=torch.float64)
-    old_m = torch.zeros(len(new_rows), width, dtype=torch.float64)
-    for t, (nw, od) in enumerate(zip(new_rows, old_rows)):
-        new_m[t, :len(nw)], old_m[t, :len(od)] = nw, od
-    n_pos_t = torch.tensor(n_pos_rows)
-    n_known_t = torch.tensor([len(x) for x in new_rows])
-    labels, known = listed_labels(n_pos_t, n_known_t, width)
-    fold_gain = (metric(new_m.unsqueeze(1), labels, known) - metric(old_m.unsqueeze(1), labels, known)).squeeze(1)
-    diffs = bootstrap_diffs(new_m, old_m, n_pos_t, n_known_t, keys, metric, n_boot, seed)  # rows × n_boot
+    fold_gain, diffs = fold_gains(new_rows, old_rows, n_pos_rows, keys, metric, n_boot, seed)
     owner_t = torch.tensor(owner)
     gain, se = [], []
     for i in range(len(records)):
@@ -380,59 +389,62 @@ def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_
 BOOT_ELEMENTS = 4_000_000  # resample counts held at once (rows × resamples × width)
 
 
-def bootstrap_diffs(new: torch.Tensor, old: torch.Tensor, n_pos: torch.Tensor, n_known: torch.Tensor,
-                    keys: list[int], metric, n_boot: int, seed: int) -> torch.Tensor:
-    """``metric(new) − metric(old)`` on ``n_boot`` stratified paired resamples of each row's listed entries.
-
-    A row (B × Lk, positives first) is one category's fold; each resample draws its known positives and known
-    negatives with replacement, as many as it has of each, so the class balance is kept; the draws of a row
-    depend on the seed, its key and its own size alone. A resample is a count per entry, and each row is sorted
-    once for all its resamples (:func:`~hf_cft.metrics.core.counted_metric`); rows are taken in groups of similar
-    size, so a few large categories do not pad the many small ones. Returns B × n_boot (NaN where the metric is
-    undefined).
-    """
-    from ..metrics.core import METRICS, counted_metric
+def fold_gains(new_rows: list[torch.Tensor], old_rows: list[torch.Tensor], n_pos: list[int], keys: list[int],
+               metric, n_boot: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row (one category's fold: its listed scores with the new and the trained candidate, positives
+    first), ``metric(new) − metric(old)`` and the same on ``n_boot`` stratified paired resamples
+    (rows and rows × n_boot; NaN where the metric is undefined). Rows are taken in groups of similar size."""
+    from ..metrics.core import METRICS
 
     kind = next((k for k, f in METRICS.items() if f is metric), None)
     if kind is None:
         raise ValueError(f"the bootstrap scores {sorted(METRICS)} (hf_cft.metrics.core.METRICS), got {metric!r}")
-    n_rows = new.shape[0]
-    out = torch.full((n_rows, n_boot), float("nan"), dtype=torch.float64)
-    sizes = n_known.tolist()
-    order = sorted(range(n_rows), key=lambda i: (sizes[i], i))
-    group: list[int] = []
-    for pos_in_order, i in enumerate(order):
-        group.append(i)
-        width = max(1, sizes[group[-1]])
-        nxt = order[pos_in_order + 1] if pos_in_order + 1 < n_rows else None
-        full = nxt is None or (len(group) + 1) * n_boot * max(1, sizes[nxt]) > BOOT_ELEMENTS \
-            or sizes[nxt] > 1.5 * sizes[group[0]] + 16
-        if full:
-            out[group] = _bootstrap_group(new, old, n_pos, n_known, keys, group, width, kind, n_boot, seed,
-                                          counted_metric)
-            group = []
-    return out
+    sizes = [len(r) for r in new_rows]
+    gain = torch.full((len(sizes),), float("nan"), dtype=torch.float64)
+    diffs = torch.full((len(sizes), n_boot), float("nan"), dtype=torch.float64)
+    for group in size_groups(sizes, n_boot, BOOT_ELEMENTS):
+        width = max(1, max(sizes[i] for i in group))
+        new = torch.zeros(len(group), width, dtype=torch.float64)
+        old = torch.zeros(len(group), width, dtype=torch.float64)
+        for t, i in enumerate(group):
+            new[t, :sizes[i]], old[t, :sizes[i]] = new_rows[i], old_rows[i]
+        n_pos_g = torch.tensor([n_pos[i] for i in group])
+        n_known_g = torch.tensor([sizes[i] for i in group])
+        labels, known = listed_labels(n_pos_g, n_known_g, width)
+        scored = [metric(x.unsqueeze(1), labels, known).squeeze(1).double() for x in (new, old)]
+        gain[group] = scored[0] - scored[1]
+        diffs[group] = bootstrap_diffs(new, old, n_pos_g, n_known_g, [keys[i] for i in group], kind, n_boot, seed)
+    return gain, diffs
 
 
-def _bootstrap_group(new, old, n_pos, n_known, keys, rows, width, kind, n_boot, seed, counted_metric):
-    """The resampled differences of rows of similar size (padded to ``width``)."""
-    counts = torch.zeros(len(rows), n_boot, width, dtype=torch.float64)
-    for r, i in enumerate(rows):
-        k, p = int(n_known[i]), int(n_pos[i])
+def bootstrap_diffs(new: torch.Tensor, old: torch.Tensor, n_pos: torch.Tensor, n_known: torch.Tensor,
+                    keys: list[int], kind: str, n_boot: int, seed: int) -> torch.Tensor:
+    """``metric(new) − metric(old)`` (``kind``: "ap" or "auroc") on ``n_boot`` stratified paired resamples of
+    each row's listed entries.
+
+    A row (B × Lk, positives first) is one category's fold; each resample draws its known positives and known
+    negatives with replacement, as many as it has of each, so the class balance is kept; the draws of a row
+    depend on the seed, its key and its own size alone. A resample is a count per entry, and each row is sorted
+    once for all its resamples (:func:`~hf_cft.metrics.core.counted_metric`). Returns B × n_boot (NaN where the
+    metric is undefined).
+    """
+    from ..metrics.core import counted_metric
+
+    width = new.shape[1]
+    counts = torch.zeros(new.shape[0], n_boot, width, dtype=torch.float64)
+    for r in range(new.shape[0]):
+        k, p = int(n_known[r]), int(n_pos[r])
         if k == 0:
             continue
-        g = torch.Generator(device="cpu").manual_seed((int(seed) * 1_000_003 + keys[i] * 7919 + 17) % (2**63))
+        g = torch.Generator(device="cpu").manual_seed((int(seed) * 1_000_003 + keys[r] * 7919 + 17) % (2**63))
         u = torch.rand(n_boot, k, generator=g, dtype=torch.float64)
         j = torch.arange(k)
         offset = torch.where(j < p, 0, p)
         size = torch.where(j < p, p, k - p).clamp(min=1)
         drawn = offset + (u * size).floor().long().clamp(max=k - 1)
         counts[r].scatter_add_(-1, drawn, torch.ones(n_boot, k, dtype=torch.float64))
-    idx = torch.as_tensor(rows)
-    pos = torch.arange(width).unsqueeze(0) < n_pos[idx].unsqueeze(1)
-    s_new = counted_metric(kind, new[idx, :width].double(), pos, counts)
-    s_old = counted_metric(kind, old[idx, :width].double(), pos, counts)
-    return s_new - s_old
+    pos = torch.arange(width).unsqueeze(0) < n_pos.unsqueeze(1)
+    return counted_metric(kind, new.double(), pos, counts) - counted_metric(kind, old.double(), pos, counts)
 
 
 @dataclass
