@@ -25,6 +25,7 @@ from ..sparse import KnownLabels, is_sparse, known_labels
 __all__ = ["DenseView", "GatheredView", "Rows", "Split", "as_features", "check_finite", "make_blocks"]
 
 _CHUNK_ROWS = 65536
+_GATHER_ROWS = 16384  # feature rows widened at once when a block is gathered
 
 
 class Rows:
@@ -160,6 +161,24 @@ class Split:
             return self.features
         return self.features.index_select(0, idx)
 
+    def take_into(self, out: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Feature rows written into ``out`` (any dtype and device) chunk by chunk, so a float16 memory map is
+        widened without a second copy of the whole."""
+        n = out.shape[0]
+        for a in range(0, n, _GATHER_ROWS):
+            b = min(n, a + _GATHER_ROWS)
+            if rows is None and self.rows is None:
+                out[a:b] = self.features[a:b]
+            else:
+                out[a:b] = self.take(torch.arange(a, b) if rows is None else rows[a:b])
+        return out
+
+    def take_as(self, rows: torch.Tensor | None, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Feature rows (all when ``rows`` is None) as a new ``dtype`` tensor on ``device``."""
+        n = self.n if rows is None else rows.numel()
+        out = torch.empty(n, self.features.shape[1], dtype=dtype, device=device)
+        return self.take_into(out, rows)
+
     @classmethod
     def from_arrays(cls, features, labels, label_mask, name: str) -> Split:
         """A split from features (an array, a memory map, or :class:`Rows`) and dense or scipy.sparse labels."""
@@ -265,7 +284,7 @@ class ViewFactory:
         cols = torch.as_tensor(cats, dtype=torch.long)
         if self.is_dense(cats[0]):
             if self._x is None:
-                self._x = self.split.take().to(self.device, self.dtype)
+                self._x = self.split.take_as(None, self.dtype, self.device)
             y, m = self.split.dense_columns(cols)
             return DenseView(self._x, y.to(self.device), m.to(self.device))
         length = max(int(self.known[c]) for c in cats)
@@ -276,7 +295,7 @@ class ViewFactory:
         for i, c in enumerate(cats):
             rows, values = self.split.column(c)
             k = rows.numel()
-            x[i, :k] = self.split.take(rows).to(self.dtype)
+            self.split.take_into(x[i, :k], rows)
             y[i, :k] = values
             m[i, :k] = True
         return GatheredView(x.to(self.device), y.to(self.device), m.to(self.device))

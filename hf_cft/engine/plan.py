@@ -118,7 +118,7 @@ def bp_fit_view(factory, block: list[int]):
                  len(block), plan.kind, 1e3 * plan.shared_s, 1e3 * plan.gathered_s, plan.group)
     if plan.kind == "gathered":
         return factory.view(block)
-    x = split.take(rows).to(factory.device, factory.dtype)
+    x = split.take_as(rows, factory.dtype, factory.device)
     y, known = split.subset(rows).dense_columns(cols)
     return DenseView(x, y.to(factory.device), known.to(factory.device))
 
