@@ -199,7 +199,9 @@ class CFTEngine:
         bar = tqdm(total=n_todo, desc=f"CFT-{variant.name}", unit="cat", disable=not cfg.show_progress)
         records: dict[int, dict] = {}
         metric = METRICS[cfg.metric]
-        for block in blocks:
+        # the largest categories first: a block bigger than the memory budget (one category with very many known
+        # labels) meets the least kept so far, and a run that cannot fit fails in its first minute
+        for block in sorted(blocks, key=lambda b: -max(fit_f.cost(c) for c in b)):
             path = block_path(cfg, variant.name, block, call.checkpoint_dir, call.fingerprint)
             outcome = load_block(path, len(block)) if path and os.path.exists(path) else None
             if outcome is None:
