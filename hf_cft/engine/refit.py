@@ -24,14 +24,7 @@ from .config import CFTConfig
 from .data import GatheredView
 from .selection import BestTracker, Judge
 
-__all__ = ["logistic_objective", "run_refit"]
-
-
-def logistic_objective(view, weight, bias, lam, w_ref, sample_weight):
-    """Per-pair objective (B, P) of the candidates ``weight`` (B, P, d), ``bias`` (B, P)."""
-    data = _data_term(view.scores(weight, bias), view.labels, sample_weight)
-    reg = 0.5 * lam * ((weight - w_ref) ** 2).sum(-1)
-    return data + reg
+__all__ = ["run_refit", "solve_in_row_span", "solve_logistic"]
 
 
 def _data_term(z: torch.Tensor, labels: torch.Tensor, sw: torch.Tensor) -> torch.Tensor:

@@ -443,7 +443,7 @@ def bootstrap_diffs(new: torch.Tensor, old: torch.Tensor, n_pos: torch.Tensor, n
         size = torch.where(j < p, p, k - p).clamp(min=1)
         drawn = offset + (u * size).floor().long().clamp(max=k - 1)
         counts[r].scatter_add_(-1, drawn, torch.ones(n_boot, k, dtype=torch.float64))
-    pos = torch.arange(width).unsqueeze(0) < n_pos.unsqueeze(1)
+    pos = listed_labels(n_pos, n_known, width)[0].squeeze(1)
     return counted_metric(kind, new.double(), pos, counts) - counted_metric(kind, old.double(), pos, counts)
 
 

@@ -127,38 +127,52 @@ def _group_bounds(key: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor 
     return start, end
 
 
+def _ranked(kind: str, key: torch.Tensor, pos: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """AP or AUROC from a sorted last dimension (AP: descending, AUROC: ascending).
+
+    ``key``: the sorted scores (tie groups are runs of equal keys; NaN never ties); ``pos``: 1 where positive;
+    ``count``: how many times each entry is taken (the known mask, or a resample's counts), which may have
+    more leading dimensions than ``key``. An entry counted 0 changes nothing, even inside a tie group.
+    """
+    start, end = _group_bounds(key)
+
+    def at(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return torch.gather(t, -1, idx.expand_as(t))
+
+    cp = count * pos
+    n_pos = cp.sum(-1)
+    nan = torch.full_like(n_pos, float("nan"))
+    if kind == "ap":
+        cum_tp, cum_n = cp.cumsum(-1), count.cumsum(-1)
+        if end is not None:
+            cum_tp, cum_n = at(cum_tp, end), at(cum_n, end)
+        precision_sum = (cp * cum_tp / cum_n.clamp(min=1)).sum(-1)
+        return torch.where(n_pos > 0, precision_sum / n_pos.clamp(min=1), nan)
+    cn = count - cp
+    cum_neg = cn.cumsum(-1)
+    neg_below = cum_neg - cn
+    if start is None:  # no ties: a positive has no tied negative
+        neg_tied = torch.zeros_like(neg_below)
+    else:
+        neg_below = at(neg_below, start)
+        neg_tied = at(cum_neg, end) - neg_below
+    n_neg = cn.sum(-1)
+    wins = (cp * (neg_below + 0.5 * neg_tied)).sum(-1)
+    return torch.where((n_pos > 0) & (n_neg > 0), wins / (n_pos * n_neg).clamp(min=1), nan)
+
+
 def _exact_ap(scores, labels, mask) -> torch.Tensor:
     scores, pos, known = _prepare(scores, labels, mask)
     if scores.shape[-1] == 0:
         return torch.full(scores.shape[:-1], float("nan"), dtype=pos.dtype, device=scores.device)
-    key, pos, known = _sort_known(scores, pos, known, descending=True)
-    _, end = _group_bounds(key)
-    cum_tp, cum_n = pos.cumsum(-1), known.cumsum(-1)
-    if end is not None:
-        cum_tp, cum_n = torch.gather(cum_tp, -1, end), torch.gather(cum_n, -1, end)
-    n_pos = pos.sum(-1)
-    precision_sum = (pos * cum_tp / cum_n.clamp(min=1)).sum(-1)
-    return torch.where(n_pos > 0, precision_sum / n_pos.clamp(min=1), torch.full_like(n_pos, float("nan")))
+    return _ranked("ap", *_sort_known(scores, pos, known, descending=True))
 
 
 def _exact_auroc(scores, labels, mask) -> torch.Tensor:
     scores, pos, known = _prepare(scores, labels, mask)
     if scores.shape[-1] == 0:
         return torch.full(scores.shape[:-1], float("nan"), dtype=pos.dtype, device=scores.device)
-    key, pos, known = _sort_known(scores, pos, known, descending=False)
-    neg = known - pos
-    start, end = _group_bounds(key)
-    cum_neg = neg.cumsum(-1)
-    neg_below = cum_neg - neg
-    if start is None:  # no ties: a positive has no tied negative
-        neg_tied = torch.zeros_like(neg_below)
-    else:
-        neg_below = torch.gather(neg_below, -1, start)
-        neg_tied = torch.gather(cum_neg, -1, end) - neg_below
-    n_pos, n_neg = pos.sum(-1), neg.sum(-1)
-    wins = (pos * (neg_below + 0.5 * neg_tied)).sum(-1)
-    ok = (n_pos > 0) & (n_neg > 0)
-    return torch.where(ok, wins / (n_pos * n_neg).clamp(min=1), torch.full_like(wins, float("nan")))
+    return _ranked("auroc", *_sort_known(scores, pos, known, descending=False))
 
 
 def _exact(kind: str, scores, labels, mask) -> torch.Tensor:
@@ -197,31 +211,9 @@ def counted_metric(kind: str, scores: torch.Tensor, pos: torch.Tensor, counts: t
     """
     if kind not in METRICS:
         raise ValueError(f"kind must be one of {sorted(METRICS)}, got {kind!r}")
-    s, order = torch.sort(scores, dim=-1, descending=kind == "ap")
-    p = torch.gather(pos.to(counts.dtype), -1, order).unsqueeze(1)
-    c = torch.gather(counts, -1, order.unsqueeze(1).expand_as(counts))
-    start, end = _group_bounds(s)
-    cp = c * p
-    n_pos = cp.sum(-1)
-    nan = torch.full_like(n_pos, float("nan"))
-    if kind == "ap":
-        cum_tp, cum_n = cp.cumsum(-1), c.cumsum(-1)
-        if end is not None:
-            at = end.unsqueeze(1).expand_as(c)
-            cum_tp, cum_n = torch.gather(cum_tp, -1, at), torch.gather(cum_n, -1, at)
-        precision_sum = (cp * cum_tp / cum_n.clamp(min=1)).sum(-1)
-        return torch.where(n_pos > 0, precision_sum / n_pos.clamp(min=1), nan)
-    cn = c - cp
-    cum_neg = cn.cumsum(-1)
-    neg_below = cum_neg - cn
-    if start is None:
-        neg_tied = torch.zeros_like(neg_below)
-    else:
-        neg_below = torch.gather(neg_below, -1, start.unsqueeze(1).expand_as(c))
-        neg_tied = torch.gather(cum_neg, -1, end.unsqueeze(1).expand_as(c)) - neg_below
-    n_neg = cn.sum(-1)
-    wins = (cp * (neg_below + 0.5 * neg_tied)).sum(-1)
-    return torch.where((n_pos > 0) & (n_neg > 0), wins / (n_pos * n_neg).clamp(min=1), nan)
+    key, order = torch.sort(scores, dim=-1, descending=kind == "ap")
+    pos = torch.gather(pos.to(counts.dtype), -1, order).unsqueeze(1)
+    return _ranked(kind, key.unsqueeze(1), pos, torch.gather(counts, -1, order.unsqueeze(1).expand_as(counts)))
 
 
 @dataclass
