@@ -90,12 +90,10 @@ def test_the_plan_is_stratified_and_does_not_depend_on_the_block():
                 assert bool((labels[listed[:n_pos]] > 0).all()) and bool((labels[listed[n_pos:]] <= 0).all())
 
 
-def test_crossfit_numbers_against_a_plain_reference():
-    """The shared (step, α), each fold's choice and the mean of per-fold gains, recomputed with scikit-learn."""
-    rng = np.random.default_rng(6)
-    k, alphas, n_steps = 3, [0.5, 1.0], 4
+def _reference_records(seed: int, n_cat: int, k: int, n_steps: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
     records = []
-    for c in range(5):
+    for c in range(n_cat):
         n_pos, n_neg = int(rng.integers(4, 9)), int(rng.integers(15, 30))
         n = n_pos + n_neg
         listed = torch.from_numpy(rng.normal(size=(n_steps + 1, n)))
@@ -104,32 +102,61 @@ def test_crossfit_numbers_against_a_plain_reference():
         records.append({"index": c, "weight": torch.zeros(3), "bias": torch.tensor(0.0),
                         "grid_weight": torch.randn(n_steps, 3), "grid_bias": torch.randn(n_steps),
                         "grid_step": torch.tensor([1, 3, 10, 30]), "listed": listed, "n_pos": n_pos, "folds": folds})
+    return records
+
+
+def _mixed(r, g, a):
+    s0 = r["listed"][0].numpy()
+    return s0 + a * (r["listed"][g].numpy() - s0)
+
+
+def _y(r):
+    return (np.arange(r["listed"].shape[1]) < r["n_pos"]).astype(int)
+
+
+def _best(records, grid, keep):
+    """The shared choice: the mean AP over ``records`` on the kept labels; ties to the trained row."""
+    means = [np.mean([average_precision_score(_y(r)[keep(r)], _mixed(r, g, a)[keep(r)]) for r in records])
+             for g, a in grid]
+    return grid[int(np.argmax(means))]
+
+
+def test_crossfit_leaves_categories_out_like_a_plain_reference():
+    """From 3 categories on, each category's (step, α) is chosen on the others' labels and its gain scored on all
+    its own labels with that choice — recomputed with scikit-learn."""
+    alphas, n_steps = [0.5, 1.0], 4
+    records = _reference_records(6, 5, 3, n_steps)
+    out = choose_crossfit(records, average_precision, alphas, 3, 50, seed=0)
+    grid = [(0, 0.0)] + [(g, a) for g in range(1, n_steps + 1) for a in alphas]
+    every = lambda r: np.ones(r["listed"].shape[1], bool)  # noqa: E731
+    for i, r in enumerate(records):
+        g, a = _best(records[:i] + records[i + 1:], grid, every)
+        assert (out.step[i], out.alpha[i]) == ((0, 0.0) if g == 0 else (int(r["grid_step"][g - 1]), a))
+        gain = average_precision_score(_y(r), _mixed(r, g, a)) - average_precision_score(_y(r), _mixed(r, 0, 0.0))
+        assert float(out.oof_gain[i]) == pytest.approx(gain, abs=1e-9)
+        assert float(out.gain_se[i]) > 0 or gain == 0
+        if g:
+            torch.testing.assert_close(out.weight[i], a * r["grid_weight"][g - 1])
+
+
+def test_crossfit_image_folds_like_a_plain_reference():
+    """Below 3 categories (and for each category's own choice): the shared (step, α), each fold's choice and the
+    mean of per-fold gains, recomputed with scikit-learn."""
+    k, alphas, n_steps = 3, [0.5, 1.0], 4
+    records = _reference_records(6, 2, k, n_steps)
     out = choose_crossfit(records, average_precision, alphas, k, 50, seed=0)
     grid = [(0, 0.0)] + [(g, a) for g in range(1, n_steps + 1) for a in alphas]
-
-    def mixed(r, g, a):
-        s0 = r["listed"][0].numpy()
-        return s0 + a * (r["listed"][g].numpy() - s0)
-
-    def y(r):
-        return (np.arange(r["listed"].shape[1]) < r["n_pos"]).astype(int)
-
-    def best(keep):  # the shared choice: the mean AP over categories on the kept labels; ties to the trained row
-        means = [np.mean([average_precision_score(y(r)[keep(r)], mixed(r, g, a)[keep(r)]) for r in records])
-                 for g, a in grid]
-        return grid[int(np.argmax(means))]
-
-    g0, a0 = best(lambda r: np.ones(r["listed"].shape[1], bool))
+    g0, a0 = _best(records, grid, lambda r: np.ones(r["listed"].shape[1], bool))
     expected = (0, 0.0) if g0 == 0 else (int(records[0]["grid_step"][g0 - 1]), a0)
     assert all((s, a) == expected for s, a in zip(out.step, out.alpha))  # shared by every category
-    fold_choice = [best(lambda r, j=j: r["folds"].numpy() != j) for j in range(k)]
+    fold_choice = [_best(records, grid, lambda r, j=j: r["folds"].numpy() != j) for j in range(k)]
     for i, r in enumerate(records):
         gains = []
         for j, (g, a) in enumerate(fold_choice):  # each fold alone, with the choice made without it
             here = r["folds"].numpy() == j
-            if y(r)[here].any():
-                gains.append(average_precision_score(y(r)[here], mixed(r, g, a)[here])
-                             - average_precision_score(y(r)[here], mixed(r, 0, 0.0)[here]))
+            if _y(r)[here].any():
+                gains.append(average_precision_score(_y(r)[here], _mixed(r, g, a)[here])
+                             - average_precision_score(_y(r)[here], _mixed(r, 0, 0.0)[here]))
         assert float(out.oof_gain[i]) == pytest.approx(np.mean(gains), abs=1e-9)
         assert float(out.gain_se[i]) > 0 or all(gn == 0 for gn in gains)
         if g0:
@@ -162,7 +189,7 @@ def test_the_report_explains_each_decision():
     data = res.to_dict()
     assert data["summary"]["rule"] == "crossfit"
     for r in data["categories"]:
-        assert r["reason"] and set(r["candidates"]) == {"refit", "bp", "refit#own", "bp#own"}
+        assert r["reason"] and set(r["candidates"]) == {"refit", "bp"}
         assert {"crossfit_gain", "gain_se", "alpha", "p_gain"} <= set(r["candidates"]["refit"])
     assert res.report[0].variant == "original" and res.report[0].reason.startswith("kept")
     md = res.to_markdown()

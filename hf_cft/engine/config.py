@@ -55,6 +55,13 @@ class CFTConfig:
                   "the posterior chance of a gain reaches `selection_confidence`) or 'strict' (the paper's: the "
                   "best selection score if strictly higher than the trained row's)."},
     )
+    selection_metric: str | None = field(
+        default=None,
+        metadata={"help": "Per-category score rows are selected by (early stopping, the crossfit rule's choice and "
+                  "gains): 'ap' or 'auroc'; None: 'auroc' under the crossfit rule (a pairwise statistic over "
+                  "every known positive-negative pair, far less noisy than AP with a handful of known positives "
+                  "per category; see docs/selection.md), `metric` under the strict rule (the paper's)."},
+    )
     selection_folds: int = field(default=5, metadata={"help": "crossfit: folds of each category's selection labels "
                                                                "(stratified by label)."})
     selection_alphas: list[float] = field(
@@ -114,13 +121,14 @@ class CFTConfig:
     )
     # --- CFT-refit (beyond the paper) -------------------------------------------------------------------
     refit_l2: list[float] = field(
-        default_factory=lambda: [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+        default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0],
         metadata={"help": "refit: grid of L2 strengths λ (objective: mean weighted BCE + λ/2·||w − w_ref||²); each "
                   "category keeps the λ that scores best on the selection split."},
     )
     refit_toward: str = field(
-        default="trained",
-        metadata={"help": "refit: regularize toward 'trained' (the trained row) or 'zero'."},
+        default="zero",
+        metadata={"help": "refit: regularize toward 'zero' (a logistic regression on the known labels alone; "
+                  "strong λ gives the robust difference-of-means direction) or 'trained' (the trained row)."},
     )
     refit_balanced: bool = field(default=False, metadata={"help": "refit: weight positives and negatives equally."})
     refit_max_iter: int = field(default=200, metadata={"help": "refit: L-BFGS iterations at most."})
@@ -189,6 +197,8 @@ class CFTConfig:
             raise ValueError(f"`wmw_gamma` must be in (0, 1], got {self.wmw_gamma}")
         if self.metric not in METRICS:
             raise ValueError(f"`metric` must be one of {METRICS}, got {self.metric!r}")
+        if self.selection_metric is not None and self.selection_metric not in METRICS:
+            raise ValueError(f"`selection_metric` must be one of {METRICS} or None, got {self.selection_metric!r}")
         if not 0.0 < self.selection_fraction < 1.0:
             raise ValueError(f"`selection_fraction` must be in (0, 1), got {self.selection_fraction}")
         if self.patience is not None and self.patience < 0:
@@ -212,6 +222,13 @@ class CFTConfig:
             raise ValueError(f"`lr` must be > 0, got {self.lr}")
         if self.block_memory_mb <= 0:
             raise ValueError(f"`block_memory_mb` must be > 0, got {self.block_memory_mb}")
+
+    @property
+    def judged_by(self) -> str:
+        """The metric rows are selected by: ``selection_metric``, or its rule's default."""
+        if self.selection_metric is not None:
+            return self.selection_metric
+        return "auroc" if self.selection_rule == "crossfit" else self.metric
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

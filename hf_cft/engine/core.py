@@ -80,7 +80,7 @@ class CFTEngine:
             protocol = (
                 f"held out {n_sel} of the {n} training images ({cfg.selection_fraction:.0%}, seed {cfg.seed}); each "
                 f"row was fitted on the known labels of the other {n - n_sel} and kept only where it scored strictly "
-                f"higher ({cfg.metric.upper()}) than the trained row on the held-out known labels; no evaluation "
+                f"higher ({cfg.judged_by.upper()}) than the trained row on the held-out known labels; no evaluation "
                 "data was used"
             )
             return train.subset(fit_rows), train.subset(sel_rows), protocol
@@ -104,7 +104,7 @@ class CFTEngine:
         check_finite(sel.features, "selection features")
         protocol = (
             f"fitted on the known labels of all {train.n} training images; each row kept only where it scored "
-            f"strictly higher ({cfg.metric.upper()}) than the trained row on the known labels of the given "
+            f"strictly higher ({cfg.judged_by.upper()}) than the trained row on the known labels of the given "
             f"selection split ({sel.n} images)"
         )
         return train, sel, protocol
@@ -198,7 +198,7 @@ class CFTEngine:
         start = time.perf_counter()
         bar = tqdm(total=n_todo, desc=f"CFT-{variant.name}", unit="cat", disable=not cfg.show_progress)
         records: dict[int, dict] = {}
-        metric = METRICS[cfg.metric]
+        metric = METRICS[cfg.judged_by]  # the GA's fitness is `metric`, read from the config
         # the largest categories first: a block bigger than the memory budget (one category with very many known
         # labels) meets the least kept so far, and a run that cannot fit fails in its first minute
         for block in sorted(blocks, key=lambda b: -max(fit_f.cost(c) for c in b)):

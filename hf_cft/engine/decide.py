@@ -35,20 +35,16 @@ class Run:
     records: dict[int, dict] | None = None
 
 
-PER_CATEGORY = "#own"  # the tag suffix of a run whose step and α were chosen per category
-
-
-def _crossfit(run: Run, config: CFTConfig, shared: bool, table: torch.Tensor | None) -> tuple[Run, dict]:
-    """The run with its candidates chosen by the crossfit rule (step and α shared by the categories, or each
-    category's own), with out-of-fold gains."""
+def _crossfit(run: Run, config: CFTConfig, table: torch.Tensor | None) -> tuple[Run, dict]:
+    """The run with its candidates chosen by the crossfit rule (step and α shared by the categories, each
+    category's judged without its own labels), with out-of-fold gains."""
     fitted = [c for c, r in enumerate(run.report) if r.skipped is None and c in (run.records or {})]
     report = [dataclasses.replace(r) for r in run.report]
     w, b = run.weight.clone(), run.bias.clone()
     if not fitted:
         return Run(w, b, report, run.variant), {}
-    choice = choose_crossfit([run.records[c] for c in fitted], METRICS[config.metric], config.selection_alphas,
-                             config.selection_folds, config.selection_bootstrap, config.seed, shared=shared,
-                             table=table)
+    choice = choose_crossfit([run.records[c] for c in fitted], METRICS[config.judged_by], config.selection_alphas,
+                             config.selection_folds, config.selection_bootstrap, config.seed, table=table)
     for j, c in enumerate(fitted):
         r = report[c]
         step = choice.step[j]
@@ -57,18 +53,20 @@ def _crossfit(run: Run, config: CFTConfig, shared: bool, table: torch.Tensor | N
         r.best_score = float(choice.score[j])
         r.oof_gain, r.gain_se = float(choice.oof_gain[j]), float(choice.gain_se[j])
         r.variant = run.variant if step > 0 else "original"
-        parts = [VARIANTS[run.variant].describe(config, step) if run.variant in VARIANTS else None,
-                 None if shared else "step and α of its own"]
-        r.detail = ", ".join(p for p in parts if p) or None
+        r.detail = VARIANTS[run.variant].describe(config, step) if run.variant in VARIANTS else None
     summary = {"mean_crossfit_gain": float(choice.oof_gain.nanmean())}
-    if shared:
-        summary.update({"step": choice.step[0], "alpha": choice.alpha[0],
-                        "fold_choices": [{"step": g, "alpha": a} for g, a in choice.fold_choices[0]]})
+    step, alpha = choice.overall
+    summary.update({"step": step, "alpha": alpha, "held_out": "categories" if choice.by_category else "image folds"})
+    if choice.by_category:  # categories whose choice without their own labels differs from the overall one
+        summary["other_choices"] = {str(choice.index[j]): {"step": choice.step[j], "alpha": choice.alpha[j]}
+                                    for j in range(len(fitted)) if (choice.step[j], choice.alpha[j]) != (step, alpha)}
+    else:
+        summary["fold_choices"] = [{"step": g, "alpha": a} for g, a in choice.fold_choices[0]]
     return Run(w, b, report, run.variant, run.records), summary
 
 
 def _split_tag(tag: str) -> tuple[str, str | None]:
-    variant, _, policy = tag.removesuffix(PER_CATEGORY).partition("/")
+    variant, _, policy = tag.partition("/")
     return variant, policy or None
 
 
@@ -93,11 +91,9 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
                 done[tag], chosen_runs[tag] = run, {}
                 continue
             fitted = [run.records[c] for c, r in enumerate(run.report) if r.skipped is None and c in run.records]
-            table = crossfit_table(fitted, METRICS[config.metric], config.selection_alphas,
+            table = crossfit_table(fitted, METRICS[config.judged_by], config.selection_alphas,
                                    config.selection_folds) if fitted else None
-            done[tag], chosen_runs[tag] = _crossfit(run, config, True, table)
-            own = tag + PER_CATEGORY
-            done[own], chosen_runs[own] = _crossfit(run, config, False, table)
+            done[tag], chosen_runs[tag] = _crossfit(run, config, table)
         runs = done
         for tag, run in runs.items():
             fitted = [r for r in run.report if r.skipped is None and r.oof_gain is not None]
@@ -110,10 +106,7 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
             pooled[tag] = (p.prior_mean, p.prior_sd, len(fitted))
     new_w, new_b = weight0.clone(), bias0.clone()
     report = []
-    # each variant offers two candidates per category (the shared choice and the category's own); the
-    # confidence asked of the better one is raised for that (Bonferroni over the two)
-    per_variant = 2 if crossfit and any(tag.endswith(PER_CATEGORY) for tag in runs) else 1
-    needed = 1.0 - (1.0 - config.selection_confidence) / per_variant
+    needed = config.selection_confidence
     for c in range(n_cat):
         raw = {tag: run.report[c] for tag, run in runs.items()}
         fitted = {tag: r for tag, r in raw.items() if r.skipped is None}
@@ -164,7 +157,7 @@ def _candidate_summary(r: CategoryReport, posterior) -> dict:
 
 
 def _shown(tag: str) -> str:
-    return tag.removesuffix(PER_CATEGORY) + (" (its own step and α)" if tag.endswith(PER_CATEGORY) else "")
+    return tag
 
 
 def _reason(r: CategoryReport, best_tag: str | None, fitted: dict, post: dict, needed: float, c: int,

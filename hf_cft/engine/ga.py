@@ -24,6 +24,7 @@ from fractions import Fraction
 import numpy as np
 import torch
 
+from ..metrics.core import METRICS
 from .config import CFTConfig
 from .selection import BestTracker, Judge
 
@@ -134,7 +135,7 @@ def run_ga(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker:
     The population of a category is ``[elite…, children…]`` (B×P×d); two such buffers alternate, so a
     generation allocates no population-sized memory besides the two parent gathers.
     """
-    metric = judge.metric
+    metric = METRICS[config.metric]  # the fitness; the judge selects by `config.judged_by`
     n_cat, d = weight.shape
     pop_size, n_elite = config.population_size, config.elitism
     n_child = pop_size - n_elite

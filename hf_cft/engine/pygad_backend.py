@@ -13,6 +13,7 @@ import logging
 import numpy as np
 import torch
 
+from ..metrics.core import METRICS
 from .config import CFTConfig
 from .selection import BestTracker, Judge
 
@@ -32,7 +33,7 @@ def _pygad():
 def run_pygad(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker: BestTracker, config: CFTConfig,
               seed: int = 0, progress=None, categories: list[int] | None = None) -> None:
     """Run one PyGAD instance per category of the block, seeded by ``seed`` and the category's index."""
-    metric = judge.metric
+    metric = METRICS[config.metric]  # the fitness; the judge selects by `config.judged_by`
     cats = categories if categories is not None else list(range(weight.shape[0]))
     seeds = [(seed * 1_000_003 + c) % (2**32) for c in cats]
     pygad = _pygad()

@@ -229,18 +229,16 @@ def solve_in_row_span(view, w_ref, b0, lam, sample_weight, **solver) -> tuple[to
 def run_refit(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker: BestTracker, config: CFTConfig,
               seed: int = 0, progress=None, categories: list[int] | None = None) -> None:
     """Solve every (category, λ) pair of the block; the λ grid is the trajectory the ``judge`` tracks (step p: λ_p)."""
-    n_cat, d = weight.shape
+    n_cat = weight.shape[0]
     dtype = weight.dtype
     lam = torch.tensor(config.refit_l2, dtype=dtype, device=weight.device).view(1, -1)
     n_lam = lam.shape[1]
     b0 = bias.unsqueeze(1).expand(n_cat, n_lam).contiguous()
     sw = _sample_weight(fit, config.refit_balanced)
     solver = dict(max_iter=config.refit_max_iter, tol=config.refit_tol)
-    if config.refit_toward == "trained":  # started at the penalty's centre: the row-span form applies
-        w, b, iters = solve_in_row_span(fit, weight.unsqueeze(1), b0, lam, sw, **solver)
-    else:
-        w0 = weight.unsqueeze(1).expand(n_cat, n_lam, d).contiguous()
-        w, b, iters = solve_logistic(fit, w0, b0, lam, torch.zeros_like(weight.unsqueeze(1)), sw, **solver)
+    # started at the penalty's centre (the trained row, or zero), so the row-span form applies
+    centre = weight.unsqueeze(1) if config.refit_toward == "trained" else torch.zeros_like(weight.unsqueeze(1))
+    w, b, iters = solve_in_row_span(fit, centre, b0, lam, sw, **solver)
     scores = judge(w, b)  # B × n_lam
     for p in range(n_lam):
         tracker.update(p + 1, w[:, p], b[:, p], scores[:, p])

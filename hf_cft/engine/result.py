@@ -193,7 +193,7 @@ class CFTResult:
 
     def to_markdown(self) -> str:
         """A per-category markdown table (selection scores and gains in points)."""
-        metric = self.config.metric.upper()
+        metric = self.config.judged_by.upper()
         crossfit = self.config.selection_rule == "crossfit"
         head = f"| # | category | fit (pos) | selection (pos) | {metric} before | {metric} after | gain |"
         rule = "|---:|---|---:|---:|---:|---:|---:|"

@@ -11,16 +11,16 @@ Two rules turn it into a decision (``CFTConfig.selection_rule``):
   1. *Record*: each row's trajectory is kept at a log-spaced grid of steps (every λ for ``refit``).
   2. *Choose, shared across categories*: a candidate is a grid step g and a shrinkage α toward the trained
      row (``w = w₀ + α·(w_g − w₀)``; logits interpolate linearly; α = 0 is the trained row). One (g, α) is
-     chosen per variant, maximizing the mean over categories of the metric on the selection labels: a few
-     dozen options judged on every category's labels at once, instead of thousands judged per category on
-     a handful of positives. Each category is also offered its own (g, α), judged the same way.
-  3. *Judge out of fold, pool, decide*: the selection labels of each category are split into K stratified
-     folds; (g, α) is chosen again without fold k and applied to fold k, so that every selection label gets
-     an out-of-fold score. Pooled, they estimate honestly what the whole procedure gains over the trained
-     row, with a stratified paired-bootstrap standard error. The gains of all categories are then pooled
-     (normal–normal empirical Bayes: their spread beyond the noise says how much categories differ, their
-     mean whether the variant helps at all) and a row is replaced only where the posterior probability of a
-     positive gain reaches ``selection_confidence``.
+     chosen per variant, maximizing the mean over categories of the selection metric (``judged_by``: AUROC
+     by default): a few dozen options judged on every category's labels at once, instead of thousands judged
+     per category on a handful of positives.
+  3. *Judge out of sample, pool, decide*: each category's (g, α) is chosen again on the *other* categories'
+     labels and its gain over the trained row scored on all of its own (below 3 categories: on K stratified
+     folds of its images, each scored with the choice made without it), with a stratified paired-bootstrap
+     standard error. The gains of all categories are then pooled (normal–normal empirical Bayes: their
+     spread beyond the noise says how much categories differ, their mean whether the variant helps at all)
+     and a row is replaced only where the posterior probability of a positive gain reaches
+     ``selection_confidence``.
 """
 
 from __future__ import annotations
@@ -269,9 +269,12 @@ class CrossfitChoice:
     score: torch.Tensor  # n, candidate's selection score (all labels)
     oof_gain: torch.Tensor  # n
     gain_se: torch.Tensor  # n
-    fold_choices: list[list[tuple[int, float]]]  # per category, per fold
+    fold_choices: list[list[tuple[int, float]]]  # per category, per fold (one: without the category)
+    overall: tuple[int, float] = (0, 0.0)  # the (step, α) chosen on every category's labels
+    by_category: bool = False  # each category's choice made without its labels (else: image folds)
 
 
+LEAVE_CATEGORY_OUT_MIN = 3  # a shared choice is judged by leaving categories out from this many categories on
 TABLE_ELEMENTS = 2_000_000  # mixed candidate scores held at once by crossfit_table (float64)
 
 
@@ -320,9 +323,10 @@ def crossfit_table(records: list[dict], metric, alphas: list[float], k: int) -> 
 
 # long: the fold loop and the final choice share chunked tensors that separate functions would pass around
 def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_boot: int, seed: int,
-                    shared: bool = True, table: torch.Tensor | None = None) -> CrossfitChoice:
-    """Steps 2 and 3 of the crossfit rule for one variant: the (g, α) — shared by the categories, or each
-    category's own with ``shared=False`` — out-of-fold gains and their SEs.
+                    table: torch.Tensor | None = None) -> CrossfitChoice:
+    """Steps 2 and 3 of the crossfit rule for one variant: the (g, α) shared by the categories, out-of-fold
+    gains and their SEs. From :data:`LEAVE_CATEGORY_OUT_MIN` categories on, each category's (g, α) is chosen on
+    the other categories' labels and its gain scored on all of its own; below, on ``k`` folds of the images.
 
     ``records``: per fitted category, ``{"index", "weight" (d), "bias", "grid_weight" (G×d), "grid_bias" (G),
     "grid_step" (G), "listed" ((G+1)×n), "n_pos", "folds" (n)}`` (``listed[0]``: the trained row); ``table``:
@@ -343,17 +347,27 @@ def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_
         best = int(flat.argmax())  # the first maximum: the trained row wins ties
         return best // m.shape[1], best % m.shape[1]
 
-    def choices(i: int) -> list[tuple[int, int]]:  # judge 0 (all labels), then without each fold
-        source = mean if shared else table[i]
-        return [pick(source[j]) for j in range(k + 1)]
+    by_category = len(records) >= LEAVE_CATEGORY_OUT_MIN
+    if by_category:  # each category's choice made on the other categories' labels
+        full = table[:, 0]  # C × (G+1) × A, all labels
+        seen = ~full.isnan()
+        total, count = full.nan_to_num(0.0).sum(0), seen.sum(0)
 
-    shared_choices = choices(0) if shared else None
+    def choices(i: int) -> list[tuple[int, int]]:
+        if by_category:  # judge 0 (all categories' labels), then without category i
+            others = (total - full[i].nan_to_num(0.0)) / (count - seen[i].long()).clamp(min=1)
+            return [pick(mean[0]), pick(torch.where(count - seen[i].long() > 0, others, float("nan")))]
+        return [pick(mean[j]) for j in range(k + 1)]  # judge 0 (all labels), then without each fold
+
+    shared_choices = None if by_category else choices(0)
     weight, bias, score, steps_out, alphas_out, folds_out = [], [], [], [], [], []
     # each fold scored alone with the candidate chosen without it: one candidate per fold, so no scores of
     # differently scaled candidates are ranked against each other
     new_rows, old_rows, n_pos_rows, owner, keys = [], [], [], [], []
     for i, r in enumerate(records):
-        (g0, a0), *fold_choices = shared_choices if shared else choices(i)
+        (g0, a0), *fold_choices = shared_choices if shared_choices is not None else choices(i)
+        if by_category:  # the row written is the one judged: chosen without this category's labels
+            g0, a0 = fold_choices[0]
         alpha = float(a_grid[a0]) if g0 else 0.0
         steps_out.append(int(steps[g0 - 1]) if g0 else 0)
         alphas_out.append(alpha)
@@ -369,7 +383,8 @@ def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_
         lst, fold = r["listed"].double(), r["folds"]
         s0 = lst[0]
         for j, (g, a) in enumerate(fold_choices):
-            idx = (fold == j).nonzero().squeeze(1)  # positives first, as listed
+            # positives first, as listed; a category held out whole is scored on all its labels
+            idx = torch.arange(len(fold)) if by_category else (fold == j).nonzero().squeeze(1)
             new_rows.append(s0[idx] + a_grid[a] * (lst[g][idx] - s0[idx]))
             old_rows.append(s0[idx])
             n_pos_rows.append(int((idx < int(r["n_pos"])).sum()))
@@ -382,8 +397,11 @@ def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_
         rows = owner_t == i
         gain.append(fold_gain[rows].nanmean().nan_to_num(0.0))
         se.append(diffs[rows].nanmean(dim=0).std().nan_to_num(0.0))
+    g_all, a_all = pick(mean[0])
+    overall = (int(steps[g_all - 1]) if g_all else 0, float(a_grid[a_all]) if g_all else 0.0)
     return CrossfitChoice([int(r["index"]) for r in records], torch.stack(weight), torch.stack(bias), alphas_out,
-                          steps_out, torch.stack(score), torch.stack(gain), torch.stack(se), folds_out)
+                          steps_out, torch.stack(score), torch.stack(gain), torch.stack(se), folds_out, overall,
+                          by_category)
 
 
 BOOT_ELEMENTS = 4_000_000  # resample counts held at once (rows × resamples × width)

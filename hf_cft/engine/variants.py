@@ -38,8 +38,8 @@ Runner = Callable[..., None]  # (weight, bias, fit, judge, tracker, config, seed
 AUTO = "auto"  # the per-category choice among several variants (CFTConfig.auto_variants)
 
 # CFTConfig fields every run reads (not owned by a variant); the card shows the first group
-COMMON_FIELDS = ("variant", "metric", "seed", "selection_fraction", "patience", "selection_rule", "selection_folds",
-                 "selection_alphas", "selection_bootstrap", "selection_confidence", "auto_variants",
+COMMON_FIELDS = ("variant", "metric", "seed", "selection_fraction", "patience", "selection_rule", "selection_metric",
+                 "selection_folds", "selection_alphas", "selection_bootstrap", "selection_confidence", "auto_variants",
                  "uncertain_policies", "device", "dense_threshold", "block_memory_mb", "show_progress")
 
 
