@@ -204,3 +204,24 @@ def test_crossfit_blocks_are_checkpointed_and_reused(tmp_path):
     assert len(list(tmp_path.glob("*.safetensors"))) > 1
     again = CFTEngine(cfg).fit(x, y, m, w0, b0, checkpoint_dir=str(tmp_path))
     assert torch.equal(first.weight, again.weight) and first.to_dict() == again.to_dict()
+
+
+def test_the_selection_metric_defaults_by_rule_and_is_checked():
+    assert CFTConfig().judged_by == "auroc"  # crossfit: the pairwise statistic
+    assert CFTConfig(selection_rule="strict").judged_by == "ap"  # the paper's: the metric itself
+    assert CFTConfig(metric="auroc", selection_rule="strict").judged_by == "auroc"
+    assert CFTConfig(selection_metric="ap").judged_by == "ap"
+    with pytest.raises(ValueError, match="`selection_metric` must be one of"):
+        CFTConfig(selection_metric="f1")
+
+
+def test_the_ga_evolves_on_metric_whatever_rows_are_selected_by():
+    """The GA's fitness is `metric`; `selection_metric` only judges the recorded generations."""
+    x, y, m, w0, b0 = _world(9, c=3, noise=1.0)
+    runs = [fit_cft(x, y, m, w0, b0, CFTConfig(variant="ga", generations=30, selection_metric=s, **FAST))
+            for s in ("ap", "auroc")]
+    for c in range(3):
+        a, b = (r.runs["ga"].records[c] for r in runs)
+        assert torch.equal(a["grid_weight"], b["grid_weight"]) and torch.equal(a["grid_bias"], b["grid_bias"])
+    other = fit_cft(x, y, m, w0, b0, CFTConfig(variant="ga", generations=30, metric="auroc", **FAST))
+    assert not torch.equal(other.runs["ga"].records[0]["grid_weight"], runs[0].runs["ga"].records[0]["grid_weight"])

@@ -50,10 +50,11 @@ class CFTConfig:
     )
     selection_rule: str = field(
         default="crossfit",
-        metadata={"help": "How a row is chosen: 'crossfit' (default: step and shrinkage chosen and judged out of "
-                  "fold on K folds of the selection labels, gains pooled across categories, replaced only where "
-                  "the posterior chance of a gain reaches `selection_confidence`) or 'strict' (the paper's: the "
-                  "best selection score if strictly higher than the trained row's)."},
+        metadata={"help": "How a row is chosen: 'crossfit' (default: one step and shrinkage per variant, each "
+                  "category's chosen on the other categories' selection labels and its gain scored on its own, "
+                  "gains pooled across categories, replaced only where the posterior chance of a gain reaches "
+                  "`selection_confidence`) or 'strict' (the paper's: the best selection score if strictly higher "
+                  "than the trained row's)."},
     )
     selection_metric: str | None = field(
         default=None,
@@ -62,8 +63,8 @@ class CFTConfig:
                   "every known positive-negative pair, far less noisy than AP with a handful of known positives "
                   "per category; see docs/selection.md), `metric` under the strict rule (the paper's)."},
     )
-    selection_folds: int = field(default=5, metadata={"help": "crossfit: folds of each category's selection labels "
-                                                               "(stratified by label)."})
+    selection_folds: int = field(default=5, metadata={"help": "crossfit, below 3 categories: folds of each "
+                                                               "category's selection labels (stratified by label)."})
     selection_alphas: list[float] = field(
         default_factory=lambda: [0.25, 0.5, 0.75, 1.0],
         metadata={"help": "crossfit: shrinkage toward the new row, w = w0 + α·(w_new − w0); α = 0 (the trained row) "
@@ -122,8 +123,9 @@ class CFTConfig:
     # --- CFT-refit (beyond the paper) -------------------------------------------------------------------
     refit_l2: list[float] = field(
         default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0],
-        metadata={"help": "refit: grid of L2 strengths λ (objective: mean weighted BCE + λ/2·||w − w_ref||²); each "
-                  "category keeps the λ that scores best on the selection split."},
+        metadata={"help": "refit: grid of L2 strengths λ (objective: mean weighted BCE + λ/2·||w − w_ref||²), the "
+                  "trajectory the selection rule chooses from. Wide by default: the right λ scales with the "
+                  "features' squared norm."},
     )
     refit_toward: str = field(
         default="zero",

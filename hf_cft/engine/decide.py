@@ -106,7 +106,11 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
             pooled[tag] = (p.prior_mean, p.prior_sd, len(fitted))
     new_w, new_b = weight0.clone(), bias0.clone()
     report = []
-    needed = config.selection_confidence
+    # each crossfit run (variant, or variant and uncertain-label policy) offers every category a candidate: the
+    # confidence asked of the best is raised for their number (Bonferroni), so that offering more candidates
+    # does not keep more noise
+    n_offers = sum(1 for run in original_runs.values() if run.records is not None) if crossfit else 1
+    needed = 1.0 - (1.0 - config.selection_confidence) / max(1, n_offers)
     for c in range(n_cat):
         raw = {tag: run.report[c] for tag, run in runs.items()}
         fitted = {tag: r for tag, r in raw.items() if r.skipped is None}
