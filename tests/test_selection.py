@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from hf_cft import CFTConfig, CFTEngine, fit_cft
+from hf_cft import CFTConfig, CFTEngine, choose_per_category, fit_cft
 from hf_cft.engine.data import Split, ViewFactory
 from hf_cft.engine.decide import merge_shards
 from hf_cft.engine.selection import SelectionPlan, choose_crossfit, posterior_gains
@@ -37,6 +37,9 @@ def test_a_row_with_nothing_to_fix_is_never_replaced(seed):
         assert res.n_changed == 0, res.to_markdown()
         assert torch.equal(res.weight, torch.from_numpy(w0))
         assert all(r.reason.startswith("kept") for r in res.report)
+    joint = choose_per_category({v: fit_cft(x, y, m, w0, b0, CFTConfig(variant=v, seed=seed, **FAST))
+                                 for v in ("refit", "bp")}, w0, b0)
+    assert joint.n_changed == 0 and all(r.reason.startswith("kept") for r in joint.report)
     strict = fit_cft(x, y, m, w0, b0, CFTConfig(variant="bp", seed=seed, selection_rule="strict", **FAST))
     assert strict.n_changed > 0
 
@@ -48,6 +51,23 @@ def test_a_clearly_better_row_is_always_replaced():
     for r in res.report:
         assert r.oof_gain > 1.5 * r.gain_se > 0 and r.p_gain > 0.99 and 0 < r.alpha <= 1
         assert r.reason.startswith("replaced by refit") and "cross-fitted gain +" in r.reason
+
+
+def test_several_runs_are_decided_by_one_joint_choice():
+    """`auto`: one crossfit choice over every run's candidates; each replaced row is the trained row moved by α
+    toward the chosen run's recorded candidate, and the report lists every run's own evidence."""
+    x, y, m, w0, b0 = _world(0, noise=2.0)
+    runs = {v: fit_cft(x, y, m, w0, b0, CFTConfig(variant=v, **FAST)) for v in ("refit", "bp")}
+    res = choose_per_category(runs, w0, b0)
+    assert res.n_changed == 6 and "joint" in res.extra["crossfit"]
+    for r in res.report:
+        record = runs[r.variant].runs[r.variant].records[r.index]
+        g = record["grid_step"].tolist().index(r.best_step)
+        expected = torch.from_numpy(w0[r.index]).double() + r.alpha * (record["grid_weight"][g].double()
+                                                                        - torch.from_numpy(w0[r.index]).double())
+        torch.testing.assert_close(res.weight[r.index].double(), expected, atol=1e-5, rtol=1e-5)
+        assert r.reason.startswith(f"replaced by {r.variant}") and "chosen among refit, bp" in r.reason
+        assert set(r.candidates) == {"refit", "bp"} and r.p_gain >= 0.9
 
 
 def test_determinism_by_seed():

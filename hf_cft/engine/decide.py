@@ -74,6 +74,69 @@ def _pts(x: float) -> str:
     return f"{100 * x:+.2f}"
 
 
+JOINT = "joint"  # the crossfit choice made over the candidates of several runs at once
+
+
+def _joint_records(runs: dict[str, Run]) -> tuple[dict[int, dict], list[tuple[str, int]]] | None:
+    """The candidates of every run with records, as one trajectory per category (categories fitted in all of
+    them on the same selection labels), and each joint grid index's (run, step); None with fewer than 2 runs."""
+    tags = [t for t, run in runs.items() if run.records is not None]
+    if len(tags) < 2:
+        return None
+    first = runs[tags[0]].records
+
+    def same(c: int) -> bool:
+        if any(c not in runs[t].records or runs[t].report[c].skipped is not None for t in tags):
+            return False
+        return all(int(runs[t].records[c]["n_pos"]) == int(first[c]["n_pos"])
+                   and torch.equal(runs[t].records[c]["listed"][0], first[c]["listed"][0]) for t in tags)
+
+    cats = [c for c in first if same(c)]
+    if not cats:
+        return None
+    origin = [(t, int(s)) for t in tags for s in runs[t].records[cats[0]]["grid_step"]]
+    records = {}
+    for c in cats:
+        rs = [runs[t].records[c] for t in tags]
+        records[c] = {**rs[0], "grid_weight": torch.cat([r["grid_weight"] for r in rs]),
+                      "grid_bias": torch.cat([r["grid_bias"] for r in rs]),
+                      "grid_step": torch.arange(1, len(origin) + 1),
+                      "listed": torch.cat([rs[0]["listed"][:1]] + [r["listed"][1:] for r in rs])}
+    return records, origin
+
+
+def _joint(runs: dict[str, Run], config: CFTConfig) -> tuple[Run, dict, dict, tuple] | None:
+    """The crossfit rule over every run's candidates at once: one (run, step, α) per variant set, each category's
+    chosen on the other categories' labels; the run, its summary, the posteriors and the pooled gain."""
+    joint = _joint_records(runs)
+    if joint is None:
+        return None
+    records, origin = joint
+    base = next(iter(runs.values()))
+    report = [dataclasses.replace(r, skipped=r.skipped if c in records else "no joint candidates")
+              for c, r in enumerate(base.report)]
+    table = crossfit_table([records[c] for c in sorted(records)], METRICS[config.judged_by],
+                           config.selection_alphas, config.selection_folds)
+    run, summary = _crossfit(Run(base.weight, base.bias, report, JOINT, records), config, table)
+    for c in records:
+        r = run.report[c]
+        if r.best_step > 0:
+            tag, step = origin[r.best_step - 1]
+            r.variant, r.policy = _split_tag(tag)
+            r.best_step = step
+            r.detail = VARIANTS[r.variant].describe(config, step) if r.variant in VARIANTS else None
+    if summary.get("step"):
+        tag, step = origin[summary["step"] - 1]
+        summary["step"], summary["run"] = step, tag
+    for choice in summary.get("other_choices", {}).values():
+        if choice["step"]:
+            choice["run"], choice["step"] = origin[choice["step"] - 1]
+    fitted = [run.report[c] for c in sorted(records)]
+    p = posterior_gains(np.array([r.oof_gain for r in fitted]), np.array([r.gain_se for r in fitted]))
+    post = {r.index: (float(m), float(s), float(q)) for r, m, s, q in zip(fitted, p.mean, p.sd, p.prob_positive)}
+    return run, summary, post, (p.prior_mean, p.prior_sd, len(fitted))
+
+
 # long: both rules, then the shared per-category bookkeeping (policies, candidates, reasons) in one pass
 def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, config: CFTConfig,
            protocol: str) -> CFTResult:
@@ -106,12 +169,18 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
             pooled[tag] = (p.prior_mean, p.prior_sd, len(fitted))
     new_w, new_b = weight0.clone(), bias0.clone()
     report = []
-    # each crossfit run (variant, or variant and uncertain-label policy) offers every category a candidate: the
-    # confidence asked of the best is raised for their number (Bonferroni), so that offering more candidates
-    # does not keep more noise
+    # several runs: one joint choice among all their candidates, judged like a single run's; where the runs'
+    # selection labels differ (uncertain-label policies), each run offers a candidate and the confidence asked of
+    # the best is raised for their number (Bonferroni), so that offering more candidates does not keep more noise
+    joint = _joint(original_runs, config) if crossfit else None
+    if joint is not None:
+        chosen_runs[JOINT] = joint[1]
     n_offers = sum(1 for run in original_runs.values() if run.records is not None) if crossfit else 1
     needed = 1.0 - (1.0 - config.selection_confidence) / max(1, n_offers)
     for c in range(n_cat):
+        if joint is not None and joint[0].report[c].skipped is None:
+            report.append(_decide_joint(c, joint, runs, post, config, new_w, new_b))
+            continue
         raw = {tag: run.report[c] for tag, run in runs.items()}
         fitted = {tag: r for tag, r in raw.items() if r.skipped is None}
         best_tag, best_key = None, None
@@ -149,6 +218,35 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
         report.append(chosen)
     extra = {"crossfit": chosen_runs} if chosen_runs else {}
     return CFTResult(new_w, new_b, report, config, protocol, extra=extra, runs=dict(original_runs))
+
+
+def _decide_joint(c: int, joint: tuple, runs: dict[str, Run], post: dict, config: CFTConfig, new_w: torch.Tensor,
+                  new_b: torch.Tensor) -> CategoryReport:
+    """Category ``c`` under the joint choice: replaced by its candidate where the pooled P(gain > 0) reaches
+    ``selection_confidence``; every run's own evidence listed among the candidates."""
+    run, _, jpost, (mu, tau, n) = joint
+    r = dataclasses.replace(run.report[c])
+    r.candidates = {tag: _candidate_summary(x.report[c], post.get(tag, {}).get(c)) for tag, x in runs.items()}
+    r.posterior_gain, _, r.p_gain = jpost[c]
+    names = ", ".join(runs)
+    evidence = (f"cross-fitted gain {_pts(r.oof_gain)} ± {100 * 1.96 * r.gain_se:.2f} points here; the joint choice "
+                f"among {names} gains {_pts(mu)} points on average over {n} categories (spread {100 * tau:.2f})"
+                if n >= 3 else f"cross-fitted gain {_pts(r.oof_gain)} ± {100 * 1.96 * r.gain_se:.2f} points")
+    if r.best_step > 0 and r.p_gain >= config.selection_confidence:
+        new_w[c], new_b[c] = run.weight[c], run.bias[c]
+        shown = r.variant + (f"/{r.policy}" if r.policy else "")
+        r.reason = (f"replaced by {shown} ({r.detail}), chosen among {names} on the other categories' labels: "
+                    f"{evidence}; pooled P(gain > 0) = {r.p_gain:.3f} >= {config.selection_confidence:g}, "
+                    f"α = {r.alpha:g}")
+        return r
+    if r.best_step > 0:
+        r.reason = (f"kept: the joint choice among {names} ({r.variant}, {r.detail}, α = {r.alpha:g}) has {evidence}; "
+                    f"pooled P(gain > 0) = {r.p_gain:.3f} < {config.selection_confidence:g}")
+    else:
+        r.reason = f"kept: the joint choice among {names} made without this category's labels is the trained row"
+    r.variant, r.policy, r.detail = "original", None, None
+    r.best_score, r.best_step, r.alpha = r.original_score, 0, 0.0
+    return r
 
 
 def _candidate_summary(r: CategoryReport, posterior) -> dict:
