@@ -44,6 +44,14 @@ def _block_seed(seed: int, block: Sequence[int]) -> int:
     return (int(seed) * 1_000_003 + int(block[0]) * 7919 + len(block)) % (2**63 - 1)
 
 
+def _kept_if(cfg: CFTConfig) -> str:
+    """When a new row is kept, in the words of the report's protocol."""
+    if cfg.selection_rule == "crossfit":
+        return (f"its {cfg.judged_by.upper()} gain over the trained row, judged without the category's own labels "
+                f"and pooled across categories, was credible (P >= {cfg.selection_confidence:g}, crossfit rule)")
+    return f"it scored strictly higher ({cfg.judged_by.upper()}) than the trained row (strict rule)"
+
+
 class CFTEngine:
     """Re-fits every category row of a linear classifier on known labels only.
 
@@ -79,9 +87,8 @@ class CFTEngine:
             fit_rows = torch.from_numpy(np.sort(perm[n_sel:]))
             protocol = (
                 f"held out {n_sel} of the {n} training images ({cfg.selection_fraction:.0%}, seed {cfg.seed}); each "
-                f"row was fitted on the known labels of the other {n - n_sel} and kept only where it scored strictly "
-                f"higher ({cfg.judged_by.upper()}) than the trained row on the held-out known labels; no evaluation "
-                "data was used"
+                f"row was fitted on the known labels of the other {n - n_sel} and kept only where {_kept_if(cfg)} "
+                "on the held-out known labels; no evaluation data was used"
             )
             return train.subset(fit_rows), train.subset(sel_rows), protocol
         if not isinstance(selection, (tuple, list)) or len(selection) != 3:
@@ -103,9 +110,8 @@ class CFTEngine:
             )
         check_finite(sel.features, "selection features")
         protocol = (
-            f"fitted on the known labels of all {train.n} training images; each row kept only where it scored "
-            f"strictly higher ({cfg.judged_by.upper()}) than the trained row on the known labels of the given "
-            f"selection split ({sel.n} images)"
+            f"fitted on the known labels of all {train.n} training images; each row kept only where "
+            f"{_kept_if(cfg)} on the known labels of the given selection split ({sel.n} images)"
         )
         return train, sel, protocol
 
