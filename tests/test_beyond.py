@@ -193,3 +193,25 @@ def test_row_span_solve_equals_the_full_space_solve(balanced):
     np.testing.assert_allclose(span[1].numpy(), full[1].numpy(), atol=1e-6)
     assert not np.allclose(span[0].numpy(), w_ref.numpy())  # it moved
     assert RowSpanView(view, w_ref).x.shape == (c, view.length, view.length)
+
+
+def test_default_refit_rows_equal_scikit_learn_from_zero_in_the_row_span():
+    """The default refit (toward zero, sparse labels: solved in the span of each category's rows from zero)
+    records, for every λ, the L2 logistic regression scikit-learn fits on the same known labels."""
+    rng = np.random.default_rng(3)
+    n, d, c = 400, 96, 3
+    x = rng.normal(size=(n, d))
+    y = (x @ rng.normal(size=(c, d)).T * 0.3 + rng.normal(size=(n, c)) > 0.8).astype(np.int8)
+    m = rng.random((n, c)) < 0.1  # ~40 known rows per category, far below d/2: the row-span path
+    cfg = CFTConfig(variant="refit", refit_l2=[1e-2, 1.0], refit_tol=1e-10, refit_max_iter=1000,
+                    dense_threshold=1.0, device="cpu", show_progress=False)
+    assert cfg.refit_toward == "zero"
+    res = fit_cft(x, y, m, rng.normal(size=(c, d)), np.zeros(c), cfg, selection=(x[:200], y[:200], m[:200]))
+    for k in range(c):
+        rec = res.runs["refit"].records[k]
+        known = m[:, k]
+        for p, lam in enumerate(cfg.refit_l2):
+            ref = LogisticRegression(C=1.0 / (lam * known.sum()), tol=1e-12, max_iter=10000)
+            ref.fit(x[known], y[known, k])
+            np.testing.assert_allclose(rec["grid_weight"][p].numpy(), ref.coef_[0], atol=1e-4)  # float32 engine
+            assert float(rec["grid_bias"][p]) == pytest.approx(ref.intercept_[0], abs=1e-4)

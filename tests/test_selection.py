@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from hf_cft import CFTConfig, CFTEngine, choose_per_category, fit_cft
+from hf_cft import CFTConfig, CFTEngine, CFTResult, choose_per_category, fit_cft
 from hf_cft.engine.data import Split, ViewFactory
 from hf_cft.engine.decide import merge_shards
 from hf_cft.engine.selection import SelectionPlan, choose_crossfit, posterior_gains
@@ -160,8 +160,8 @@ def test_crossfit_leaves_categories_out_like_a_plain_reference():
 
 
 def test_crossfit_image_folds_like_a_plain_reference():
-    """Below 3 categories (and for each category's own choice): the shared (step, α), each fold's choice and the
-    mean of per-fold gains, recomputed with scikit-learn."""
+    """Below 3 categories: the shared (step, α), each fold's choice and the mean of per-fold gains, recomputed
+    with scikit-learn."""
     k, alphas, n_steps = 3, [0.5, 1.0], 4
     records = _reference_records(6, 2, k, n_steps)
     out = choose_crossfit(records, average_precision, alphas, k, 50, seed=0)
@@ -245,3 +245,47 @@ def test_the_ga_evolves_on_metric_whatever_rows_are_selected_by():
         assert torch.equal(a["grid_weight"], b["grid_weight"]) and torch.equal(a["grid_bias"], b["grid_bias"])
     other = fit_cft(x, y, m, w0, b0, CFTConfig(variant="ga", generations=30, metric="auroc", **FAST))
     assert not torch.equal(other.runs["ga"].records[0]["grid_weight"], runs[0].runs["ga"].records[0]["grid_weight"])
+
+
+def test_a_config_saved_before_selection_metric_reads_as_selected_by_its_metric():
+    old = {k: v for k, v in CFTConfig().to_dict().items() if k != "selection_metric"}
+    assert CFTConfig.from_dict(old).judged_by == "ap"
+
+
+def test_sharded_auto_decided_again_together_equals_one_run():
+    x, y, m, w0, b0 = _world(4, c=7, noise=0.8)
+    cfg = CFTConfig(variant="auto", auto_variants=["refit", "bp"], block_memory_mb=0.02, **FAST)
+    one = fit_cft(x, y, m, w0, b0, cfg)
+    parts = [CFTEngine(cfg).fit(x, y, m, w0, b0, shard=(r, 3)) for r in range(3)]
+    merged = merge_shards(parts, torch.from_numpy(w0), torch.from_numpy(b0))
+    assert "joint" in one.extra["crossfit"]
+    assert torch.equal(merged.weight, one.weight) and merged.to_dict() == one.to_dict()
+
+
+def test_joint_choice_with_two_categories_reports_runs_and_steps():
+    x, y, m, w0, b0 = _world(5, c=2, noise=2.0)
+    runs = {v: fit_cft(x, y, m, w0, b0, CFTConfig(variant=v, **FAST)) for v in ("refit", "bp")}
+    joint = choose_per_category(runs, w0, b0).extra["crossfit"]["joint"]
+    assert joint["held_out"] == "image folds" and joint["run"] in {"refit", "bp"}
+    assert all(c["step"] == 0 or c["run"] in {"refit", "bp"} for c in joint["fold_choices"])
+
+
+def test_a_run_rebuilt_from_json_keeps_its_rows_beside_the_others():
+    x, y, m, w0, b0 = _world(0, noise=2.0)
+    refit = fit_cft(x, y, m, w0, b0, CFTConfig(variant="refit", **FAST))
+    bp = fit_cft(x, y, m, w0, b0, CFTConfig(variant="bp", **FAST))
+    rebuilt = CFTResult.from_dict(refit.to_dict(), weight=refit.weight, bias=refit.bias)
+    res = choose_per_category({"refit": rebuilt, "bp": bp}, w0, b0)
+    assert "joint" not in res.extra.get("crossfit", {})  # no candidates to choose among: each run as decided
+    assert res.n_changed == 6
+
+
+def test_a_category_its_selection_labels_cannot_judge_is_kept():
+    x, y, m, w0, b0 = _world(0, noise=2.0)
+    sel = (x[:300], y[:300].copy(), m[:300].copy())
+    sel[1][:, 0] = 1  # every known selection label of category 0 positive: AUROC undefined, nothing to pool
+    for variant in ("refit", "auto"):
+        res = fit_cft(x[300:], y[300:], m[300:], w0, b0,
+                      CFTConfig(variant=variant, auto_variants=["refit", "bp"], **FAST), selection=sel)
+        assert not res.report[0].changed and res.report[0].reason == "kept: no known negative in the selection split"
+        assert res.n_changed == 5  # the others still pooled and decided

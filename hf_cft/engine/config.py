@@ -138,8 +138,9 @@ class CFTConfig:
     # --- Per-category choices -----------------------------------------------------------------------------
     auto_variants: list[str] = field(
         default_factory=lambda: ["refit", "bp"],
-        metadata={"help": "auto: the variants to run; each category keeps the original row or the variant with "
-                  "the best selection score."},
+        metadata={"help": "auto: the variants to run; each category keeps the original row or the candidate the "
+                  "selection rule prefers (crossfit: one joint choice over every variant's candidates; strict: "
+                  "the best selection score)."},
     )
     uncertain_policies: list[str] | None = field(
         default=None,
@@ -245,6 +246,9 @@ class CFTConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             logger.warning("Ignoring unknown CFTConfig keys (saved by another version?): %s", ", ".join(unknown))
+        data = dict(data)
+        if "metric" in data and "selection_metric" not in data:  # saved before it existed: selected by `metric`
+            data["selection_metric"] = data["metric"]
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def save_pretrained(self, directory: str | os.PathLike) -> str:

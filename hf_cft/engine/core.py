@@ -351,7 +351,9 @@ def _record_outcome(variant: str, block: list[int], outcome: BlockOutcome, repor
 
 
 def choose_per_category(results: dict[str, CFTResult], weight, bias) -> CFTResult:
-    """Combine runs made on the same data and selection split: per category keep the best selection score.
+    """Combine runs made on the same data and selection split: per category keep the trained row or the candidate
+    the selection rule prefers (crossfit: one joint choice over every run's recorded candidates; strict, or a run
+    without candidates such as one rebuilt from JSON: each run as decided, the best selection score).
 
     Args:
         results: tag → result (e.g. ``{"refit": r1, "bp": r2}``), all from the same inputs and seed.

@@ -17,7 +17,7 @@ from ..constants import IN_ANOTHER_SHARD
 from ..metrics.core import METRICS
 from .config import CFTConfig
 from .result import CategoryReport, CFTResult
-from .selection import choose_crossfit, crossfit_table, posterior_gains
+from .selection import LEAVE_CATEGORY_OUT_MIN, choose_crossfit, crossfit_table, posterior_gains
 from .variants import VARIANTS
 
 __all__ = ["IN_ANOTHER_SHARD", "Run", "decide", "merge_shards"]
@@ -81,15 +81,17 @@ def _joint_records(runs: dict[str, Run]) -> tuple[dict[int, dict], list[tuple[st
     """The candidates of every run with records, as one trajectory per category (categories fitted in all of
     them on the same selection labels), and each joint grid index's (run, step); None with fewer than 2 runs."""
     tags = [t for t, run in runs.items() if run.records is not None]
-    if len(tags) < 2:
+    if len(tags) < 2 or len(tags) < len(runs):  # a run without candidates (rebuilt from JSON) keeps its rows
         return None
     first = runs[tags[0]].records
 
-    def same(c: int) -> bool:
+    def same(c: int) -> bool:  # the same selection labels, listed the same way, in every run
         if any(c not in runs[t].records or runs[t].report[c].skipped is not None for t in tags):
             return False
         return all(int(runs[t].records[c]["n_pos"]) == int(first[c]["n_pos"])
-                   and torch.equal(runs[t].records[c]["listed"][0], first[c]["listed"][0]) for t in tags)
+                   and torch.equal(runs[t].records[c]["folds"], first[c]["folds"])
+                   and torch.allclose(runs[t].records[c]["listed"][0], first[c]["listed"][0], rtol=1e-4, atol=1e-5)
+                   for t in tags)
 
     cats = [c for c in first if same(c)]
     if not cats:
@@ -112,11 +114,10 @@ def _joint(runs: dict[str, Run], config: CFTConfig) -> tuple[Run, dict, dict, tu
     if joint is None:
         return None
     records, origin = joint
-    base = next(iter(runs.values()))
+    base = runs[origin[0][0]]
     report = [dataclasses.replace(r, skipped=r.skipped if c in records else "no joint candidates")
               for c, r in enumerate(base.report)]
-    table = crossfit_table([records[c] for c in sorted(records)], METRICS[config.judged_by],
-                           config.selection_alphas, config.selection_folds)
+    table = _table([records[c] for c in sorted(records)], config)
     run, summary = _crossfit(Run(base.weight, base.bias, report, JOINT, records), config, table)
     for c in records:
         r = run.report[c]
@@ -128,13 +129,37 @@ def _joint(runs: dict[str, Run], config: CFTConfig) -> tuple[Run, dict, dict, tu
     if summary.get("step"):
         tag, step = origin[summary["step"] - 1]
         summary["step"], summary["run"] = step, tag
-    for choice in summary.get("other_choices", {}).values():
+    for choice in [*summary.get("other_choices", {}).values(), *summary.get("fold_choices", [])]:
         if choice["step"]:
             choice["run"], choice["step"] = origin[choice["step"] - 1]
-    fitted = [run.report[c] for c in sorted(records)]
-    p = posterior_gains(np.array([r.oof_gain for r in fitted]), np.array([r.gain_se for r in fitted]))
-    post = {r.index: (float(m), float(s), float(q)) for r, m, s, q in zip(fitted, p.mean, p.sd, p.prob_positive)}
-    return run, summary, post, (p.prior_mean, p.prior_sd, len(fitted))
+    post, pooled = _pool([run.report[c] for c in sorted(records)], config)
+    return run, summary, post, pooled
+
+
+def _judgeable(r: CategoryReport, config: CFTConfig) -> bool:
+    """Whether the category's selection labels define the selection metric (AP: a positive; AUROC: both)."""
+    if r.n_sel_pos is None or r.n_sel is None:
+        return True
+    return r.n_sel_pos > 0 and (config.judged_by == "ap" or r.n_sel_pos < r.n_sel)
+
+
+def _pool(reports: list[CategoryReport], config: CFTConfig) -> tuple[dict, tuple]:
+    """Posterior (mean, sd, P(gain > 0)) of each category whose selection labels can judge it, pooled; the
+    others get NaN (kept: no evidence of their own) — and the pooled (μ, τ, n)."""
+    judged = [r for r in reports if r.oof_gain is not None and _judgeable(r, config)]
+    post = {r.index: (float("nan"),) * 3 for r in reports}
+    if not judged:
+        return post, (float("nan"), float("nan"), 0)
+    p = posterior_gains(np.array([r.oof_gain for r in judged]), np.array([r.gain_se for r in judged]))
+    post.update({r.index: (float(m), float(s), float(q)) for r, m, s, q in zip(judged, p.mean, p.sd,
+                                                                            p.prob_positive)})
+    return post, (p.prior_mean, p.prior_sd, len(judged))
+
+
+def _table(records: list[dict], config: CFTConfig) -> torch.Tensor:
+    """The crossfit table of a run's records: all labels only when categories are left out, else with folds."""
+    k = 0 if len(records) >= LEAVE_CATEGORY_OUT_MIN else config.selection_folds
+    return crossfit_table(records, METRICS[config.judged_by], config.selection_alphas, k)
 
 
 # long: both rules, then the shared per-category bookkeeping (policies, candidates, reasons) in one pass
@@ -154,8 +179,7 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
                 done[tag], chosen_runs[tag] = run, {}
                 continue
             fitted = [run.records[c] for c, r in enumerate(run.report) if r.skipped is None and c in run.records]
-            table = crossfit_table(fitted, METRICS[config.judged_by], config.selection_alphas,
-                                   config.selection_folds) if fitted else None
+            table = _table(fitted, config) if fitted else None
             done[tag], chosen_runs[tag] = _crossfit(run, config, table)
         runs = done
         for tag, run in runs.items():
@@ -163,15 +187,12 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
             if not fitted:
                 post[tag] = {}
                 continue
-            p = posterior_gains(np.array([r.oof_gain for r in fitted]), np.array([r.gain_se for r in fitted]))
-            post[tag] = {r.index: (float(m), float(s), float(q)) for r, m, s, q in
-                         zip(fitted, p.mean, p.sd, p.prob_positive)}
-            pooled[tag] = (p.prior_mean, p.prior_sd, len(fitted))
+            post[tag], pooled[tag] = _pool(fitted, config)
     new_w, new_b = weight0.clone(), bias0.clone()
     report = []
-    # several runs: one joint choice among all their candidates, judged like a single run's; where the runs'
-    # selection labels differ (uncertain-label policies), each run offers a candidate and the confidence asked of
-    # the best is raised for their number (Bonferroni), so that offering more candidates does not keep more noise
+    # several runs: one joint choice among all their candidates, judged like a single run's; a category outside
+    # it (not fitted in every run, or listed differently) gets a candidate from each run, and the confidence
+    # asked of the best is raised for their number (Bonferroni), so that more candidates do not keep more noise
     joint = _joint(original_runs, config) if crossfit else None
     if joint is not None:
         chosen_runs[JOINT] = joint[1]
@@ -203,18 +224,20 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
         if crossfit and best_tag is None and fitted:
             tag0 = next(iter(fitted))
             if c in post.get(tag0, {}):
-                chosen.posterior_gain, _, chosen.p_gain = post[tag0][c]
+                chosen.posterior_gain, _, chosen.p_gain = _finite(post[tag0][c])
         if best_tag is not None:
             new_w[c] = runs[best_tag].weight[c]
             new_b[c] = runs[best_tag].bias[c]
             chosen.variant, chosen.policy = _split_tag(best_tag)
             if crossfit:
-                chosen.posterior_gain, _, chosen.p_gain = post[best_tag][c]
+                chosen.posterior_gain, _, chosen.p_gain = _finite(post[best_tag][c])
         else:
             chosen.variant, chosen.policy, chosen.detail = "original", None, None
             if chosen.skipped is None:
                 chosen.best_score, chosen.best_step, chosen.alpha = chosen.original_score, 0, 0.0
         chosen.reason = _reason(chosen, best_tag, fitted, post, needed, c, pooled, config.selection_rule)
+        if crossfit and chosen.skipped is None and not _judgeable(chosen, config):
+            chosen.reason = _unjudged(chosen, config)
         report.append(chosen)
     extra = {"crossfit": chosen_runs} if chosen_runs else {}
     return CFTResult(new_w, new_b, report, config, protocol, extra=extra, runs=dict(original_runs))
@@ -227,8 +250,13 @@ def _decide_joint(c: int, joint: tuple, runs: dict[str, Run], post: dict, config
     run, _, jpost, (mu, tau, n) = joint
     r = dataclasses.replace(run.report[c])
     r.candidates = {tag: _candidate_summary(x.report[c], post.get(tag, {}).get(c)) for tag, x in runs.items()}
-    r.posterior_gain, _, r.p_gain = jpost[c]
+    r.posterior_gain, _, r.p_gain = _finite(jpost[c])
     names = ", ".join(runs)
+    if r.p_gain is None:  # no positive (or, for AUROC, no negative) among its selection labels
+        r.reason = _unjudged(r, config)
+        r.variant, r.policy, r.detail = "original", None, None
+        r.best_score, r.best_step, r.alpha = r.original_score, 0, 0.0
+        return r
     evidence = (f"cross-fitted gain {_pts(r.oof_gain)} ± {100 * 1.96 * r.gain_se:.2f} points here; the joint choice "
                 f"among {names} gains {_pts(mu)} points on average over {n} categories (spread {100 * tau:.2f})"
                 if n >= 3 else f"cross-fitted gain {_pts(r.oof_gain)} ± {100 * 1.96 * r.gain_se:.2f} points")
@@ -249,12 +277,22 @@ def _decide_joint(c: int, joint: tuple, runs: dict[str, Run], post: dict, config
     return r
 
 
+def _unjudged(r: CategoryReport, config: CFTConfig) -> str:
+    return (f"kept: its {r.n_sel} known selection labels ({r.n_sel_pos} positive) cannot judge "
+            f"{config.judged_by.upper()}, so nothing here shows a gain")
+
+
+def _finite(post: tuple[float, float, float]) -> tuple[float | None, float | None, float | None]:
+    return tuple(None if v is None or math.isnan(v) else v for v in post)
+
+
 def _candidate_summary(r: CategoryReport, posterior) -> dict:
     out = {"selection_score": r.best_score if r.skipped is None else None, "step": r.best_step}
     if r.oof_gain is not None and r.skipped is None:
         out.update({"crossfit_gain": r.oof_gain, "gain_se": r.gain_se, "alpha": r.alpha})
     if posterior is not None:
-        out.update({"posterior_gain": posterior[0], "p_gain": posterior[2]})
+        mean, _, prob = _finite(posterior)
+        out.update({"posterior_gain": mean, "p_gain": prob})
     return out
 
 
