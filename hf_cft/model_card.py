@@ -39,7 +39,7 @@ def _versions() -> dict[str, str]:
 
 # CFTConfig fields every card lists; a variant adds its own (hf_cft.engine.variants), crossfit its settings
 CARD_FIELDS = ("variant", "metric", "seed", "selection_fraction", "patience", "selection_rule")
-CROSSFIT_CARD_FIELDS = ("selection_folds", "selection_alphas", "selection_bootstrap", "selection_confidence")
+CROSSFIT_CARD_FIELDS = ("selection_metric", "selection_alphas", "selection_bootstrap", "selection_confidence")
 _METRIC_NAMES = {"map": ("mAP", "mean average precision (known labels)"),
                  "mauc": ("mAUC", "mean AUROC (known labels)")}
 
@@ -113,6 +113,7 @@ def card_hyperparameters(config) -> dict[str, Any]:
         keep |= set(VARIANTS[name].hyperparameters())
     keep |= {"auto_variants"} if config.variant == AUTO else set()
     keep |= {"uncertain_policies"} if config.uncertain_policies else set()
+    cfg["selection_metric"] = config.judged_by  # what rows were selected by, even where left to its default
     return {k: cfg[k] for k in sorted(keep)}
 
 

@@ -93,7 +93,8 @@ def test_card_lists_the_settings_of_the_variants_that_ran():
     assert {"generations", "population_size", "variant", "metric"} <= set(ga)
     assert not {"epochs", "refit_l2", "selection_folds"} & set(ga)
     auto = card_hyperparameters(CFTConfig(variant="auto", auto_variants=["pygad", "bp"]))
-    assert {"pygad_generations", "epochs", "auto_variants", "selection_folds"} <= set(auto)
+    assert {"pygad_generations", "epochs", "auto_variants", "selection_metric"} <= set(auto)
+    assert auto["selection_metric"] == "auroc" and "selection_folds" not in auto  # what rows were selected by
     assert "refit_l2" not in auto and "wmw_gamma" not in auto  # bp's card shows its main settings only
 
 
