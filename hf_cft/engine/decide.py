@@ -33,6 +33,7 @@ class Run:
     report: list[CategoryReport]
     variant: str = ""
     records: dict[int, dict] | None = None
+    guard: dict[int, tuple[float, float]] | None = None  # crossfit: each category's gain and SE in `metric`
 
 
 def _crossfit(run: Run, config: CFTConfig, table: torch.Tensor | None) -> tuple[Run, dict]:
@@ -43,8 +44,10 @@ def _crossfit(run: Run, config: CFTConfig, table: torch.Tensor | None) -> tuple[
     w, b = run.weight.clone(), run.bias.clone()
     if not fitted:
         return Run(w, b, report, run.variant), {}
+    guard = METRICS[config.metric] if config.metric != config.judged_by else None
     choice = choose_crossfit([run.records[c] for c in fitted], METRICS[config.judged_by], config.selection_alphas,
-                             config.selection_folds, config.selection_bootstrap, config.seed, table=table)
+                             config.selection_folds, config.selection_bootstrap, config.seed, table=table,
+                             guard=guard)
     for j, c in enumerate(fitted):
         r = report[c]
         step = choice.step[j]
@@ -62,7 +65,10 @@ def _crossfit(run: Run, config: CFTConfig, table: torch.Tensor | None) -> tuple[
                                     for j in range(len(fitted)) if (choice.step[j], choice.alpha[j]) != (step, alpha)}
     else:
         summary["fold_choices"] = [{"step": g, "alpha": a} for g, a in choice.fold_choices[0]]
-    return Run(w, b, report, run.variant, run.records), summary
+    checked = None
+    if choice.guard_gain is not None:
+        checked = {c: (float(choice.guard_gain[j]), float(choice.guard_se[j])) for j, c in enumerate(fitted)}
+    return Run(w, b, report, run.variant, run.records, checked), summary
 
 
 def _split_tag(tag: str) -> tuple[str, str | None]:
@@ -133,7 +139,7 @@ def _joint(runs: dict[str, Run], config: CFTConfig) -> tuple[Run, dict, dict, tu
         if choice["step"]:
             choice["run"], choice["step"] = origin[choice["step"] - 1]
     post, pooled = _pool([run.report[c] for c in sorted(records)], config)
-    return run, summary, post, pooled
+    return run, summary, post, pooled, _guard_means(run, config)
 
 
 def _judgeable(r: CategoryReport, config: CFTConfig) -> bool:
@@ -156,6 +162,23 @@ def _pool(reports: list[CategoryReport], config: CFTConfig) -> tuple[dict, tuple
     return post, (p.prior_mean, p.prior_sd, len(judged))
 
 
+def _guard_means(run: Run, config: CFTConfig) -> dict[int, float] | None:
+    """Each category's pooled posterior mean gain in `metric` (None: rows are selected by `metric` itself)."""
+    if run.guard is None:
+        return None
+    judged = [r for r in run.report if r.skipped is None and r.index in run.guard and _judgeable(r, config)]
+    if not judged:
+        return {}
+    p = posterior_gains(np.array([run.guard[r.index][0] for r in judged]),
+                        np.array([run.guard[r.index][1] for r in judged]))
+    return {r.index: float(m) for r, m in zip(judged, p.mean)}
+
+
+def _guard_ok(means: dict[int, float] | None, c: int) -> bool:
+    """The candidate does not lower `metric` on the evidence (its pooled mean gain there is not negative)."""
+    return means is None or means.get(c, 0.0) >= 0.0
+
+
 def _table(records: list[dict], config: CFTConfig) -> torch.Tensor:
     """The crossfit table of a run's records: all labels only when categories are left out, else with folds."""
     k = 0 if len(records) >= LEAVE_CATEGORY_OUT_MIN else config.selection_folds
@@ -172,6 +195,7 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
     post: dict[str, dict[int, tuple[float, float, float]]] = {}
     chosen_runs: dict[str, dict] = {}
     pooled: dict[str, tuple[float, float, int]] = {}
+    guards: dict[str, dict[int, float] | None] = {}
     if crossfit:
         done = {}
         for tag, run in runs.items():
@@ -188,6 +212,7 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
                 post[tag] = {}
                 continue
             post[tag], pooled[tag] = _pool(fitted, config)
+            guards[tag] = _guard_means(run, config)
     new_w, new_b = weight0.clone(), bias0.clone()
     report = []
     # several runs: one joint choice among all their candidates, judged like a single run's; a category outside
@@ -210,7 +235,7 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
                 continue
             if crossfit:
                 mean, _, prob = post[tag].get(c, (float("nan"),) * 3)
-                if not prob >= needed:
+                if not prob >= needed or not _guard_ok(guards.get(tag), c):
                     continue
                 key = mean
             else:
@@ -247,7 +272,7 @@ def _decide_joint(c: int, joint: tuple, runs: dict[str, Run], post: dict, config
                   new_b: torch.Tensor) -> CategoryReport:
     """Category ``c`` under the joint choice: replaced by its candidate where the pooled P(gain > 0) reaches
     ``selection_confidence``; every run's own evidence listed among the candidates."""
-    run, _, jpost, (mu, tau, n) = joint
+    run, _, jpost, (mu, tau, n), guard = joint
     r = dataclasses.replace(run.report[c])
     r.candidates = {tag: _candidate_summary(x.report[c], post.get(tag, {}).get(c)) for tag, x in runs.items()}
     r.posterior_gain, _, r.p_gain = _finite(jpost[c])
@@ -260,14 +285,19 @@ def _decide_joint(c: int, joint: tuple, runs: dict[str, Run], post: dict, config
     evidence = (f"cross-fitted gain {_pts(r.oof_gain)} ± {100 * 1.96 * r.gain_se:.2f} points here; the joint choice "
                 f"among {names} gains {_pts(mu)} points on average over {n} categories (spread {100 * tau:.2f})"
                 if n >= 3 else f"cross-fitted gain {_pts(r.oof_gain)} ± {100 * 1.96 * r.gain_se:.2f} points")
-    if r.best_step > 0 and r.p_gain >= config.selection_confidence:
+    credible = r.best_step > 0 and r.p_gain >= config.selection_confidence
+    if credible and _guard_ok(guard, c):
         new_w[c], new_b[c] = run.weight[c], run.bias[c]
         shown = r.variant + (f"/{r.policy}" if r.policy else "")
         r.reason = (f"replaced by {shown} ({r.detail}), chosen among {names} on the other categories' labels: "
                     f"{evidence}; pooled P(gain > 0) = {r.p_gain:.3f} >= {config.selection_confidence:g}, "
                     f"α = {r.alpha:g}")
         return r
-    if r.best_step > 0:
+    if credible:
+        r.reason = (f"kept: the joint choice among {names} ({r.variant}, {r.detail}, α = {r.alpha:g}) has {evidence}; "
+                    f"pooled P(gain > 0) = {r.p_gain:.3f}, but its {config.metric.upper()} gain here, pooled, is "
+                    f"{_pts(guard[c])} points: no row is replaced where the reported metric would fall")
+    elif r.best_step > 0:
         r.reason = (f"kept: the joint choice among {names} ({r.variant}, {r.detail}, α = {r.alpha:g}) has {evidence}; "
                     f"pooled P(gain > 0) = {r.p_gain:.3f} < {config.selection_confidence:g}")
     else:

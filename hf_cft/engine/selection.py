@@ -272,6 +272,8 @@ class CrossfitChoice:
     fold_choices: list[list[tuple[int, float]]]  # per category, per fold (one: without the category)
     overall: tuple[int, float] = (0, 0.0)  # the (step, α) chosen on every category's labels
     by_category: bool = False  # each category's choice made without its labels (else: image folds)
+    guard_gain: torch.Tensor | None = None  # n, the same candidates' gains in the guard metric
+    guard_se: torch.Tensor | None = None
 
 
 LEAVE_CATEGORY_OUT_MIN = 3  # a shared choice is judged by leaving categories out from this many categories on
@@ -323,14 +325,15 @@ def crossfit_table(records: list[dict], metric, alphas: list[float], k: int) -> 
 
 # long: the fold loop and the final choice share chunked tensors that separate functions would pass around
 def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_boot: int, seed: int,
-                    table: torch.Tensor | None = None) -> CrossfitChoice:
+                    table: torch.Tensor | None = None, guard=None) -> CrossfitChoice:
     """Steps 2 and 3 of the crossfit rule for one variant: the (g, α) shared by the categories, out-of-fold
     gains and their SEs. From :data:`LEAVE_CATEGORY_OUT_MIN` categories on, each category's (g, α) is chosen on
     the other categories' labels and its gain scored on all of its own; below, on ``k`` folds of the images.
 
     ``records``: per fitted category, ``{"index", "weight" (d), "bias", "grid_weight" (G×d), "grid_bias" (G),
     "grid_step" (G), "listed" ((G+1)×n), "n_pos", "folds" (n)}`` (``listed[0]``: the trained row); ``table``:
-    their :func:`crossfit_table`, when already computed.
+    their :func:`crossfit_table`, when already computed; ``guard``: a second metric whose gains of the same
+    candidates are estimated too (the reported metric, when rows are selected by another).
     """
     a_grid = torch.tensor([0.0, *alphas], dtype=torch.float64)
     n_g = records[0]["listed"].shape[0]
@@ -390,18 +393,25 @@ def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_
             n_pos_rows.append(int((idx < int(r["n_pos"])).sum()))
             owner.append(i)
             keys.append(int(r["index"]) * 1009 + j)
-    fold_gain, diffs = fold_gains(new_rows, old_rows, n_pos_rows, keys, metric, n_boot, seed)
     owner_t = torch.tensor(owner)
-    gain, se = [], []
-    for i in range(len(records)):
-        rows = owner_t == i
-        gain.append(fold_gain[rows].nanmean().nan_to_num(0.0))
-        se.append(diffs[rows].nanmean(dim=0).std().nan_to_num(0.0))
+
+    def per_category(m) -> tuple[torch.Tensor, torch.Tensor]:  # the mean over a category's folds, and its SE
+        fold_gain, diffs = fold_gains(new_rows, old_rows, n_pos_rows, keys, m, n_boot, seed)
+        gain, se = [], []
+        for i in range(len(records)):
+            rows = owner_t == i
+            gain.append(fold_gain[rows].nanmean().nan_to_num(0.0))
+            se.append(diffs[rows].nanmean(dim=0).std().nan_to_num(0.0))
+        return torch.stack(gain), torch.stack(se)
+
+    gain, se = per_category(metric)
     g_all, a_all = pick(mean[0])
     overall = (int(steps[g_all - 1]) if g_all else 0, float(a_grid[a_all]) if g_all else 0.0)
-    return CrossfitChoice([int(r["index"]) for r in records], torch.stack(weight), torch.stack(bias), alphas_out,
-                          steps_out, torch.stack(score), torch.stack(gain), torch.stack(se), folds_out, overall,
-                          by_category)
+    out = CrossfitChoice([int(r["index"]) for r in records], torch.stack(weight), torch.stack(bias), alphas_out,
+                         steps_out, torch.stack(score), gain, se, folds_out, overall, by_category)
+    if guard is not None and guard is not metric:
+        out.guard_gain, out.guard_se = per_category(guard)
+    return out
 
 
 BOOT_ELEMENTS = 4_000_000  # resample counts held at once (rows × resamples × width)
