@@ -289,3 +289,24 @@ def test_a_category_its_selection_labels_cannot_judge_is_kept():
                       CFTConfig(variant=variant, auto_variants=["refit", "bp"], **FAST), selection=sel)
         assert not res.report[0].changed and res.report[0].reason == "kept: no known negative in the selection split"
         assert res.n_changed == 5  # the others still pooled and decided
+
+
+def test_the_guard_scores_the_chosen_candidates_in_the_reported_metric():
+    """Rows chosen and judged by AUROC; the guard's gains are the same candidates' AP gains (scikit-learn)."""
+    from sklearn.metrics import roc_auc_score
+
+    from hf_cft.metrics import auroc
+
+    alphas, n_steps = [0.5, 1.0], 4
+    records = _reference_records(7, 5, 3, n_steps)
+    out = choose_crossfit(records, auroc, alphas, 3, 50, seed=0, guard=average_precision)
+    grid = [(0, 0.0)] + [(g, a) for g in range(1, n_steps + 1) for a in alphas]
+    for i, r in enumerate(records):
+        others = records[:i] + records[i + 1:]
+        means = [np.mean([roc_auc_score(_y(o), _mixed(o, g, a)) for o in others]) for g, a in grid]
+        g, a = grid[int(np.argmax(means))]
+        auc_gain = roc_auc_score(_y(r), _mixed(r, g, a)) - roc_auc_score(_y(r), _mixed(r, 0, 0.0))
+        ap_gain = average_precision_score(_y(r), _mixed(r, g, a)) - average_precision_score(_y(r), _mixed(r, 0, 0.0))
+        assert float(out.oof_gain[i]) == pytest.approx(auc_gain, abs=1e-9)
+        assert float(out.guard_gain[i]) == pytest.approx(ap_gain, abs=1e-9)
+    assert choose_crossfit(records, auroc, alphas, 3, 50, seed=0).guard_gain is None
