@@ -17,7 +17,7 @@ from ..constants import IN_ANOTHER_SHARD
 from ..metrics.core import METRICS
 from .config import CFTConfig
 from .result import CategoryReport, CFTResult
-from .selection import LEAVE_CATEGORY_OUT_MIN, choose_crossfit, crossfit_table, posterior_gains
+from .selection import choose_crossfit, posterior_gains
 from .variants import VARIANTS
 
 __all__ = ["IN_ANOTHER_SHARD", "Run", "decide", "merge_shards"]
@@ -36,7 +36,7 @@ class Run:
     guard: dict[int, tuple[float, float]] | None = None  # crossfit: each category's gain and SE in `metric`
 
 
-def _crossfit(run: Run, config: CFTConfig, table: torch.Tensor | None) -> tuple[Run, dict]:
+def _crossfit(run: Run, config: CFTConfig) -> tuple[Run, dict]:
     """The run with its candidates chosen by the crossfit rule (step and α shared by the categories, each
     category's judged without its own labels), with out-of-fold gains."""
     fitted = [c for c, r in enumerate(run.report) if r.skipped is None and c in (run.records or {})]
@@ -44,10 +44,9 @@ def _crossfit(run: Run, config: CFTConfig, table: torch.Tensor | None) -> tuple[
     w, b = run.weight.clone(), run.bias.clone()
     if not fitted:
         return Run(w, b, report, run.variant), {}
-    guard = METRICS[config.metric] if config.metric != config.judged_by else None
     choice = choose_crossfit([run.records[c] for c in fitted], METRICS[config.judged_by], config.selection_alphas,
-                             config.selection_folds, config.selection_bootstrap, config.seed, table=table,
-                             guard=guard)
+                             config.selection_folds, config.selection_bootstrap, config.seed,
+                             guard=METRICS[config.metric])
     for j, c in enumerate(fitted):
         r = report[c]
         step = choice.step[j]
@@ -123,8 +122,7 @@ def _joint(runs: dict[str, Run], config: CFTConfig) -> tuple[Run, dict, dict, tu
     base = runs[origin[0][0]]
     report = [dataclasses.replace(r, skipped=r.skipped if c in records else "no joint candidates")
               for c, r in enumerate(base.report)]
-    table = _table([records[c] for c in sorted(records)], config)
-    run, summary = _crossfit(Run(base.weight, base.bias, report, JOINT, records), config, table)
+    run, summary = _crossfit(Run(base.weight, base.bias, report, JOINT, records), config)
     for c in records:
         r = run.report[c]
         if r.best_step > 0:
@@ -138,51 +136,31 @@ def _joint(runs: dict[str, Run], config: CFTConfig) -> tuple[Run, dict, dict, tu
     for choice in [*summary.get("other_choices", {}).values(), *summary.get("fold_choices", [])]:
         if choice["step"]:
             choice["run"], choice["step"] = origin[choice["step"] - 1]
-    post, pooled = _pool([run.report[c] for c in sorted(records)], config)
-    return run, summary, post, pooled, _guard_means(run, config)
+    fitted = [run.report[c] for c in sorted(records)]
+    post, pooled = _pool(fitted)
+    return run, summary, post, pooled, _guard_means(run, fitted)
 
 
-def _judgeable(r: CategoryReport, config: CFTConfig) -> bool:
-    """Whether the category's selection labels define the selection metric (AP: a positive; AUROC: both)."""
-    if r.n_sel_pos is None or r.n_sel is None:
-        return True
-    return r.n_sel_pos > 0 and (config.judged_by == "ap" or r.n_sel_pos < r.n_sel)
+def _pool(reports: list[CategoryReport], gains: dict | None = None) -> tuple[dict, tuple]:
+    """Posterior (mean, sd, P(gain > 0)) of each fitted category's gain, pooled, and the pooled (μ, τ, n).
+    ``gains``: index → (gain, SE) to pool instead of the reports' cross-fitted ones. (Every fitted category has
+    a known positive and a known negative among its selection labels: the engine skips the others.)"""
+    pairs = np.array([gains[r.index] if gains is not None else (r.oof_gain, r.gain_se) for r in reports])
+    p = posterior_gains(pairs[:, 0], pairs[:, 1])
+    post = {r.index: (float(m), float(s), float(q)) for r, m, s, q in zip(reports, p.mean, p.sd, p.prob_positive)}
+    return post, (p.prior_mean, p.prior_sd, len(reports))
 
 
-def _pool(reports: list[CategoryReport], config: CFTConfig) -> tuple[dict, tuple]:
-    """Posterior (mean, sd, P(gain > 0)) of each category whose selection labels can judge it, pooled; the
-    others get NaN (kept: no evidence of their own) — and the pooled (μ, τ, n)."""
-    judged = [r for r in reports if r.oof_gain is not None and _judgeable(r, config)]
-    post = {r.index: (float("nan"),) * 3 for r in reports}
-    if not judged:
-        return post, (float("nan"), float("nan"), 0)
-    p = posterior_gains(np.array([r.oof_gain for r in judged]), np.array([r.gain_se for r in judged]))
-    post.update({r.index: (float(m), float(s), float(q)) for r, m, s, q in zip(judged, p.mean, p.sd,
-                                                                            p.prob_positive)})
-    return post, (p.prior_mean, p.prior_sd, len(judged))
-
-
-def _guard_means(run: Run, config: CFTConfig) -> dict[int, float] | None:
+def _guard_means(run: Run, reports: list[CategoryReport]) -> dict[int, float] | None:
     """Each category's pooled posterior mean gain in `metric` (None: rows are selected by `metric` itself)."""
     if run.guard is None:
         return None
-    judged = [r for r in run.report if r.skipped is None and r.index in run.guard and _judgeable(r, config)]
-    if not judged:
-        return {}
-    p = posterior_gains(np.array([run.guard[r.index][0] for r in judged]),
-                        np.array([run.guard[r.index][1] for r in judged]))
-    return {r.index: float(m) for r, m in zip(judged, p.mean)}
+    return {c: post[0] for c, post in _pool(reports, run.guard)[0].items()}
 
 
 def _guard_ok(means: dict[int, float] | None, c: int) -> bool:
     """The candidate does not lower `metric` on the evidence (its pooled mean gain there is not negative)."""
-    return means is None or means.get(c, 0.0) >= 0.0
-
-
-def _table(records: list[dict], config: CFTConfig) -> torch.Tensor:
-    """The crossfit table of a run's records: all labels only when categories are left out, else with folds."""
-    k = 0 if len(records) >= LEAVE_CATEGORY_OUT_MIN else config.selection_folds
-    return crossfit_table(records, METRICS[config.judged_by], config.selection_alphas, k)
+    return means is None or means[c] >= 0.0
 
 
 # long: both rules, then the shared per-category bookkeeping (policies, candidates, reasons) in one pass
@@ -202,17 +180,15 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
             if run.records is None:
                 done[tag], chosen_runs[tag] = run, {}
                 continue
-            fitted = [run.records[c] for c, r in enumerate(run.report) if r.skipped is None and c in run.records]
-            table = _table(fitted, config) if fitted else None
-            done[tag], chosen_runs[tag] = _crossfit(run, config, table)
+            done[tag], chosen_runs[tag] = _crossfit(run, config)
         runs = done
         for tag, run in runs.items():
             fitted = [r for r in run.report if r.skipped is None and r.oof_gain is not None]
             if not fitted:
                 post[tag] = {}
                 continue
-            post[tag], pooled[tag] = _pool(fitted, config)
-            guards[tag] = _guard_means(run, config)
+            post[tag], pooled[tag] = _pool(fitted)
+            guards[tag] = _guard_means(run, fitted)
     new_w, new_b = weight0.clone(), bias0.clone()
     report = []
     # several runs: one joint choice among all their candidates, judged like a single run's; a category outside
@@ -249,20 +225,16 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
         if crossfit and best_tag is None and fitted:
             tag0 = next(iter(fitted))
             if c in post.get(tag0, {}):
-                chosen.posterior_gain, _, chosen.p_gain = _finite(post[tag0][c])
+                chosen.posterior_gain, _, chosen.p_gain = post[tag0][c]
         if best_tag is not None:
             new_w[c] = runs[best_tag].weight[c]
             new_b[c] = runs[best_tag].bias[c]
             chosen.variant, chosen.policy = _split_tag(best_tag)
             if crossfit:
-                chosen.posterior_gain, _, chosen.p_gain = _finite(post[best_tag][c])
+                chosen.posterior_gain, _, chosen.p_gain = post[best_tag][c]
         else:
-            chosen.variant, chosen.policy, chosen.detail = "original", None, None
-            if chosen.skipped is None:
-                chosen.best_score, chosen.best_step, chosen.alpha = chosen.original_score, 0, 0.0
+            _keep(chosen)
         chosen.reason = _reason(chosen, best_tag, fitted, post, needed, c, pooled, config.selection_rule)
-        if crossfit and chosen.skipped is None and not _judgeable(chosen, config):
-            chosen.reason = _unjudged(chosen, config)
         report.append(chosen)
     extra = {"crossfit": chosen_runs} if chosen_runs else {}
     return CFTResult(new_w, new_b, report, config, protocol, extra=extra, runs=dict(original_runs))
@@ -275,13 +247,8 @@ def _decide_joint(c: int, joint: tuple, runs: dict[str, Run], post: dict, config
     run, _, jpost, (mu, tau, n), guard = joint
     r = dataclasses.replace(run.report[c])
     r.candidates = {tag: _candidate_summary(x.report[c], post.get(tag, {}).get(c)) for tag, x in runs.items()}
-    r.posterior_gain, _, r.p_gain = _finite(jpost[c])
+    r.posterior_gain, _, r.p_gain = jpost[c]
     names = ", ".join(runs)
-    if r.p_gain is None:  # no positive (or, for AUROC, no negative) among its selection labels
-        r.reason = _unjudged(r, config)
-        r.variant, r.policy, r.detail = "original", None, None
-        r.best_score, r.best_step, r.alpha = r.original_score, 0, 0.0
-        return r
     evidence = (f"cross-fitted gain {_pts(r.oof_gain)} ± {100 * 1.96 * r.gain_se:.2f} points here; the joint choice "
                 f"among {names} gains {_pts(mu)} points on average over {n} categories (spread {100 * tau:.2f})"
                 if n >= 3 else f"cross-fitted gain {_pts(r.oof_gain)} ± {100 * 1.96 * r.gain_se:.2f} points")
@@ -302,18 +269,15 @@ def _decide_joint(c: int, joint: tuple, runs: dict[str, Run], post: dict, config
                     f"pooled P(gain > 0) = {r.p_gain:.3f} < {config.selection_confidence:g}")
     else:
         r.reason = f"kept: the joint choice among {names} made without this category's labels is the trained row"
+    return _keep(r)
+
+
+def _keep(r: CategoryReport) -> CategoryReport:
+    """``r`` as a kept trained row (its selection score, step 0, α 0 where it was fitted)."""
     r.variant, r.policy, r.detail = "original", None, None
-    r.best_score, r.best_step, r.alpha = r.original_score, 0, 0.0
+    if r.skipped is None:
+        r.best_score, r.best_step, r.alpha = r.original_score, 0, 0.0
     return r
-
-
-def _unjudged(r: CategoryReport, config: CFTConfig) -> str:
-    return (f"kept: its {r.n_sel} known selection labels ({r.n_sel_pos} positive) cannot judge "
-            f"{config.judged_by.upper()}, so nothing here shows a gain")
-
-
-def _finite(post: tuple[float, float, float]) -> tuple[float | None, float | None, float | None]:
-    return tuple(None if v is None or math.isnan(v) else v for v in post)
 
 
 def _candidate_summary(r: CategoryReport, posterior) -> dict:
@@ -321,13 +285,8 @@ def _candidate_summary(r: CategoryReport, posterior) -> dict:
     if r.oof_gain is not None and r.skipped is None:
         out.update({"crossfit_gain": r.oof_gain, "gain_se": r.gain_se, "alpha": r.alpha})
     if posterior is not None:
-        mean, _, prob = _finite(posterior)
-        out.update({"posterior_gain": mean, "p_gain": prob})
+        out.update({"posterior_gain": posterior[0], "p_gain": posterior[2]})
     return out
-
-
-def _shown(tag: str) -> str:
-    return tag
 
 
 def _reason(r: CategoryReport, best_tag: str | None, fitted: dict, post: dict, needed: float, c: int,
@@ -343,7 +302,7 @@ def _reason(r: CategoryReport, best_tag: str | None, fitted: dict, post: dict, n
         mu, tau, n = pooled.get(best_tag, (float("nan"), float("nan"), 0))
         across = f"; it gains {_pts(mu)} points on average over {n} categories (spread {100 * tau:.2f})" \
             if n >= 3 else ""
-        return (f"replaced by {_shown(best_tag)}: cross-fitted gain {_pts(r.oof_gain)} ± "
+        return (f"replaced by {best_tag}: cross-fitted gain {_pts(r.oof_gain)} ± "
                 f"{100 * 1.96 * r.gain_se:.2f} points here{across}; pooled P(gain > 0) = {r.p_gain:.3f} >= "
                 f"{needed:g}, α = {r.alpha:g}")
     moved = [t for t, x in fitted.items() if x.best_step > 0]
@@ -354,7 +313,7 @@ def _reason(r: CategoryReport, best_tag: str | None, fitted: dict, post: dict, n
         x = fitted[t]
         p = post.get(t, {}).get(c)
         prob = f"{p[2]:.2f}" if p is not None and not math.isnan(p[2]) else "–"
-        parts.append(f"{_shown(t)}: gain {_pts(x.oof_gain)} ± {100 * 1.96 * x.gain_se:.2f}, P = {prob}")
+        parts.append(f"{t}: gain {_pts(x.oof_gain)} ± {100 * 1.96 * x.gain_se:.2f}, P = {prob}")
     return (f"kept: no candidate's pooled P(gain > 0) reached {needed:g} ("
             + "; ".join(parts) + ")")
 

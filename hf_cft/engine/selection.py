@@ -325,21 +325,21 @@ def crossfit_table(records: list[dict], metric, alphas: list[float], k: int) -> 
 
 # long: the fold loop and the final choice share chunked tensors that separate functions would pass around
 def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_boot: int, seed: int,
-                    table: torch.Tensor | None = None, guard=None) -> CrossfitChoice:
+                    guard=None) -> CrossfitChoice:
     """Steps 2 and 3 of the crossfit rule for one variant: the (g, α) shared by the categories, out-of-fold
     gains and their SEs. From :data:`LEAVE_CATEGORY_OUT_MIN` categories on, each category's (g, α) is chosen on
     the other categories' labels and its gain scored on all of its own; below, on ``k`` folds of the images.
 
     ``records``: per fitted category, ``{"index", "weight" (d), "bias", "grid_weight" (G×d), "grid_bias" (G),
-    "grid_step" (G), "listed" ((G+1)×n), "n_pos", "folds" (n)}`` (``listed[0]``: the trained row); ``table``:
-    their :func:`crossfit_table`, when already computed; ``guard``: a second metric whose gains of the same
-    candidates are estimated too (the reported metric, when rows are selected by another).
+    "grid_step" (G), "listed" ((G+1)×n), "n_pos", "folds" (n)}`` (``listed[0]``: the trained row); ``guard``: a
+    second metric whose gains of the same candidates are estimated too, on the same resamples (the reported
+    metric, when rows are selected by another; ignored when it is ``metric``).
     """
     a_grid = torch.tensor([0.0, *alphas], dtype=torch.float64)
     n_g = records[0]["listed"].shape[0]
     steps = records[0]["grid_step"]
-    if table is None:
-        table = crossfit_table(records, metric, alphas, k)
+    by_category = len(records) >= LEAVE_CATEGORY_OUT_MIN
+    table = crossfit_table(records, metric, alphas, 0 if by_category else k)  # no folds when categories are left out
     mean = table.nanmean(dim=0)  # (k+1) × (G+1) × A
 
     def pick(m: torch.Tensor) -> tuple[int, int]:
@@ -350,7 +350,6 @@ def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_
         best = int(flat.argmax())  # the first maximum: the trained row wins ties
         return best // m.shape[1], best % m.shape[1]
 
-    by_category = len(records) >= LEAVE_CATEGORY_OUT_MIN
     if by_category:  # each category's choice made on the other categories' labels
         full = table[:, 0]  # C × (G+1) × A, all labels
         seen = ~full.isnan()
@@ -394,23 +393,18 @@ def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_
             owner.append(i)
             keys.append(int(r["index"]) * 1009 + j)
     owner_t = torch.tensor(owner)
-
-    def per_category(m) -> tuple[torch.Tensor, torch.Tensor]:  # the mean over a category's folds, and its SE
-        fold_gain, diffs = fold_gains(new_rows, old_rows, n_pos_rows, keys, m, n_boot, seed)
-        gain, se = [], []
-        for i in range(len(records)):
-            rows = owner_t == i
-            gain.append(fold_gain[rows].nanmean().nan_to_num(0.0))
-            se.append(diffs[rows].nanmean(dim=0).std().nan_to_num(0.0))
-        return torch.stack(gain), torch.stack(se)
-
-    gain, se = per_category(metric)
+    metrics = [metric] if guard is None or guard is metric else [metric, guard]
+    per_category = []  # per metric: the mean over each category's folds, and its SE
+    for fold_gain, diffs in fold_gains(new_rows, old_rows, n_pos_rows, keys, metrics, n_boot, seed):
+        rows = [owner_t == i for i in range(len(records))]
+        per_category.append((torch.stack([fold_gain[x].nanmean().nan_to_num(0.0) for x in rows]),
+                             torch.stack([diffs[x].nanmean(dim=0).std().nan_to_num(0.0) for x in rows])))
     g_all, a_all = pick(mean[0])
     overall = (int(steps[g_all - 1]) if g_all else 0, float(a_grid[a_all]) if g_all else 0.0)
     out = CrossfitChoice([int(r["index"]) for r in records], torch.stack(weight), torch.stack(bias), alphas_out,
-                         steps_out, torch.stack(score), gain, se, folds_out, overall, by_category)
-    if guard is not None and guard is not metric:
-        out.guard_gain, out.guard_se = per_category(guard)
+                         steps_out, torch.stack(score), *per_category[0], folds_out, overall, by_category)
+    if len(per_category) > 1:
+        out.guard_gain, out.guard_se = per_category[1]
     return out
 
 
@@ -418,18 +412,19 @@ BOOT_ELEMENTS = 4_000_000  # resample counts held at once (rows × resamples × 
 
 
 def fold_gains(new_rows: list[torch.Tensor], old_rows: list[torch.Tensor], n_pos: list[int], keys: list[int],
-               metric, n_boot: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row (one category's fold: its listed scores with the new and the trained candidate, positives
-    first), ``metric(new) − metric(old)`` and the same on ``n_boot`` stratified paired resamples
-    (rows and rows × n_boot; NaN where the metric is undefined). Rows are taken in groups of similar size."""
+               metrics: list, n_boot: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per metric and row (one category's fold: its listed scores with the new and the trained candidate,
+    positives first), ``metric(new) − metric(old)`` and the same on ``n_boot`` stratified paired resamples
+    (rows and rows × n_boot; NaN where the metric is undefined) — every metric on the same resamples. Rows are
+    taken in groups of similar size."""
     from ..metrics.core import METRICS
 
-    kind = next((k for k, f in METRICS.items() if f is metric), None)
-    if kind is None:
-        raise ValueError(f"the bootstrap scores {sorted(METRICS)} (hf_cft.metrics.core.METRICS), got {metric!r}")
+    kinds = [next((k for k, f in METRICS.items() if f is m), None) for m in metrics]
+    if None in kinds:
+        raise ValueError(f"the bootstrap scores {sorted(METRICS)} (hf_cft.metrics.core.METRICS), got {metrics!r}")
     sizes = [len(r) for r in new_rows]
-    gain = torch.full((len(sizes),), float("nan"), dtype=torch.float64)
-    diffs = torch.full((len(sizes), n_boot), float("nan"), dtype=torch.float64)
+    out = [(torch.full((len(sizes),), float("nan"), dtype=torch.float64),
+            torch.full((len(sizes), n_boot), float("nan"), dtype=torch.float64)) for _ in metrics]
     for group in size_groups(sizes, n_boot, BOOT_ELEMENTS):
         width = max(1, max(sizes[i] for i in group))
         new = torch.zeros(len(group), width, dtype=torch.float64)
@@ -439,22 +434,24 @@ def fold_gains(new_rows: list[torch.Tensor], old_rows: list[torch.Tensor], n_pos
         n_pos_g = torch.tensor([n_pos[i] for i in group])
         n_known_g = torch.tensor([sizes[i] for i in group])
         labels, known = listed_labels(n_pos_g, n_known_g, width)
-        scored = [metric(x.unsqueeze(1), labels, known).squeeze(1).double() for x in (new, old)]
-        gain[group] = scored[0] - scored[1]
-        diffs[group] = bootstrap_diffs(new, old, n_pos_g, n_known_g, [keys[i] for i in group], kind, n_boot, seed)
-    return gain, diffs
+        resampled = bootstrap_diffs(new, old, n_pos_g, n_known_g, [keys[i] for i in group], kinds, n_boot, seed)
+        for (gain, diffs), metric, boot in zip(out, metrics, resampled):
+            scored = [metric(x.unsqueeze(1), labels, known).squeeze(1).double() for x in (new, old)]
+            gain[group] = scored[0] - scored[1]
+            diffs[group] = boot
+    return out
 
 
 def bootstrap_diffs(new: torch.Tensor, old: torch.Tensor, n_pos: torch.Tensor, n_known: torch.Tensor,
-                    keys: list[int], kind: str, n_boot: int, seed: int) -> torch.Tensor:
-    """``metric(new) − metric(old)`` (``kind``: "ap" or "auroc") on ``n_boot`` stratified paired resamples of
-    each row's listed entries.
+                    keys: list[int], kinds: list[str], n_boot: int, seed: int) -> list[torch.Tensor]:
+    """Per ``kind`` ("ap" or "auroc"), ``metric(new) − metric(old)`` on the same ``n_boot`` stratified paired
+    resamples of each row's listed entries.
 
     A row (B × Lk, positives first) is one category's fold; each resample draws its known positives and known
     negatives with replacement, as many as it has of each, so the class balance is kept; the draws of a row
     depend on the seed, its key and its own size alone. A resample is a count per entry, and each row is sorted
-    once for all its resamples (:func:`~hf_cft.metrics.core.counted_metric`). Returns B × n_boot (NaN where the
-    metric is undefined).
+    once for all its resamples (:func:`~hf_cft.metrics.core.counted_metric`). Returns one B × n_boot per kind
+    (NaN where the metric is undefined).
     """
     from ..metrics.core import counted_metric
 
@@ -472,7 +469,8 @@ def bootstrap_diffs(new: torch.Tensor, old: torch.Tensor, n_pos: torch.Tensor, n
         drawn = offset + (u * size).floor().long().clamp(max=k - 1)
         counts[r].scatter_add_(-1, drawn, torch.ones(n_boot, k, dtype=torch.float64))
     pos = listed_labels(n_pos, n_known, width)[0].squeeze(1)
-    return counted_metric(kind, new.double(), pos, counts) - counted_metric(kind, old.double(), pos, counts)
+    new, old = new.double(), old.double()
+    return [counted_metric(kind, new, pos, counts) - counted_metric(kind, old, pos, counts) for kind in kinds]
 
 
 @dataclass
