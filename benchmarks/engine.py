@@ -242,18 +242,27 @@ def run_b2(args, device: str) -> None:
 
 # -- calibration of the BP planner ---------------------------------------------------------------------------
 def calibrate(args, device: str) -> None:
-    """Throughputs behind ``hf_cft.engine.plan.COST``: GEMM flops/s, memory and cache bytes/s, epoch overhead."""
+    """Throughputs behind ``hf_cft.engine.plan.COST``: GEMM flops/s, memory and cache bytes/s of a BP epoch's two
+    products on gathered rows (the whole block; one cache-sized group, repeated), epoch overhead."""
+    from hf_cft.engine import plan as plan_mod
+
     dev = torch.device(device)
     d, length, n_cat = 2048, 850, 64
     big = torch.randn(n_cat, length, d, device=dev)
     a, bm = torch.randn(8500, d, device=dev), torch.randn(d, 80, device=dev)
-    v = torch.randn(n_cat, d, 1, device=dev)
-    small = big[:1].clone()
+    row, g = torch.randn(n_cat, 1, d, device=dev), torch.randn(n_cat, 1, length, device=dev)
+    group = max(1, min(n_cat, plan_mod.CACHE_BYTES // (length * d * 4)))  # a cache-sized group, as run_bp runs it
+    small = big[:group].clone()
+
+    def epoch(x, n):  # a BP epoch's two products on gathered rows: the logits and the gradient
+        torch.bmm(row[:n], x.transpose(1, 2))
+        torch.bmm(g[:n], x)
+
     res = {}
     for name, fn, work in (
         ("flops", lambda: a @ bm, 2 * 8500 * d * 80),
-        ("memory", lambda: torch.bmm(big, v), big.numel() * 4),
-        ("cache", lambda: [torch.bmm(small, v[:1]) for _ in range(20)], 20 * small.numel() * 4),
+        ("memory", lambda: epoch(big, n_cat), 2 * big.numel() * 4),
+        ("cache", lambda: [epoch(small, group) for _ in range(20)], 20 * 2 * small.numel() * 4),
     ):
         fn()
         res[name] = work / min(timed(fn, device)[0] for _ in range(3))
@@ -265,7 +274,7 @@ def calibrate(args, device: str) -> None:
     res["epoch"] = (timed(lambda: fit_cft(x, y, m, w, b, cfg), device)[0]
                     - timed(lambda: fit_cft(x, y, m, w, b, short), device)[0]) / 180  # fixed costs cancel
     print(f"calibration ({device}): flops {res['flops'] / 1e9:.1f} G/s, memory {res['memory'] / 1e9:.1f} GB/s, "
-          f"cache {res['cache'] / 1e9:.1f} GB/s, epoch overhead {res['epoch'] * 1e3:.2f} ms")
+          f"cache {res['cache'] / 1e9:.1f} GB/s (groups of {group}), epoch overhead {res['epoch'] * 1e3:.2f} ms")
 
 
 def main() -> None:

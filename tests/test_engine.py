@@ -419,7 +419,7 @@ def test_bp_ways_of_a_block_equal_the_whole_block(planted, monkeypatch, way, rul
     if way == "grouped":
         from hf_cft.engine import bp
 
-        monkeypatch.setattr(plan, "CACHE_BYTES", 4 * int(m.sum(0).max()) * 12 * 8)  # groups of 2 or 3
+        monkeypatch.setattr(plan, "CACHE_BYTES", 2 * int(m.sum(0).max()) * 12 * 8)  # groups of 2
         monkeypatch.setitem(plan.COST, "cpu", plan.Cost(flops=1.0, memory=1.0, cache=1e30, epoch=0.0))
         assert plan.bp_groups(7, int(m.sum(0).max()), 12, 8, torch.device("cpu")) == 2
         groups = []

@@ -227,10 +227,11 @@ class DenseView:
     def length(self) -> int:
         return self.x.shape[0]
 
-    def scores(self, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def scores(self, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, P, d)`` rows, ``(B, P)`` biases → ``(B, P, n)`` scores (into ``out`` when given)."""
         b, p, d = weight.shape
-        out = self.x @ weight.reshape(b * p, d).T  # n × (B·P)
-        return out.T.reshape(b, p, -1) + bias.unsqueeze(-1)
+        z = (self.x @ weight.reshape(b * p, d).T).T.reshape(b, p, -1)  # n × (B·P), seen per candidate
+        return torch.add(z, bias.unsqueeze(-1), out=out)
 
     linear = scores  # the logits are linear in (weight, bias): a direction's logits are its scores
 
@@ -254,8 +255,10 @@ class GatheredView:
     def length(self) -> int:
         return self.x.shape[1]
 
-    def scores(self, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        return torch.bmm(weight, self.x.transpose(1, 2)) + bias.unsqueeze(-1)
+    def scores(self, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, P, d)`` rows, ``(B, P)`` biases → ``(B, P, L)`` scores (into ``out`` when given: a generation of
+        the GA reuses one buffer instead of two fresh ones)."""
+        return torch.bmm(weight, self.x.transpose(1, 2), out=out).add_(bias.unsqueeze(-1))
 
     linear = scores
 
@@ -289,13 +292,14 @@ class ViewFactory:
             return DenseView(self._x, y.to(self.device), m.to(self.device))
         length = max(int(self.known[c]) for c in cats)
         d = self.split.features.shape[1]
-        x = torch.zeros(len(cats), length, d, dtype=self.dtype)
+        x = torch.empty(len(cats), length, d, dtype=self.dtype)  # written once: known rows, then zero padding
         y = torch.zeros(len(cats), length, dtype=torch.int8)
         m = torch.zeros(len(cats), length, dtype=torch.bool)
         for i, c in enumerate(cats):
             rows, values = self.split.column(c)
             k = rows.numel()
             self.split.take_into(x[i, :k], rows)
+            x[i, k:] = 0
             y[i, :k] = values
             m[i, :k] = True
         return GatheredView(x.to(self.device), y.to(self.device), m.to(self.device))

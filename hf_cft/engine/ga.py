@@ -67,8 +67,11 @@ class _Random:
             self.np = None
             self.torch = torch.Generator(device=device).manual_seed(seed)
 
-    def uniform(self, *shape: int) -> torch.Tensor:
+    def uniform(self, *shape: int, out: np.ndarray | None = None) -> torch.Tensor:
+        """Uniforms in [0, 1) of ``shape`` (on the CPU into ``out[:shape[0]]`` when given: the same numbers)."""
         if self.np is not None:
+            if out is not None:
+                return torch.from_numpy(self.np.random(shape, dtype=np.float32, out=out[:shape[0]])).to(self.dtype)
             return torch.from_numpy(self.np.random(shape, dtype=np.float32)).to(self.dtype)
         return torch.rand(*shape, generator=self.torch, device=self.device, dtype=self.dtype)
 
@@ -155,13 +158,17 @@ def run_ga(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker:
         torch.arange(n_child, device=device).repeat(n_cat)  # child j of the block → its row in B·P
     champ_w = torch.empty(n_cat, JUDGE_EVERY, d, device=device, dtype=dtype)  # the elites awaiting their score
     champ_b = torch.empty(n_cat, JUDGE_EVERY, device=device, dtype=dtype)
+    # reused every generation (fresh memory costs a page fault per page on first touch)
+    child_scores = torch.empty(n_cat, n_child, fit.length, device=device, dtype=dtype)
+    noise_buf = np.empty((half, d + 1), np.float32) if device.type == "cpu" else None
 
     for gen in range(1, config.generations + 1):
         parents = rng.roulette(fitness, 2 * n_child) + offset  # B × 2K flat indices: K first, K second parents
         flat_w, flat_b = pop_w.view(-1, d), pop_b.view(-1)
-        _breed_into(pop_w, pop_b, spare_w, spare_b, parents, (first_w, second_w), child_slot, n_elite, rng, config)
+        _breed_into(pop_w, pop_b, spare_w, spare_b, parents, (first_w, second_w), child_slot, n_elite, rng, config,
+                    noise_buf)
         children_w, children_b = spare_w[:, n_elite:], spare_b[:, n_elite:]  # views into the next population
-        child_fit = metric(fit.scores(children_w, children_b), fit.labels, fit.mask)
+        child_fit = metric(fit.scores(children_w, children_b, out=child_scores), fit.labels, fit.mask)
         if n_elite:
             elite = fitness.nan_to_num(-1.0).topk(n_elite, dim=1).indices
             keep = (elite + offset).reshape(-1)
@@ -180,7 +187,7 @@ def run_ga(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker:
 
 
 def _breed_into(pop_w, pop_b, spare_w, spare_b, parents, buffers, child_slot, n_elite: int, rng: _Random,
-                config: CFTConfig) -> None:
+                config: CFTConfig, noise_buf: np.ndarray | None = None) -> None:
     """:func:`_breed` written into the children's places of the next population (``spare_w[:, n_elite:]``):
     the parents gathered into ``buffers``, one ``where`` for the crossover, the mutants' noise added in place."""
     n_cat, _, d = pop_w.shape
@@ -199,7 +206,7 @@ def _breed_into(pop_w, pop_b, spare_w, spare_b, parents, buffers, child_slot, n_
     mutants = rng.bernoulli(n_cat * n_child, p=config.mutation_probability).to(pop_w.device).nonzero().squeeze(1)
     if mutants.numel():
         r = config.mutation_range
-        noise = rng.uniform(mutants.numel(), d + 1).mul_(2 * r).sub_(r)
+        noise = rng.uniform(mutants.numel(), d + 1, out=noise_buf).mul_(2 * r).sub_(r)
         rows = child_slot[mutants]
         spare_w.view(-1, d).index_add_(0, rows, noise[:, :d])
         spare_b.view(-1).index_add_(0, rows, noise[:, d])

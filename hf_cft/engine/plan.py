@@ -10,7 +10,7 @@ A BP epoch needs, for every category c of a block, two products with its known r
   cost falls with C until it is.
 * **gathered** (:class:`~hf_cft.engine.data.GatheredView`, ``B × L × d``): each category reads only its own
   known rows, ``8·L·d`` bytes per epoch (two matrix–vector passes), memory-bound. When a group of categories'
-  rows fits in the cache (:data:`CACHE_BYTES`; one category's may fill it, a group's half of it),
+  rows fits in the cache together (:data:`CACHE_BYTES`),
   :func:`run_bp <hf_cft.engine.bp.run_bp>` runs that group's whole trajectory before the next group's, so
   after the first epoch its rows are read from the cache, not from memory; each group costs one epoch's fixed
   overhead (Python, small kernels, the selection score).
@@ -35,10 +35,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["COST", "CACHE_BYTES", "BPPlan", "bp_fit_view", "bp_groups", "bp_plan"]
 
 CACHE_BYTES = 16 * 2**20
-"""The gathered rows that stay in the cache from one epoch to the next on the CPU: half of this machine's 32 MiB
-L3, which other processes share. A group of categories fills at most half of it; one category up to all of it
-(measured: 14 MB of rows ran 1.5–2× faster alone than within the whole block; 7 MB rows slower in groups of 2–3
-than alone)."""
+"""The gathered rows that stay in the cache from one epoch to the next on the CPU: half of the development
+machine's 32 MiB L3. A group of categories fills at most this much (measured on the idle machine, COCO-shaped
+rows of 7 MB per category at C = 80: groups of 2 (14 MB) 0.037 s per row, groups of 1 0.055, groups of 3
+(21 MB) 0.057, the whole block 0.056)."""
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,9 @@ class Cost:
 
 
 COST = {
-    # measured on the 2-core development machine, shared with three other jobs (benchmarks/engine.py --calibrate)
-    "cpu": Cost(flops=25e9, memory=2.5e9, cache=35e9, epoch=2e-3),
+    # measured on the 2-core development machine with nothing else running (benchmarks/engine.py --calibrate):
+    # 136–139 Gflop/s, 27–28 GB/s and 88–98 GB/s through a BP epoch's two products, 0.23–0.25 ms per epoch
+    "cpu": Cost(flops=135e9, memory=27e9, cache=90e9, epoch=2.5e-4),
     # a conservative accelerator: products far cheaper than bytes, no cache grouping
     "cuda": Cost(flops=10e12, memory=1e12, cache=1e12, epoch=2e-4),
 }
@@ -86,7 +87,7 @@ def bp_groups(n_cat: int, length: int, d: int, itemsize: int, device: torch.devi
     if device.type != "cpu":
         return n_cat
     c = _cost(device)
-    cached = max(1, min(n_cat, int(CACHE_BYTES // max(1, 2 * length * d * itemsize))))  # groups fill half of it
+    cached = max(1, min(n_cat, int(CACHE_BYTES // max(1, length * d * itemsize))))
     return min((cached, n_cat), key=lambda g: (_gathered(n_cat, length, d, itemsize, g, c, device), -g))
 
 

@@ -53,61 +53,96 @@ def _sort_known(scores: torch.Tensor, pos: torch.Tensor, known: torch.Tensor, de
     return s, torch.gather(pos, -1, order), torch.gather(known, -1, order)
 
 
+_QUIET_NAN = np.int64(0x7FF8_0000_0000_0000)
+"""The bits of an unknown entry's packed key: a quiet NaN (sorts last) whose two code bits are 0."""
+
+CHUNK_BYTES = 1 << 20
+"""Float64 work per chunk of :func:`_fast_cpu`: a chunk of rows (along the first axis) fits a core's cache and
+its buffers are reused chunk after chunk, instead of fresh arrays the size of the whole batch (every first
+touch of fresh memory is a page fault: on a population of 49 × 1,000 scores per category that cost more than
+the sort)."""
+
+
 def _fast_cpu(scores: torch.Tensor, labels, mask, kind: str) -> torch.Tensor:
     """AP / AUROC of float32 CPU scores through a numpy value sort; rows with tied known scores are redone.
 
     The scores are widened to float64 (exact) and each entry's label is packed into the two lowest mantissa
-    bits (1 positive, 2 negative; unknown entries become NaN, which sort last and carry code 0). Packing never
-    changes the order of distinct float32 values, so one SIMD value sort replaces a much slower arg-sort.
-    Without ties, AP = mean over positives of TP@i / (i + 1) and AUROC is the Mann–Whitney rank sum.
+    bits (1 positive, 2 negative); an unknown entry becomes a quiet NaN (sorts last, code 0). Packing never
+    changes the order of distinct float32 values and rounding a packed value to float32 gives its score back,
+    so one SIMD value sort replaces a much slower arg-sort and equal neighbours of the sorted float32 values are
+    the ties. Without ties, AP = mean over positives of TP@i / (i + 1) and AUROC is the Mann–Whitney rank sum.
     """
     labels = torch.as_tensor(labels)
     mask = torch.ones_like(labels, dtype=torch.bool) if mask is None else torch.as_tensor(mask).bool()
     shape = torch.broadcast_shapes(scores.shape, labels.shape, mask.shape)
     small = torch.broadcast_shapes(labels.shape, mask.shape)
     known_s = mask.expand(small).numpy()
-    code = np.where(known_s, np.where(labels.expand(small).numpy() > 0, 1, 2), 0).astype(np.int64)
+    code = np.where(known_s, np.where(labels.expand(small).numpy() > 0, 1, 2), _QUIET_NAN).astype(np.int64)
     a = scores.expand(shape).numpy()
-    wide = np.negative(a, dtype=np.float64) if kind == "ap" else a.astype(np.float64)
-    wide += 0.0  # -0.0 → +0.0, so equal scores get equal bits
-    bits = wide.view(np.int64)
-    bits |= code
-    if not known_s.all():
-        np.copyto(wide, np.nan, where=~known_s)
-    wide.sort(axis=-1)
-    code = bits & 3
-    length = shape[-1]
-    if length > 1:
-        cleared = bits & ~3
-        tied = (cleared[..., 1:] == cleared[..., :-1]) & (code[..., 1:] != 0)
-        redo = tied.any(-1)
-    else:
-        redo = np.zeros(shape[:-1], dtype=bool)
-    pos = code == 1
+    code = np.broadcast_to(code, shape)
     n_known = np.broadcast_to(known_s.sum(-1), shape[:-1])
-    if kind == "ap":
-        posf = pos.astype(np.float32)
-        cum_tp = torch.from_numpy(posf).cumsum(-1).numpy()  # torch's cumsum is several times numpy's
-        n_pos = cum_tp[..., -1]
-        ranks = np.arange(1, length + 1, dtype=np.float32)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out = ((posf * cum_tp) @ (1.0 / ranks)) / n_pos
-        out = np.where(n_pos > 0, out, np.nan)
-    else:
-        posf = pos.astype(np.float64)
-        n_pos = posf.sum(-1)
-        n_neg = n_known - n_pos
-        rank_sum = posf @ np.arange(1, length + 1, dtype=np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-        out = np.where((n_pos > 0) & (n_neg > 0), out, np.nan)
-    result = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+    if not shape[:-1]:  # one row: a batch of one
+        a, code, n_known = a[None], code[None], n_known[None]
+    out, redo = _fast_chunks(a, code, n_known, kind)
+    result = torch.from_numpy(out.reshape(shape[:-1]))
     if redo.any():
+        length = shape[-1]
         idx = torch.from_numpy(np.flatnonzero(redo))
         flat = lambda t: t.expand(shape).reshape(-1, length)[idx]  # noqa: E731
         exact = _exact(kind, scores.expand(shape).reshape(-1, length)[idx], flat(labels), flat(mask))
         result.view(-1)[idx] = exact.to(result.dtype)
     return result
+
+
+def _fast_chunks(a: np.ndarray, code: np.ndarray, n_known: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_fast_cpu` on ``a`` (rows… × L, float32) with its packed codes, chunk by chunk along the first axis:
+    the values (float32) and which rows have tied known scores."""
+    lead, length = a.shape[:-1], a.shape[-1]
+    per_index = int(np.prod(lead[1:], dtype=np.int64)) * length
+    step = max(1, min(lead[0], CHUNK_BYTES // max(1, 8 * per_index)))
+    buf = (step,) + lead[1:]
+    wide = np.empty(buf + (length,), np.float64)
+    back = np.empty(buf + (length,), np.float32)
+    tied = np.empty(buf + (max(length - 1, 0),), np.bool_)
+    acc = np.float32 if kind == "ap" else np.float64
+    posf = np.empty(buf + (length,), acc)
+    cum = np.empty(buf + (length,), np.float32) if kind == "ap" else None
+    ranks = np.arange(1, length + 1, dtype=acc)
+    weights = 1.0 / ranks if kind == "ap" else ranks
+    out = np.empty(lead, np.float32)
+    redo = np.zeros(lead, np.bool_)
+    for i in range(0, lead[0], step):
+        n = min(lead[0], i + step) - i
+        w = wide[:n]
+        if kind == "ap":
+            np.subtract(0.0, a[i:i + n], out=w, dtype=np.float64)  # 0 − (±0.0) = +0.0: equal scores, equal bits
+        else:
+            np.add(a[i:i + n], 0.0, out=w, dtype=np.float64)
+        bits = w.view(np.int64)
+        np.bitwise_or(bits, code[i:i + n], out=bits)
+        w.sort(axis=-1)
+        if length > 1:
+            np.copyto(back[:n], w, casting="same_kind")  # rounds the code bits away: the float32 score again
+            np.equal(back[:n, ..., 1:], back[:n, ..., :-1], out=tied[:n])
+            redo[i:i + n] = tied[:n].any(-1)
+        p = posf[:n]
+        np.copyto(p, w.view(np.uint8)[..., ::8] & 1)  # the lowest byte: code 1 = positive
+        if kind == "ap":
+            c = cum[:n]
+            torch.cumsum(torch.from_numpy(p), -1, out=torch.from_numpy(c))  # torch's cumsum: several times numpy's
+            n_pos = c[..., -1].copy()
+            np.multiply(p, c, out=c)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                value = (c @ weights) / n_pos
+            out[i:i + n] = np.where(n_pos > 0, value, np.nan)
+        else:
+            n_pos = p.sum(-1)
+            n_neg = n_known[i:i + n] - n_pos
+            rank_sum = p @ weights
+            with np.errstate(invalid="ignore", divide="ignore"):
+                value = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+            out[i:i + n] = np.where((n_pos > 0) & (n_neg > 0), value, np.nan)
+    return out, redo
 
 
 def _group_bounds(key: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
