@@ -62,7 +62,8 @@ def _fit_rows(weight, bias, fit, judge: Judge, tracker: BestTracker, config: CFT
     theta = torch.cat([weight.detach(), bias.detach().unsqueeze(1)], dim=1).requires_grad_(True)
     exp_avg, exp_avg_sq = torch.zeros_like(theta), torch.zeros_like(theta)
     beta1, beta2, eps, lr = 0.9, 0.999, 1e-8, config.lr
-    fit_labels, fit_mask = fit.labels.squeeze(1), fit.mask.squeeze(1)
+    fit_labels = fit.labels.squeeze(1).to(theta.dtype)  # converted once, not every epoch
+    fit_mask = fit.mask.squeeze(1).to(theta.dtype)
     snaps = torch.empty(n_cat, JUDGE_EVERY, d + 1, dtype=theta.dtype, device=theta.device)
     done, epoch = 0, 0
     while done < config.epochs:

@@ -74,8 +74,8 @@ def _fast_cpu(scores: torch.Tensor, labels, mask, kind: str) -> torch.Tensor:
     """
     labels = torch.as_tensor(labels)
     mask = torch.ones_like(labels, dtype=torch.bool) if mask is None else torch.as_tensor(mask).bool()
-    shape = torch.broadcast_shapes(scores.shape, labels.shape, mask.shape)
-    small = torch.broadcast_shapes(labels.shape, mask.shape)
+    shape = np.broadcast_shapes(scores.shape, labels.shape, mask.shape)  # numpy's: a tenth of torch's time
+    small = np.broadcast_shapes(labels.shape, mask.shape)
     known_s = mask.expand(small).numpy()
     code = np.where(known_s, np.where(labels.expand(small).numpy() > 0, 1, 2), _QUIET_NAN).astype(np.int64)
     a = scores.expand(shape).numpy()
