@@ -63,6 +63,31 @@ def test_batched_over_population_leading_shape():
             assert float(ap[b, p]) == pytest.approx(ref, abs=1e-5)
 
 
+@pytest.mark.parametrize("chunk", [1, 64 * 8, 40 * 8 * 5, 1 << 20])
+def test_cpu_fast_path_chunks_equal_sklearn_and_each_other(monkeypatch, chunk):
+    """The float32 CPU path works in cache-sized chunks (along the first axis, index by index when one index is
+    larger): every chunking gives the same values bit for bit, equal to scikit-learn, ties and broadcast
+    labels included, and a single row comes back 0-dimensional."""
+    from hf_cft.metrics import core
+
+    rng = np.random.default_rng(1)
+    s = torch.from_numpy(rng.normal(size=(2, 3, 5, 40)).astype(np.float32))
+    s[0, 1, 2, :6] = 0.5  # ties inside one row
+    y = torch.from_numpy(rng.integers(0, 2, size=(2, 1, 1, 40)))
+    m = torch.from_numpy(rng.random((2, 3, 1, 40)) < 0.7)
+    monkeypatch.setattr(core, "CHUNK_BYTES", chunk)
+    got = {k: f(s, y, m) for k, f in (("ap", average_precision), ("auroc", auroc))}
+    monkeypatch.setattr(core, "CHUNK_BYTES", 1 << 30)
+    for kind, f, ref in (("ap", average_precision, average_precision_score), ("auroc", auroc, roc_auc_score)):
+        assert got[kind].shape == (2, 3, 5) and torch.equal(got[kind], f(s, y, m))
+        for i, j, k in np.ndindex(2, 3, 5):
+            keep = m[i, j, 0].numpy()
+            want = ref(y[i, 0, 0].numpy()[keep], s[i, j, k].numpy()[keep])
+            assert float(got[kind][i, j, k]) == pytest.approx(want, abs=1e-6)
+    one = average_precision(s[0, 0, 0], y[0, 0, 0], m[0, 0, 0])
+    assert one.shape == () and float(one) == pytest.approx(float(got["ap"][0, 0, 0]))
+
+
 def test_macro_mean_excludes_and_counts_categories():
     rng = np.random.default_rng(3)
     scores = rng.normal(size=(30, 4))

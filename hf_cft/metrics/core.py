@@ -95,10 +95,14 @@ def _fast_cpu(scores: torch.Tensor, labels, mask, kind: str) -> torch.Tensor:
 
 
 def _fast_chunks(a: np.ndarray, code: np.ndarray, n_known: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_fast_cpu` on ``a`` (rows… × L, float32) with its packed codes, chunk by chunk along the first axis:
-    the values (float32) and which rows have tied known scores."""
+    """:func:`_fast_cpu` on ``a`` (rows… × L, float32) with its packed codes, chunk by chunk along the first axis
+    (index by index of it, recursively, while one index alone is larger than a chunk): the values (float32) and
+    which rows have tied known scores."""
     lead, length = a.shape[:-1], a.shape[-1]
     per_index = int(np.prod(lead[1:], dtype=np.int64)) * length
+    if len(lead) > 1 and 8 * per_index > CHUNK_BYTES:
+        parts = [_fast_chunks(a[i], code[i], n_known[i], kind) for i in range(lead[0])]
+        return np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
     step = max(1, min(lead[0], CHUNK_BYTES // max(1, 8 * per_index)))
     buf = (step,) + lead[1:]
     wide = np.empty(buf + (length,), np.float64)
@@ -132,13 +136,17 @@ def _fast_chunks(a: np.ndarray, code: np.ndarray, n_known: np.ndarray, kind: str
             torch.cumsum(torch.from_numpy(p), -1, out=torch.from_numpy(c))  # torch's cumsum: several times numpy's
             n_pos = c[..., -1].copy()
             np.multiply(p, c, out=c)
+            np.multiply(c, weights, out=c)  # the precision at each positive
+            # summed by a running sum (torch's: in order along the row, in float64): the same bits whatever batch
+            # the row comes in (a matrix-vector product or numpy's sum may order a row's terms by the batch shape)
+            total = torch.cumsum(torch.from_numpy(c), -1, out=torch.from_numpy(back[:n])).numpy()[..., -1]
             with np.errstate(invalid="ignore", divide="ignore"):
-                value = (c @ weights) / n_pos
+                value = total / n_pos
             out[i:i + n] = np.where(n_pos > 0, value, np.nan)
         else:
             n_pos = p.sum(-1)
             n_neg = n_known[i:i + n] - n_pos
-            rank_sum = p @ weights
+            rank_sum = p @ weights  # a sum of integers: exact in any order
             with np.errstate(invalid="ignore", divide="ignore"):
                 value = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
             out[i:i + n] = np.where((n_pos > 0) & (n_neg > 0), value, np.nan)
