@@ -169,6 +169,8 @@ class CFTEngine:
             # keyed by content, never by object identity: an array changed in place gets new blocks
             fingerprint=None if checkpoint_dir is None else fingerprint(fit, sel, weight, bias),
         )
+        if shard is None or shard[0] == 0:
+            _warn_thin_evidence(sel, call.wanted, cfg, explicit=selection is not None)
         unc = _uncertain(uncertain_mask, fit.features.shape[0], n_cat)
         policies: list[str | None] = [None]
         if cfg.uncertain_policies:
@@ -266,6 +268,35 @@ class _Call:
     shard: tuple[int, int] | None = None
     checkpoint_dir: str | None = None
     fingerprint: str | None = None
+
+
+THIN_EVIDENCE = 10
+"""Known positives (or negatives, whichever are fewer) per category on the selection split below which
+:meth:`CFTEngine.fit` warns that the selection has little to go on."""
+
+
+def _warn_thin_evidence(sel: Split, wanted: list[int], cfg: CFTConfig, explicit: bool) -> None:
+    """Warn when the median category has fewer than :data:`THIN_EVIDENCE` known positives or negatives on the
+    selection split: the crossfit rule then has little power (it pools across categories, but keeps rows whose
+    gains are not credible), the strict rule keeps noise."""
+    if not wanted:
+        return
+    idx = torch.as_tensor(wanted, dtype=torch.long)
+    pos = sel.positive_counts()[idx].long()
+    fewer = torch.minimum(pos, sel.known_counts()[idx].long() - pos)
+    median = int(fewer.median())
+    if median >= THIN_EVIDENCE:
+        return
+    effect = ("the crossfit rule replaces a row only where its gain is credible, so it may keep rows that more "
+              "labels would show worth replacing" if cfg.selection_rule == "crossfit"
+              else "the strict rule keeps whatever scored best on these few labels, noise included")
+    more = ("a larger validation split (`selection`)" if explicit else
+            f"a larger `selection_fraction` (now {cfg.selection_fraction:g}), or an explicit validation split with "
+            "its labels")
+    logger.warning(
+        "thin selection evidence: the selection split has a median of %d known positives (or negatives, whichever "
+        "are fewer) per category (%d of %d categories have fewer than %d); %s. Give CFT more selection labels: %s.",
+        median, int((fewer < THIN_EVIDENCE).sum()), len(wanted), THIN_EVIDENCE, effect, more)
 
 
 def _wanted(categories: Sequence[int] | None, n_cat: int) -> list[int]:
