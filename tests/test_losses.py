@@ -23,3 +23,16 @@ def test_asl_gradient_equals_autograd(gamma_neg, gamma_pos, clip):
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, leaf.grad, rtol=0, atol=1e-14)
     assert bool((got[~mask] == 0).all())
+
+
+@pytest.mark.parametrize("clip", [1e-8, 2e-8, 3e-8, 0.05])
+def test_asl_gradient_float32_is_finite_where_sigmoid_saturates(clip):
+    """In float32 sigmoid(20) is exactly 1, and 1 − clip rounds to 1 for clip below the machine epsilon: the short
+    form is not taken there (it would divide by q = 0); either way the gradient is autograd's."""
+    z = torch.tensor([-40.0, -20.0, 0.0, 3.0, 20.0, 40.0])
+    for y in (torch.zeros(6), torch.ones(6)):
+        leaf = z.clone().requires_grad_(True)
+        asymmetric_loss(leaf, y, None, 4.0, 0.0, clip).backward()
+        got = asymmetric_loss_grad(z, y, clip=clip)
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, leaf.grad, rtol=1e-5, atol=1e-7)

@@ -88,6 +88,18 @@ def test_cpu_fast_path_chunks_equal_sklearn_and_each_other(monkeypatch, chunk):
     assert one.shape == () and float(one) == pytest.approx(float(got["ap"][0, 0, 0]))
 
 
+def test_cpu_fast_path_infinite_scores_and_empty_batches():
+    """Infinite or NaN float32 scores cannot carry the packed label bits: such rows take the exact path and agree
+    with float64 (scikit-learn where defined); an empty batch of long rows is an empty result."""
+    s = torch.tensor([[float("inf"), 0.5, 0.1, 0.7], [0.2, float("-inf"), 0.1, 0.7]])
+    y = torch.tensor([[1, 0, 0, 1], [1, 0, 0, 1]])
+    for f in (average_precision, auroc):
+        assert torch.equal(f(s, y), f(s.double(), y).float())
+    assert float(auroc(s, y)[0]) == 1.0 and float(average_precision(s, y)[1]) == pytest.approx(
+        average_precision_score([1, 0, 0, 1], [0.2, -1e30, 0.1, 0.7]))
+    assert average_precision(torch.randn(0, 2, 70_000), torch.randint(0, 2, (2, 70_000))).shape == (0, 2)
+
+
 def test_macro_mean_excludes_and_counts_categories():
     rng = np.random.default_rng(3)
     scores = rng.normal(size=(30, 4))

@@ -258,7 +258,8 @@ class GatheredView:
     def scores(self, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, P, d)`` rows, ``(B, P)`` biases → ``(B, P, L)`` scores (into ``out`` when given: a generation of
         the GA reuses one buffer instead of two fresh ones)."""
-        return torch.bmm(weight, self.x.transpose(1, 2), out=out).add_(bias.unsqueeze(-1))
+        z = torch.bmm(weight, self.x.transpose(1, 2), out=out)
+        return z.add_(bias.unsqueeze(-1)) if out is not None else z + bias.unsqueeze(-1)
 
     linear = scores
 

@@ -99,6 +99,8 @@ def _fast_chunks(a: np.ndarray, code: np.ndarray, n_known: np.ndarray, kind: str
     (index by index of it, recursively, while one index alone is larger than a chunk): the values (float32) and
     which rows have tied known scores."""
     lead, length = a.shape[:-1], a.shape[-1]
+    if not lead[0]:
+        return np.empty(lead, np.float32), np.zeros(lead, np.bool_)
     per_index = int(np.prod(lead[1:], dtype=np.int64)) * length
     if len(lead) > 1 and 8 * per_index > CHUNK_BYTES:
         parts = [_fast_chunks(a[i], code[i], n_known[i], kind) for i in range(lead[0])]
@@ -118,6 +120,7 @@ def _fast_chunks(a: np.ndarray, code: np.ndarray, n_known: np.ndarray, kind: str
     for i in range(0, lead[0], step):
         n = min(lead[0], i + step) - i
         w = wide[:n]
+        redo[i:i + n] = ~np.isfinite(a[i:i + n]).all(-1)  # ±inf and NaN lose their bits to the packing: exact path
         if kind == "ap":
             np.subtract(0.0, a[i:i + n], out=w, dtype=np.float64)  # 0 − (±0.0) = +0.0: equal scores, equal bits
         else:
@@ -128,7 +131,7 @@ def _fast_chunks(a: np.ndarray, code: np.ndarray, n_known: np.ndarray, kind: str
         if length > 1:
             np.copyto(back[:n], w, casting="same_kind")  # rounds the code bits away: the float32 score again
             np.equal(back[:n, ..., 1:], back[:n, ..., :-1], out=tied[:n])
-            redo[i:i + n] = tied[:n].any(-1)
+            redo[i:i + n] |= tied[:n].any(-1)
         p = posf[:n]
         np.copyto(p, w.view(np.uint8)[..., ::8] & 1)  # the lowest byte: code 1 = positive
         if kind == "ap":
