@@ -15,6 +15,7 @@ B2 (whole COCO-shaped run on the CPU): N = 20,000, C = 80, d = 2048, 10% known, 
     python benchmarks/engine.py --b2 --skip-b1         # B2 at full size
     python benchmarks/engine.py --b2 --skip-b1 --b2-n 10000 --b2-steps 200   # B2 scaled
     python benchmarks/engine.py --calibrate            # the throughputs behind hf_cft.engine.plan.COST
+    python benchmarks/engine.py --profile ga --c 80    # where a variant's time goes (cProfile)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import logging
 import os
 import platform
 import statistics
@@ -64,6 +66,18 @@ def make_data(n: int, d: int, c: int, known: float, seed: int = 0):
     w = (rng.standard_normal((c, d), dtype=np.float32) * 0.02)
     b = np.zeros(c, dtype=np.float32)
     return x, y, m, w, b
+
+
+@contextlib.contextmanager
+def quiet():
+    """hf_cft's warnings off (the tiny warm-up problems have thin selection evidence by design)."""
+    log = logging.getLogger("hf_cft")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def sync(device: str) -> None:
@@ -156,7 +170,8 @@ def run_b1(args, device: str) -> None:
                 selection_rule="strict")
     warm = make_data(500, args.d, 2, 0.5, seed=1)
     for v in ("bp", "ga"):  # first-call costs (allocator, thread pool) stay out of the figures
-        fit_cft(*warm, CFTConfig(variant=v, **{**base, "epochs": 3, "generations": 3}))
+        with quiet():
+            fit_cft(*warm, CFTConfig(variant=v, **{**base, "epochs": 3, "generations": 3}))
     for n_cat in args.c:
         x, y, m, w, b = make_data(args.n, args.d, n_cat, args.known)
         cfg_bp = CFTConfig(variant="bp", **base)
@@ -277,6 +292,30 @@ def calibrate(args, device: str) -> None:
           f"cache {res['cache'] / 1e9:.1f} GB/s (groups of {group}), epoch overhead {res['epoch'] * 1e3:.2f} ms")
 
 
+# -- where the time goes ------------------------------------------------------------------------------------
+def run_profile(args, device: str) -> None:
+    """``fit_cft`` of one variant at B1's largest C under ``cProfile``: the functions that take the time (the
+    breakdowns quoted in ``docs/engine.md``)."""
+    import cProfile
+    import pstats
+
+    n_cat = args.c[-1]
+    x, y, m, w, b = make_data(args.n, args.d, n_cat, args.known)
+    cfg = CFTConfig(variant=args.profile, population_size=args.population, patience=None, show_progress=False,
+                    device=device, epochs=args.steps, generations=args.steps, selection_rule="strict")
+    with quiet():  # first-call costs stay out
+        fit_cft(*make_data(500, args.d, 2, 0.5, seed=1), CFTConfig(**{**cfg.to_dict(), "epochs": 3, "generations": 3}))
+    prof = cProfile.Profile()
+    t = time.perf_counter()
+    prof.enable()
+    fit_cft(x, y, m, w, b, cfg)
+    prof.disable()
+    print(f"profile: hf_cft {args.profile} at N={args.n} C={n_cat} d={args.d} known={args.known:.0%} "
+          f"steps={args.steps}: {time.perf_counter() - t:.1f} s under cProfile; the {args.profile_lines} functions "
+          "with the most time of their own:")
+    pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(args.profile_lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=10_000)
@@ -295,6 +334,9 @@ def main() -> None:
     ap.add_argument("--b2-n", type=int, default=20_000)
     ap.add_argument("--b2-steps", type=int, default=1000)
     ap.add_argument("--calibrate", action="store_true", help="print the throughputs behind plan.COST and exit")
+    ap.add_argument("--profile", choices=["bp", "ga", "refit"], default=None,
+                    help="profile one variant's fit_cft at the largest --c (cProfile) and exit")
+    ap.add_argument("--profile-lines", type=int, default=15)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads for every contender (default: torch's); 1 on a machine shared with others, "
@@ -310,6 +352,9 @@ def main() -> None:
     print(machine())
     if args.calibrate:
         calibrate(args, device)
+        return
+    if args.profile:
+        run_profile(args, device)
         return
     if not args.skip_b1:
         run_b1(args, device)
