@@ -98,6 +98,10 @@ def test_cpu_fast_path_infinite_scores_and_empty_batches():
     assert float(auroc(s, y)[0]) == 1.0 and float(average_precision(s, y)[1]) == pytest.approx(
         average_precision_score([1, 0, 0, 1], [0.2, -1e30, 0.1, 0.7]))
     assert average_precision(torch.randn(0, 2, 70_000), torch.randint(0, 2, (2, 70_000))).shape == (0, 2)
+    s = torch.tensor([[float("nan"), 0.5, 0.1, 0.7], [float("inf"), 0.5, 0.1, 0.7]])  # NaN known; inf unknown
+    m = torch.tensor([[True, True, True, True], [False, True, True, True]])
+    for f in (average_precision, auroc):
+        assert torch.equal(f(s, y, m), f(s.double(), y, m).float())
 
 
 def test_macro_mean_excludes_and_counts_categories():

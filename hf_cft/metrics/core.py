@@ -120,7 +120,6 @@ def _fast_chunks(a: np.ndarray, code: np.ndarray, n_known: np.ndarray, kind: str
     for i in range(0, lead[0], step):
         n = min(lead[0], i + step) - i
         w = wide[:n]
-        redo[i:i + n] = ~np.isfinite(a[i:i + n]).all(-1)  # ±inf and NaN lose their bits to the packing: exact path
         if kind == "ap":
             np.subtract(0.0, a[i:i + n], out=w, dtype=np.float64)  # 0 − (±0.0) = +0.0: equal scores, equal bits
         else:
@@ -128,8 +127,13 @@ def _fast_chunks(a: np.ndarray, code: np.ndarray, n_known: np.ndarray, kind: str
         bits = w.view(np.int64)
         np.bitwise_or(bits, code[i:i + n], out=bits)
         w.sort(axis=-1)
+        np.copyto(back[:n], w, casting="same_kind")  # rounds the code bits away: the float32 score again
+        # an infinite or NaN known score became a NaN (its label bits lost) and sorted behind the finite ones, so
+        # the row's last known place holds a NaN: such rows take the exact path
+        known = n_known[i:i + n]
+        last = np.take_along_axis(back[:n], np.maximum(known - 1, 0)[..., None], -1)[..., 0]
+        redo[i:i + n] = np.isnan(last) & (known > 0)
         if length > 1:
-            np.copyto(back[:n], w, casting="same_kind")  # rounds the code bits away: the float32 score again
             np.equal(back[:n, ..., 1:], back[:n, ..., :-1], out=tied[:n])
             redo[i:i + n] |= tied[:n].any(-1)
         p = posf[:n]
