@@ -119,45 +119,53 @@ def _fast_chunks(a: np.ndarray, code: np.ndarray, n_known: np.ndarray, kind: str
     redo = np.zeros(lead, np.bool_)
     for i in range(0, lead[0], step):
         n = min(lead[0], i + step) - i
-        w = wide[:n]
-        if kind == "ap":
-            np.subtract(0.0, a[i:i + n], out=w, dtype=np.float64)  # 0 − (±0.0) = +0.0: equal scores, equal bits
-        else:
-            np.add(a[i:i + n], 0.0, out=w, dtype=np.float64)
-        bits = w.view(np.int64)
-        np.bitwise_or(bits, code[i:i + n], out=bits)
-        w.sort(axis=-1)
-        np.copyto(back[:n], w, casting="same_kind")  # rounds the code bits away: the float32 score again
-        # an infinite or NaN known score became a NaN (its label bits lost) and sorted behind the finite ones, so
-        # the row's last known place holds a NaN: such rows take the exact path
-        known = n_known[i:i + n]
-        last = np.take_along_axis(back[:n], np.maximum(known - 1, 0)[..., None], -1)[..., 0]
-        redo[i:i + n] = np.isnan(last) & (known > 0)
-        if length > 1:
-            np.equal(back[:n, ..., 1:], back[:n, ..., :-1], out=tied[:n])
-            redo[i:i + n] |= tied[:n].any(-1)
-        p = posf[:n]
-        np.copyto(p, w.view(np.uint8)[..., ::8] & 1)  # the lowest byte: code 1 = positive
-        if kind == "ap":
-            c = cum[:n]
-            torch.cumsum(torch.from_numpy(p), -1, out=torch.from_numpy(c))  # torch's cumsum: several times numpy's
-            n_pos = c[..., -1].copy()
-            np.multiply(p, c, out=c)
-            np.multiply(c, weights, out=c)  # the precision at each positive
-            # summed by a running sum (torch's: in order along the row, in float64): the same bits whatever batch
-            # the row comes in (a matrix-vector product or numpy's sum may order a row's terms by the batch shape)
-            total = torch.cumsum(torch.from_numpy(c), -1, out=torch.from_numpy(back[:n])).numpy()[..., -1]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                value = total / n_pos
-            out[i:i + n] = np.where(n_pos > 0, value, np.nan)
-        else:
-            n_pos = p.sum(-1)
-            n_neg = n_known[i:i + n] - n_pos
-            rank_sum = p @ weights  # a sum of integers: exact in any order
-            with np.errstate(invalid="ignore", divide="ignore"):
-                value = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-            out[i:i + n] = np.where((n_pos > 0) & (n_neg > 0), value, np.nan)
+        rows = slice(i, i + n)
+        redo[rows] = _sort_packed(a[rows], code[rows], n_known[rows], kind, wide[:n], back[:n], tied[:n])
+        out[rows] = _sorted_value(wide[:n], back[:n], posf[:n], None if cum is None else cum[:n], n_known[rows],
+                                  kind, weights)
     return out, redo
+
+
+def _sort_packed(a, code, known, kind: str, w, back, tied) -> np.ndarray:
+    """Pack a chunk's scores and labels into float64 keys in ``w`` and sort them; ``back`` gets the sorted float32
+    scores. Returns the rows the exact path must redo (tied or non-finite known scores)."""
+    if kind == "ap":
+        np.subtract(0.0, a, out=w, dtype=np.float64)  # 0 − (±0.0) = +0.0: equal scores, equal bits
+    else:
+        np.add(a, 0.0, out=w, dtype=np.float64)
+    bits = w.view(np.int64)
+    np.bitwise_or(bits, code, out=bits)
+    w.sort(axis=-1)
+    np.copyto(back, w, casting="same_kind")  # rounds the code bits away: the float32 score again
+    # an infinite or NaN known score became a NaN (its label bits lost) and sorted behind the finite ones, so the
+    # row's last known place holds a NaN: such rows take the exact path
+    last = np.take_along_axis(back, np.maximum(known - 1, 0)[..., None], -1)[..., 0]
+    redo = np.isnan(last) & (known > 0)
+    if a.shape[-1] > 1:
+        np.equal(back[..., 1:], back[..., :-1], out=tied)
+        redo |= tied.any(-1)
+    return redo
+
+
+def _sorted_value(w, back, p, c, known, kind: str, weights) -> np.ndarray:
+    """AP or AUROC of sorted packed keys ``w`` (``back``, ``p``, ``c``: float buffers of their shape)."""
+    np.copyto(p, w.view(np.uint8)[..., ::8] & 1)  # the lowest byte: code 1 = positive
+    if kind == "ap":
+        torch.cumsum(torch.from_numpy(p), -1, out=torch.from_numpy(c))  # torch's cumsum: several times numpy's
+        n_pos = c[..., -1].copy()
+        np.multiply(p, c, out=c)
+        np.multiply(c, weights, out=c)  # the precision at each positive
+        # summed by a running sum (torch's: in order along the row, in float64): the same bits whatever batch the
+        # row comes in (a matrix-vector product or numpy's sum may order a row's terms by the batch shape)
+        total = torch.cumsum(torch.from_numpy(c), -1, out=torch.from_numpy(back)).numpy()[..., -1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n_pos > 0, total / n_pos, np.nan)
+    n_pos = p.sum(-1)
+    n_neg = known - n_pos
+    rank_sum = p @ weights  # a sum of integers: exact in any order
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return np.where((n_pos > 0) & (n_neg > 0), value, np.nan)
 
 
 def _group_bounds(key: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
