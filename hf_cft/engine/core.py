@@ -270,6 +270,7 @@ class _Call:
     fingerprint: str | None = None
 
 
+_WARNED: set[tuple] = set()
 THIN_EVIDENCE = 10
 """Known positives (or negatives, whichever are fewer) per category on the selection split below which
 :meth:`CFTEngine.fit` warns that the selection has little to go on."""
@@ -290,9 +291,14 @@ def _warn_thin_evidence(sel: Split, wanted: list[int], cfg: CFTConfig, explicit:
     effect = ("the crossfit rule replaces a row only where its gain is credible, so it may keep rows that more "
               "labels would show worth replacing" if cfg.selection_rule == "crossfit"
               else "the strict rule keeps whatever scored best on these few labels, noise included")
-    more = ("a larger validation split (`selection`)" if explicit else
+    more = ("a larger validation split (`selection`; with recipes/cft.py, `--selection split:<name>` or a "
+            "baseline trained with a larger `--val_fraction`)" if explicit else
             f"a larger `selection_fraction` (now {cfg.selection_fraction:g}), or an explicit validation split with "
             "its labels")
+    key = (sel.n, len(wanted), median, cfg.selection_rule, explicit)
+    if key in _WARNED:  # once per selection split, not once per variant of a recipe
+        return
+    _WARNED.add(key)
     logger.warning(
         "thin selection evidence: the selection split has a median of %d known positives (or negatives, whichever "
         "are fewer) per category (%d of %d categories have fewer than %d); %s. Give CFT more selection labels: %s.",
