@@ -455,3 +455,24 @@ def test_bp_plan_prefers_a_shared_pass_when_categories_share_images():
     assert bp_plan(500, 60_000, 150, 2048, 4, gpu).kind == "gathered"  # OpenImages-like: 150 of 60,000 each
     cpu = torch.device("cpu")
     assert bp_plan(80, 8500, 900, 2048, 4, cpu) == bp_plan(80, 8500, 900, 2048, 4, cpu)
+
+
+@pytest.mark.parametrize("patience", [None, 12])
+def test_bp_judge_span_does_not_change_the_result(planted, monkeypatch, patience):
+    """Scoring 8 or 32 epochs per selection call gives the same rows, steps and stops: the tracker still sees
+    every epoch in order (epochs computed past a stop are discarded)."""
+    from hf_cft.engine import bp
+
+    assert [bp.judge_span(5, 12, 4, p) for p in (None, 12, 300)] == [32, 8, 32]
+    assert bp.judge_span(1000, 2048, 4, None) == 8  # snapshots of a large block stay small
+    x, y, m, w0, b0 = planted(n=900, d=12, c=5, known=0.3, noise=0.3, seed=4)
+    cfg = CFTConfig(variant="bp", epochs=150, lr=0.05, patience=patience, show_progress=False,
+                    selection_rule="strict")
+    runs = []
+    for span in (32, 8):
+        monkeypatch.setattr(bp, "judge_span", lambda *a, span=span: span)
+        runs.append(fit_cft(x, y, m, w0, b0, cfg))
+    long, short = runs
+    assert torch.equal(long.weight, short.weight) and torch.equal(long.bias, short.bias)
+    assert [(r.best_step, r.steps_run) for r in long.report] == [(r.best_step, r.steps_run) for r in short.report]
+    assert patience is None or min(r.steps_run for r in long.report) < 150  # early stops were exercised
