@@ -476,3 +476,18 @@ def test_bp_judge_span_does_not_change_the_result(planted, monkeypatch, patience
     assert torch.equal(long.weight, short.weight) and torch.equal(long.bias, short.bias)
     assert [(r.best_step, r.steps_run) for r in long.report] == [(r.best_step, r.steps_run) for r in short.report]
     assert patience is None or min(r.steps_run for r in long.report) < 150  # early stops were exercised
+
+
+def test_check_finite_overflowing_sum_and_half_features():
+    """The finiteness check sums chunks in float32: a sum that overflows on finite features does not raise (its
+    chunk is checked entry by entry), NaN or inf in float16 features does, naming the first bad row."""
+    from hf_cft.engine.data import check_finite
+
+    big = torch.full((6, 3), 3e38)
+    check_finite(big, "features")  # the float32 sum is inf; every entry is finite
+    half = torch.zeros(9, 4, dtype=torch.float16)
+    check_finite(half, "features")
+    half[7, 2] = float("nan")
+    with pytest.raises(ValueError, match="first at row 7"):
+        check_finite(half, "features")
+    check_finite(torch.full((3, 2), 1e300, dtype=torch.float64), "features")
