@@ -109,10 +109,10 @@ def asymmetric_loss_grad(
 def _asl_grad_shifted(p: torch.Tensor, y: torch.Tensor, mask, gamma_neg: float, clip: float,
                       eps: float) -> torch.Tensor:
     """:func:`asymmetric_loss_grad` in half the operations for the common case (γ+ = 0, γ− ≥ 1, clip ≥ eps and
-    ≥ the dtype's machine epsilon; the defaults): with p_m = max(p − clip, 0), q = 1 − p_m ≥ clip > 0 (1 − clip
-    is below 1 in the dtype) never meets the eps clamp, and p_m^(γ−−1) is 0
-    wherever p < clip, so no mask is needed there. Positives: −(1 − p) (0 where p < eps, as the clamp gives);
-    negatives: p_m^(γ−−1)·(p_m / q − γ−·log q)·p(1 − p). Labels in {0, 1} are taken exactly (``lerp``)."""
+    ≥ the dtype's machine epsilon; the defaults). With p_m = max(p − clip, 0), q = 1 − p_m ≥ clip > 0 (1 − clip is
+    below 1 in the dtype) never meets the eps clamp, and p_m^(γ−−1) is 0 wherever p < clip, so no mask is needed
+    there. Positives: −(1 − p) (0 where p < eps, as the clamp gives); negatives: p_m^(γ−−1)·(p_m / q −
+    γ−·log q)·p(1 − p). Labels in {0, 1} are taken exactly (``lerp``)."""
     s = p * (1 - p)
     pm = (p - clip).clamp_(min=0)
     q = 1 - pm

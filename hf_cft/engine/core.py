@@ -286,8 +286,10 @@ def _warn_thin_evidence(sel: Split, wanted: list[int], cfg: CFTConfig, explicit:
     pos = sel.positive_counts()[idx].long()
     fewer = torch.minimum(pos, sel.known_counts()[idx].long() - pos)
     median = int(fewer.median())
-    if median >= THIN_EVIDENCE:
+    key = (sel.n, len(wanted), median, cfg.selection_rule, explicit)
+    if median >= THIN_EVIDENCE or key in _WARNED:  # once per selection split, not once per variant of a recipe
         return
+    _WARNED.add(key)
     effect = ("the crossfit rule replaces a row only where its gain is credible, so it may keep rows that more "
               "labels would show worth replacing" if cfg.selection_rule == "crossfit"
               else "the strict rule keeps whatever scored best on these few labels, noise included")
@@ -295,10 +297,6 @@ def _warn_thin_evidence(sel: Split, wanted: list[int], cfg: CFTConfig, explicit:
             "baseline trained with a larger `--val_fraction`)" if explicit else
             f"a larger `selection_fraction` (now {cfg.selection_fraction:g}), or an explicit validation split with "
             "its labels")
-    key = (sel.n, len(wanted), median, cfg.selection_rule, explicit)
-    if key in _WARNED:  # once per selection split, not once per variant of a recipe
-        return
-    _WARNED.add(key)
     logger.warning(
         "thin selection evidence: the selection split has a median of %d known positives (or negatives, whichever "
         "are fewer) per category (%d of %d categories have fewer than %d); %s. Give CFT more selection labels: %s.",

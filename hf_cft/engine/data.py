@@ -262,7 +262,7 @@ class GatheredView:
         """``(B, P, d)`` rows, ``(B, P)`` biases → ``(B, P, L)`` scores (into ``out`` when given: a generation of
         the GA reuses one buffer instead of two fresh ones)."""
         z = torch.bmm(weight, self.x.transpose(1, 2), out=out)
-        return z.add_(bias.unsqueeze(-1)) if out is not None else z + bias.unsqueeze(-1)
+        return torch.add(z, bias.unsqueeze(-1), out=out)
 
     linear = scores
 

@@ -112,9 +112,10 @@ def _joint_records(runs: dict[str, Run]) -> tuple[dict[int, dict], list[tuple[st
     return records, origin
 
 
-def _joint(runs: dict[str, Run], config: CFTConfig) -> tuple[Run, dict, dict, tuple] | None:
+def _joint(runs: dict[str, Run], config: CFTConfig) -> tuple[Run, dict, dict, tuple, dict | None] | None:
     """The crossfit rule over every run's candidates at once: one (run, step, α) per variant set, each category's
-    chosen on the other categories' labels; the run, its summary, the posteriors and the pooled gain."""
+    chosen on the other categories' labels; the run, its summary, the posteriors, the pooled gain and the guard's
+    pooled means."""
     joint = _joint_records(runs)
     if joint is None:
         return None
@@ -260,13 +261,13 @@ def _decide_joint(c: int, joint: tuple, runs: dict[str, Run], post: dict, config
                     f"{evidence}; pooled P(gain > 0) = {r.p_gain:.3f} >= {config.selection_confidence:g}, "
                     f"α = {r.alpha:g}")
         return r
+    kept = f"kept: the joint choice among {names} ({r.variant}, {r.detail}, α = {r.alpha:g}) has {evidence}; " \
+        f"pooled P(gain > 0) = {r.p_gain:.3f}"
     if credible:
-        r.reason = (f"kept: the joint choice among {names} ({r.variant}, {r.detail}, α = {r.alpha:g}) has {evidence}; "
-                    f"pooled P(gain > 0) = {r.p_gain:.3f}, but its {config.metric.upper()} gain here, pooled, is "
-                    f"{_pts(guard[c])} points: no row is replaced where the reported metric would fall")
+        r.reason = (f"{kept}, but its {config.metric.upper()} gain here, pooled, is {_pts(guard[c])} points: no row "
+                    "is replaced where the reported metric would fall")
     elif r.best_step > 0:
-        r.reason = (f"kept: the joint choice among {names} ({r.variant}, {r.detail}, α = {r.alpha:g}) has {evidence}; "
-                    f"pooled P(gain > 0) = {r.p_gain:.3f} < {config.selection_confidence:g}")
+        r.reason = f"{kept} < {config.selection_confidence:g}"
     else:
         r.reason = f"kept: the joint choice among {names} made without this category's labels is the trained row"
     return _keep(r)

@@ -350,26 +350,26 @@ def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_
         best = int(flat.argmax())  # the first maximum: the trained row wins ties
         return best // m.shape[1], best % m.shape[1]
 
+    g_all, a_all = pick(mean[0])  # the choice on every category's labels, all of them
     if by_category:  # each category's choice made on the other categories' labels
         full = table[:, 0]  # C × (G+1) × A, all labels
         seen = ~full.isnan()
         total, count = full.nan_to_num(0.0).sum(0), seen.sum(0)
+    else:  # the choice without each fold of the images
+        fold_picks = [pick(mean[j]) for j in range(1, k + 1)]
 
-    def choices(i: int) -> list[tuple[int, int]]:
-        if by_category:  # judge 0 (all categories' labels), then without category i
-            others = (total - full[i].nan_to_num(0.0)) / (count - seen[i].long()).clamp(min=1)
-            return [pick(mean[0]), pick(torch.where(count - seen[i].long() > 0, others, float("nan")))]
-        return [pick(mean[j]) for j in range(k + 1)]  # judge 0 (all labels), then without each fold
-
-    shared_choices = None if by_category else choices(0)
     weight, bias, score, steps_out, alphas_out, folds_out = [], [], [], [], [], []
     # each fold scored alone with the candidate chosen without it: one candidate per fold, so no scores of
     # differently scaled candidates are ranked against each other
     new_rows, old_rows, n_pos_rows, owner, keys = [], [], [], [], []
     for i, r in enumerate(records):
-        (g0, a0), *fold_choices = shared_choices if shared_choices is not None else choices(i)
         if by_category:  # the row written is the one judged: chosen without this category's labels
-            g0, a0 = fold_choices[0]
+            rest = count - seen[i].long()
+            others = (total - full[i].nan_to_num(0.0)) / rest.clamp(min=1)
+            g0, a0 = pick(torch.where(rest > 0, others, float("nan")))
+            fold_choices = [(g0, a0)]
+        else:
+            (g0, a0), fold_choices = (g_all, a_all), fold_picks
         alpha = float(a_grid[a0]) if g0 else 0.0
         steps_out.append(int(steps[g0 - 1]) if g0 else 0)
         alphas_out.append(alpha)
@@ -395,11 +395,10 @@ def choose_crossfit(records: list[dict], metric, alphas: list[float], k: int, n_
     owner_t = torch.tensor(owner)
     metrics = [metric] if guard is None or guard is metric else [metric, guard]
     per_category = []  # per metric: the mean over each category's folds, and its SE
+    rows = [owner_t == i for i in range(len(records))]
     for fold_gain, diffs in fold_gains(new_rows, old_rows, n_pos_rows, keys, metrics, n_boot, seed):
-        rows = [owner_t == i for i in range(len(records))]
         per_category.append((torch.stack([fold_gain[x].nanmean().nan_to_num(0.0) for x in rows]),
                              torch.stack([diffs[x].nanmean(dim=0).std().nan_to_num(0.0) for x in rows])))
-    g_all, a_all = pick(mean[0])
     overall = (int(steps[g_all - 1]) if g_all else 0, float(a_grid[a_all]) if g_all else 0.0)
     out = CrossfitChoice([int(r["index"]) for r in records], torch.stack(weight), torch.stack(bias), alphas_out,
                          steps_out, torch.stack(score), *per_category[0], folds_out, overall, by_category)
