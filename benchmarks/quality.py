@@ -9,6 +9,11 @@ selects bp on the *test* split (the paper's COCO protocol) to show how optimisti
 on the fully labeled test split. Headroom rows (reporting only): the known-label row and the all-label row, λ
 tuned on test.
 
+Two checks of the rule follow the table. *Calibration*: per cell, the pooled cross-fitted AUROC gain of ``auto``'s
+categories on the selection labels against the test gain of the very rows it judged (``CFTResult.judged``, written
+or not), as z = difference / its standard error; if the rule's evidence is honest, z has sd ≈ 1 across cells.
+*Thresholds*: the same candidates decided again at ``selection_confidence`` 0.8 and 0.95 beside the default 0.9.
+
     python benchmarks/quality.py                                   # 5 seeds x {0.1, 0.3} x {uniform, salient}
     python benchmarks/quality.py --seeds 3 --ratios 0.1 --protocols uniform --methods an ignore
 """
@@ -16,6 +21,7 @@ tuned on test.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -25,6 +31,7 @@ import time
 from collections import defaultdict
 
 import numpy as np
+import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -33,6 +40,7 @@ from hf_cft.atomic import write_atomic  # noqa: E402
 from hf_cft.data import label_arrays, load_partial_dataset, partial_info  # noqa: E402
 from hf_cft.head import CFTHead  # noqa: E402
 from hf_cft.metrics import partial_auroc, partial_average_precision  # noqa: E402
+from hf_cft.metrics.core import counted_metric  # noqa: E402
 from hf_cft.pretrain import pretrain_digits  # noqa: E402
 from hf_cft.recipe import ORACLE, UPPER_BOUND, headroom_rows  # noqa: E402
 from hf_cft.training import TrainArguments, train  # noqa: E402
@@ -45,6 +53,67 @@ def score(w, b, ze, ye, me):
 
 
 CELLS = "b5_cells.json"
+CALIBRATION = "calibration of the crossfit evidence"
+AT_CONFIDENCE = "auto at selection_confidence"
+OTHER_CONFIDENCES = (0.8, 0.95)
+
+
+def calibration(result, w0, b0, ze, ye, me, sel, seed: int, n_boot: int = 400) -> dict:
+    """The pooled selection evidence of ``result`` (its categories' mean cross-fitted gain and that mean's SE, from
+    resamples of each category's labels apart) beside the test gain of the very rows it judged (``result.judged``,
+    written or not), in the selection metric (AUROC); and the SE of the same mean from resamples of the selection
+    *images*, shared by every category, with and without the covariances between categories."""
+    fitted = [r for r in result.report if r.skipped is None and r.oof_gain is not None]
+    cats = [r.index for r in fitted]
+    w1, b1 = result.judged[0].numpy(), result.judged[1].numpy()
+    w0, b0 = np.asarray(w0, dtype=np.float32), np.asarray(b0, dtype=np.float32)
+    judged = partial_auroc(ze @ w1.T + b1, ye, me).per_category
+    trained = partial_auroc(ze @ w0.T + b0, ye, me).per_category
+    se = np.array([r.gain_se for r in fitted])
+    zs, ys, ms = sel
+    new, old = (torch.from_numpy(np.ascontiguousarray((zs @ w.T + b).T[cats])).double()
+                for w, b in ((w1, b1), (w0, b0)))
+    n = len(zs)
+    draws = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot)  # S × images
+    counts = torch.from_numpy(draws).double().unsqueeze(0) * torch.from_numpy(ms.T[cats] > 0).double().unsqueeze(1)
+    pos = torch.from_numpy(ys.T[cats] > 0)
+    diff = (counted_metric("auroc", new, pos, counts) - counted_metric("auroc", old, pos, counts)).numpy()
+    return {"selection": float(np.mean([r.oof_gain for r in fitted])), "se": float(np.sqrt((se**2).mean() / len(se))),
+            "test": float(np.mean([judged[c] - trained[c] for c in cats])),
+            "image_se": float(np.nanstd(np.nanmean(diff, axis=0))),
+            "image_se_apart": float(np.sqrt(np.nansum(np.nanvar(diff, axis=1))) / len(cats))}
+
+
+def print_calibration(rows: dict) -> None:
+    """z of each cell's pooled selection gain against its test gain; the thresholds side by side."""
+    cal = [v for k, vs in rows.items() if k[3] == CALIBRATION for v in vs]
+    if cal:
+        z = np.array([(c["selection"] - c["test"]) / c["se"] for c in cal])
+        print(f"\n{CALIBRATION} (auto, AUROC): z = (pooled cross-fitted gain on the selection labels − the same "
+              f"rows' mean test gain) / its SE, over {len(z)} cell(s): mean {z.mean():+.2f}, sd {z.std():.2f}, "
+              f"|z| > 1.96 in {int((np.abs(z) > 1.96).sum())} (5% of cells: {0.05 * len(z):.1f}); an honest SE "
+              "gives sd ≈ 1")
+        ratio = np.array([c["image_se"] / c["image_se_apart"] for c in cal])
+        print(f"the same mean's SE from resamples of the selection images shared by the categories, with / without "
+              f"the covariances between categories: median {np.median(ratio):.2f} "
+              f"({ratio.min():.2f} … {ratio.max():.2f}); above 1 if the categories' gains were correlated through "
+              "their images, which the rule's SE (each category resampled apart) assumes they are not")
+    by_threshold: dict = defaultdict(lambda: defaultdict(list))
+    for (_, _, method, name), vs in rows.items():
+        t = "0.9 (default)" if name == "+ CFT-auto (crossfit rule)" else name[len(AT_CONFIDENCE) + 1:] \
+            if name.startswith(AT_CONFIDENCE) else None
+        if t is not None:
+            by_threshold[t][method] += [v["delta"] for v in vs]
+    if len(by_threshold) < 2:
+        return
+    methods = list(next(iter(by_threshold.values())))
+    print("\n| selection_confidence | Δ test mAP, every cell | worst cell | cells below −0.1 | "
+          + " | ".join(methods) + " |")
+    print("|---|---:|---:|---:|" + "---:|" * len(methods))
+    for t in sorted(by_threshold):
+        d = np.concatenate([np.array(v) for v in by_threshold[t].values()])
+        per = " | ".join(f"{100 * np.mean(by_threshold[t][m]):+.2f}" for m in methods)
+        print(f"| {t} | {100 * d.mean():+.2f} | {100 * d.min():+.2f} | {int((d < -0.001).sum())}/{len(d)} | {per} |")
 
 
 def load_cells(work: str, settings: dict) -> tuple[defaultdict, set]:
@@ -143,10 +212,16 @@ def main() -> None:
                                 for v in ("bp", "ga", "refit")}
                         results[rule] = choose_per_category(runs, w0, b0)
                         if rule == "crossfit":
+                            runs_crossfit = runs
                             for v, r in runs.items():
                                 record(f"+ CFT-{v}", r.weight, r.bias)
                     auto_map = record("+ CFT-auto (crossfit rule)", results["crossfit"].weight,
                                       results["crossfit"].bias)
+                    rows[(*key, CALIBRATION)].append(calibration(results["crossfit"], w0, b0, ze, ye, me, sel, seed))
+                    for t in OTHER_CONFIDENCES:  # the same candidates decided again at another threshold
+                        again = choose_per_category({v: dataclasses.replace(r, config=dataclasses.replace(
+                            r.config, selection_confidence=t)) for v, r in runs_crossfit.items()}, w0, b0)
+                        record(f"{AT_CONFIDENCE} {t:g}", again.weight, again.bias)
                     record("+ CFT-auto (strict rule, the paper's)", results["strict"].weight, results["strict"].bias)
                     on_test = fit_cft(z[fit], y[fit], m[fit], w0, b0,
                                       CFTConfig(variant="bp", seed=seed, epochs=args.steps, selection_rule="strict",
@@ -170,6 +245,8 @@ def main() -> None:
           "improved / degraded |")
     print("|---|---:|---|---|---:|---:|---:|---:|")
     for (protocol, ratio, method, name), rs in rows.items():
+        if name == CALIBRATION or name.startswith(AT_CONFIDENCE):
+            continue
         mp = np.array([r["map"] for r in rs])
         if name.startswith("share"):
             print(f"| {protocol} | {ratio:.0%} | {method} | {name} | {100 * mp.mean():.0f}% | | | |")
@@ -181,6 +258,7 @@ def main() -> None:
         counts = f"{sum(r['improved'] for r in rs)} / {sum(r['degraded'] for r in rs)}" if cft else "–"
         print(f"| {protocol} | {ratio:.0%} | {method} | {name} | {100 * mp.mean():.2f} ± {100 * mp.std():.2f} | "
               f"{delta} | {better} | {counts} |")
+    print_calibration(rows)
     print(f"\n{time.perf_counter() - t0:.0f} s on {os.cpu_count()} CPUs; rows: {ORACLE!r} and {UPPER_BOUND!r} are "
           "upper bounds (λ tuned on test), never used to choose anything")
 

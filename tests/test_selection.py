@@ -334,3 +334,29 @@ def test_thin_selection_evidence_is_warned_about_with_its_fix(caplog):
                                                                                    m[1000:1050]))
     msgs = [r.getMessage() for r in caplog.records if "selection split has a median" in r.getMessage()]
     assert len(msgs) == 1 and "a larger validation split (`selection`;" in msgs[0]
+
+
+@pytest.mark.parametrize("noise", [0.0, 2.0])
+def test_the_judged_rows_are_the_rows_the_evidence_is_about(noise):
+    """`result.judged`: each category's cross-fitted gain is its judged row's AUROC gain over the trained row on
+    the selection labels (scikit-learn), replaced or kept, one run or a joint choice; none under the strict rule."""
+    from sklearn.metrics import roc_auc_score
+
+    x, y, m, w0, b0 = _world(1, n=2400, noise=noise)
+    sel = (x[1500:], y[1500:], m[1500:])
+    fit = (x[:1500], y[:1500], m[:1500])
+    runs = {v: fit_cft(*fit, w0, b0, CFTConfig(variant=v, **FAST), selection=sel) for v in ("refit", "bp")}
+    for res in (runs["refit"], choose_per_category(runs, w0, b0)):
+        w, b = (t.numpy() for t in res.judged)
+        moved = 0
+        for r in res.report:
+            c, known = r.index, sel[2][:, r.index]
+            before = roc_auc_score(sel[1][known, c], sel[0][known] @ w0[c] + b0[c])
+            after = roc_auc_score(sel[1][known, c], sel[0][known] @ w[c] + b[c])
+            assert after - before == pytest.approx(r.oof_gain, abs=1e-5)
+            if r.changed:
+                np.testing.assert_array_equal(w[c], res.weight[c].numpy())
+            moved += not np.array_equal(w[c], w0[c])
+        assert moved > 0  # kept or not, a candidate other than the trained row was judged
+    strict = fit_cft(*fit, w0, b0, CFTConfig(variant="refit", selection_rule="strict", **FAST), selection=sel)
+    assert strict.judged is None

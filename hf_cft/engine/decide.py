@@ -238,7 +238,26 @@ def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, con
         chosen.reason = _reason(chosen, best_tag, fitted, post, needed, c, pooled, config.selection_rule)
         report.append(chosen)
     extra = {"crossfit": chosen_runs} if chosen_runs else {}
-    return CFTResult(new_w, new_b, report, config, protocol, extra=extra, runs=dict(original_runs))
+    judged = _judged(runs, joint, new_w, new_b) if crossfit else None
+    return CFTResult(new_w, new_b, report, config, protocol, extra=extra, runs=dict(original_runs), judged=judged)
+
+
+def _judged(runs: dict[str, Run], joint: tuple | None, new_w: torch.Tensor,
+            new_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The row each category's crossfit evidence is about: the joint candidate, the single run's candidate, or
+    (decided run by run) the row written."""
+    w, b = new_w.clone(), new_b.clone()
+    if joint is not None:
+        run = joint[0]
+        for c, r in enumerate(run.report):
+            if r.skipped is None:
+                w[c], b[c] = run.weight[c], run.bias[c]
+    elif len(runs) == 1:
+        run = next(iter(runs.values()))
+        for c, r in enumerate(run.report):
+            if r.skipped is None and r.oof_gain is not None:
+                w[c], b[c] = run.weight[c], run.bias[c]
+    return w, b
 
 
 def _decide_joint(c: int, joint: tuple, runs: dict[str, Run], post: dict, config: CFTConfig, new_w: torch.Tensor,

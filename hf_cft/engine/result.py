@@ -106,6 +106,11 @@ class CFTResult:
         selection: a plain statement of the selection protocol.
         runs: tag → the candidates of each variant run (rows and raw reports), from which the rows were
             decided; not serialized.
+        judged: under the crossfit rule, the (weight, bias) each category's evidence was computed for: its
+            candidate, written or not (where the choice made without its labels is the trained row, or it was
+            not fitted, the trained row; decided run by run among several runs, the row written). Lets a
+            held-out test set check the evidence (``benchmarks/quality.py``); None under the strict rule; not
+            serialized.
     """
 
     weight: torch.Tensor
@@ -115,6 +120,7 @@ class CFTResult:
     selection: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     runs: dict[str, Any] = field(default_factory=dict, repr=False)
+    judged: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def n_changed(self) -> int:
