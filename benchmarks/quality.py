@@ -227,7 +227,8 @@ def main() -> None:
                                       CFTConfig(variant="bp", seed=seed, epochs=args.steps, selection_rule="strict",
                                                 show_progress=False), selection=(ze, ye, me))
                     record("+ CFT-bp selected on test (the paper's protocol)", on_test.weight, on_test.bias)
-                    for h in headroom_rows(z, y, m, ze, ye, me, "ap"):
+                    full = label_arrays(ds["train"], ("full_labels",))[0]
+                    for h in headroom_rows(z, full, m, ze, ye, me, "ap"):
                         rows[(*key, h["method"])].append({"map": h["map"], "mauc": h["mauc"],
                                                           "delta": h["map"] - base_map})
                         if h["method"] == UPPER_BOUND and h["map"] > base_map:

@@ -275,7 +275,7 @@ ORACLE = "all-label row, λ tuned on the evaluation split (head oracle)"
 def headroom_rows(train_features, labels, mask, eval_features, eval_labels, eval_mask, metric: str) -> list[dict]:
     """What a re-fitted row could reach at most: per category the L2 logistic regression on the training images'
     known labels (or on all their labels, which no partial-label method has) whose λ scores best on the
-    evaluation split. Reporting only."""
+    evaluation split. Reporting only. ``labels``: every true label (a simulated dataset's ``full_labels``)."""
     from .engine.refit import fit_logistic_rows
     from .metrics import partial_auroc, partial_average_precision
 
@@ -398,7 +398,7 @@ def evaluate(recipe: RecipeArguments, ds, features_of, rows, results: dict, trai
     if want and not full_labels:
         logger.warning("--headroom needs simulated partial labels (the true labels behind the mask): skipped")
     elif want and accelerator.is_main_process:
-        table += headroom_rows(z, labels, mask, ze, ye, me, metric)
+        table += headroom_rows(z, label_arrays(ds["train"], ("full_labels",))[0], mask, ze, ye, me, metric)
     return table, scores
 
 

@@ -51,10 +51,11 @@ def test_coco_uniform_protocol_order_masks_and_inclusion(coco_dir, tmp_path):
     assert info["categories"] == ["c1", "c2", "c3", "c5", "c7", "c9"]  # COCO category-id order
     assert info["images"] == 400 and info["unannotated"] == 40 and info["annotated"] == 360  # rule: both kinds
     assert abs(info["achieved_known_ratio"] - 0.3) < 0.04
-    labels, mask = label_arrays(ds["train"])
+    labels, mask, full = label_arrays(ds["train"], ("labels", "label_mask", "full_labels"))
     assert labels.shape == (400, 6) and mask.dtype == bool
-    assert (labels.sum(1)[np.arange(400) % 10 == 9] == 0).all()
-    assert abs(mask[labels == 1].mean() - mask[labels == 0].mean()) < 0.1  # positives and negatives alike
+    assert (labels == full * mask).all()  # the partial labels hold the known ones only; the truth apart
+    assert (full.sum(1)[np.arange(400) % 10 == 9] == 0).all()
+    assert abs(mask[full == 1].mean() - mask[full == 0].mean()) < 0.1  # positives and negatives alike
     assert label_arrays(ds["validation"])[1].all()
     assert ds["train"][0]["image"].size == (8, 8)
     again = load_partial_dataset("coco2014", data_dir=str(coco_dir), cache_dir=str(tmp_path / "d"), known_ratio=0.3)
@@ -209,7 +210,8 @@ def test_digits_mosaic_deterministic_disjoint_and_salient(tmp_path):
     assert abs(info["achieved_known_ratio"] - 0.3) < 0.08
     # salient: known positives are brighter than unknown ones
     imgs = np.stack([np.asarray(a["train"][i]["image"], dtype=float) for i in range(600)])
-    lab, msk = la, ma
+    lab, msk = label_arrays(a["train"], ("full_labels", "label_mask"))
+    assert (la == lab * msk).all()
     bright = imgs.reshape(600, -1).max(1)
     known_pos = (lab == 1) & msk
     assert bright[known_pos.any(1)].mean() > bright[((lab == 1) & ~msk).any(1) & ~known_pos.any(1)].mean()
@@ -264,7 +266,7 @@ def test_salient_protocol_depends_on_conspicuousness(tmp_path):
     # end to end: one digit per mosaic (grid=1), drawn with contrast U(0.25, 1); its brightness is its salience
     ds = load_partial_dataset("digits_mosaic", cache_dir=str(tmp_path), grid=1, n_train=1000, n_test=1,
                               known_ratio=0.3, protocol="salient")
-    labels, mask = label_arrays(ds["train"])
+    labels, mask = label_arrays(ds["train"], ("full_labels", "label_mask"))
     assert (labels.sum(1) == 1).all()
     known = mask[labels == 1]  # one positive per image, in image order
     brightness = np.array([np.asarray(im).max() for im in ds["train"]["image"]], dtype=float)
@@ -272,3 +274,64 @@ def test_salient_protocol_depends_on_conspicuousness(tmp_path):
     # expected known share of the positive: 0.6 · 0.75 · contrast, about 0.20 (dim half) vs 0.37 (bright half)
     assert known[bright_half].mean() - known[~bright_half].mean() > 0.08
     assert abs(mask[labels == 0].mean() - 0.3) < 0.03
+
+
+def _csv_set(root, text, images=(0, 1)):
+    root.mkdir(exist_ok=True)
+    for i in images:
+        _jpg(str(root / "img" / f"{i}.jpg"))
+    (root / "train.csv").write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
+
+
+def test_a_split_without_examples_says_why_and_is_not_cached(tmp_path):
+    root = tmp_path / "mine"
+    _csv_set(root, "image,cat\nimg/0.jpg,1\n", images=())
+    with pytest.raises(ValueError, match=r"(?s)the train split has no examples \(1 × missing image file\)"
+                                         r".*First missing image file: .*img/0.jpg"):
+        load_partial_dataset("partial_csv", data_dir=str(root), cache_dir=str(tmp_path / "c"))
+    _jpg(str(root / "img" / "0.jpg"))  # the images arrive: the same call builds
+    ds = load_partial_dataset("partial_csv", data_dir=str(root), cache_dir=str(tmp_path / "c"))
+    assert ds["train"].num_rows == 1 and partial_info(ds["train"])["skipped"] == {}
+
+
+def test_edited_inputs_are_read_again_and_rebuild_forces_it(tmp_path):
+    root = tmp_path / "mine"
+    _csv_set(root, "image,cat,dog\nimg/0.jpg,1,0\n")
+    first = load_partial_dataset("partial_csv", data_dir=str(root), cache_dir=str(tmp_path / "c"))
+    assert label_arrays(first["train"])[0].tolist() == [[1, 0]]
+    (root / "train.csv").write_text("image,cat,dog\nimg/0.jpg,0,1\nimg/1.jpg,0,1\n")
+    os.utime(root / "train.csv", ns=(1, 1))  # even at an old time: the size changed
+    again = load_partial_dataset("partial_csv", data_dir=str(root), cache_dir=str(tmp_path / "c"))
+    assert label_arrays(again["train"])[0].tolist() == [[0, 1], [0, 1]]
+    forced = load_partial_dataset("partial_csv", data_dir=str(root), cache_dir=str(tmp_path / "c"), rebuild=True)
+    assert forced["train"].num_rows == 2
+
+
+def test_text_inputs_with_a_byte_order_mark_or_another_encoding(tmp_path):
+    root = tmp_path / "bom"
+    _csv_set(root, "\ufeffimage,cat,dog\nimg/0.jpg,1,0\n")
+    ds = load_partial_dataset("partial_csv", data_dir=str(root), cache_dir=str(tmp_path / "c"))
+    assert partial_info(ds["train"])["categories"] == ["cat", "dog"]
+    latin = tmp_path / "latin"
+    _csv_set(latin, "image,caf\xe9\nimg/0.jpg,1\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin/train.csv is not UTF-8 text"):
+        load_partial_dataset("partial_csv", data_dir=str(latin), cache_dir=str(tmp_path / "c"))
+
+
+def test_csv_options_checked_and_image_dir_expanded(tmp_path, monkeypatch):
+    root = tmp_path / "mine"
+    _csv_set(root, "image,cat,cat\nimg/0.jpg,0,1\n")
+    with pytest.raises(ValueError, match=r"column\(s\) \['cat'\] appear more than once"):
+        load_partial_dataset("partial_csv", data_dir=str(root), cache_dir=str(tmp_path / "c"))
+    with pytest.raises(ValueError, match=r"partial_csv holds real partial labels: `known_ratio`"):
+        load_partial_dataset("partial_csv", data_dir=str(root), cache_dir=str(tmp_path / "c"), known_ratio=0.1)
+    (root / "train.csv").write_text("image,cat\n0.jpg,1\n")
+    monkeypatch.setenv("HOME", str(root))
+    ds = load_partial_dataset("partial_csv", data_dir=str(root), cache_dir=str(tmp_path / "c"), image_dir="~/img")
+    assert ds["train"][0]["image"].size == (8, 8)
+
+
+def test_coco_missing_images_are_counted_wherever_they_are(coco_dir, tmp_path):
+    os.remove(coco_dir / "train2014" / f"COCO_train2014_{0:012d}.jpg")  # the lowest id
+    ds = load_partial_dataset("coco2014", data_dir=str(coco_dir), cache_dir=str(tmp_path / "c"), known_ratio=0.3)
+    assert ds["train"].num_rows == 399 and partial_info(ds["train"])["skipped"] == {"missing image file": 1}

@@ -1,14 +1,17 @@
 """Shared machinery of the partially labeled dataset builders.
 
 Every builder yields examples with ``image`` (decoded lazily from the local file), ``labels``
-(``List(Value("int8"), length=C)``: 1 positive, 0 negative where known) and ``label_mask``
-(``List(Value("bool"), length=C)``: True where known). The dataset info's ``description`` is a JSON object
-(read it with :func:`partial_info`) holding the category names in canonical order, the protocol, the seed,
-and, per split, the achieved known-label ratio and other counts.
+(``List(Value("int8"), length=C)``: 1 positive, 0 negative where known, 0 where unknown) and ``label_mask``
+(``List(Value("bool"), length=C)``: True where known). Builders that simulate partial labels (COCO, the embedded
+digits) add ``full_labels``, every true label, which only the headroom rows of a report read. The dataset
+info's ``description`` is a JSON object (read it with :func:`partial_info`) holding the category names in
+canonical order, the protocol, the seed, and, per split, the achieved known-label ratio and other counts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import dataclasses
 import hashlib
 import json
@@ -52,6 +55,7 @@ class PartialConfig(datasets.BuilderConfig):
     protocol: str = "uniform"
     seed: int = 0
     code_hash: str = ""
+    input_hash: str = ""
 
     def check(self, protocols: tuple[str, ...] = PROTOCOLS) -> None:
         if not 0.0 < self.known_ratio <= 1.0:
@@ -86,6 +90,23 @@ def simulate_known(full: np.ndarray, protocol: str, known_ratio: float, rng: np.
         p = np.where(full > 0, np.clip(2 * known_ratio * weights, 0, 1), known_ratio)
         return rng.random(c) < p
     raise ValueError(f"unknown protocol {protocol!r}")
+
+
+@contextlib.contextmanager
+def open_text(path: str, csv_rows: bool = False):
+    """A downloaded text file's lines (or its CSV rows): UTF-8 with or without a byte-order mark (as spreadsheet
+    programs save it); a file in another encoding is an error naming it."""
+    with open(path, newline="" if csv_rows else None, encoding="utf-8-sig") as f:
+        lines = _decoded(f, path)
+        yield csv.reader(lines) if csv_rows else lines
+
+
+def _decoded(f, path: str):
+    try:
+        yield from f
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text ({err.reason}, byte 0x{err.object[err.start]:02x}): save it "
+                         "as UTF-8 and build again") from None
 
 
 def image_rng(seed: int, key: int) -> np.random.Generator:
@@ -209,7 +230,8 @@ class PartialBuilder(datasets.GeneratorBasedBuilder):
     # True: labels stored by known pair (`positive_categories`, `negative_categories`, and `uncertain_categories`
     # with UNCERTAIN_MASK), so the arrow and the build's memory follow the known pairs, never images × classes
     PAIRS = False
-    # builders that simulate partial labels keep every true label behind the mask (reporting only: headroom rows)
+    # builders that simulate partial labels from full ones: `labels` holds the known ones (0 where unknown, as in a
+    # real partial-label set) and `full_labels` every true label (reporting only: headroom rows)
     FULL_LABELS_BEHIND_MASK = False
     HOMEPAGE = ""
     CITATION = ""
@@ -217,14 +239,28 @@ class PartialBuilder(datasets.GeneratorBasedBuilder):
     def categories(self) -> list[str]:
         return list(self.CATEGORIES)
 
+    SIMULATION_OPTIONS = ("known_ratio", "protocol", "seed")
+
+    @classmethod
+    def prepare_options(cls, config: dict[str, Any], name: str) -> dict[str, Any]:
+        """The builder options as the cache key should see them; options this builder cannot use are an error
+        (the simulation settings on a dataset whose partial labels are real)."""
+        given = [k for k in cls.SIMULATION_OPTIONS if k in config]
+        if given and not cls.FULL_LABELS_BEHIND_MASK:
+            raise ValueError(f"{name} holds real partial labels: {', '.join(f'`{k}`' for k in given)} simulate "
+                             "dropped labels from full ones and apply to coco2014 and digits_mosaic only; leave "
+                             "them out")
+        return dict(config)
+
     def metadata(self) -> dict[str, Any]:
         cfg = self.config
+        simulated = self.FULL_LABELS_BEHIND_MASK
         return {
             "dataset": getattr(self, "dataset_name", None) or self.name,
             "categories": self.categories(),
             "protocol": getattr(cfg, "protocol", None),
-            "known_ratio": getattr(cfg, "known_ratio", None),
-            "seed": getattr(cfg, "seed", None),
+            "known_ratio": getattr(cfg, "known_ratio", None) if simulated else None,
+            "seed": getattr(cfg, "seed", None) if simulated else None,
             "full_labels_behind_mask": self.FULL_LABELS_BEHIND_MASK,
             "label_storage": "pairs" if self.PAIRS else "dense",
         }
@@ -244,6 +280,8 @@ class PartialBuilder(datasets.GeneratorBasedBuilder):
             }
             if self.UNCERTAIN_MASK:
                 features["uncertain_mask"] = datasets.List(datasets.Value("bool"), length=c)
+            if self.FULL_LABELS_BEHIND_MASK:  # the truth for reporting only, apart from the partial labels
+                features["full_labels"] = datasets.List(datasets.Value("int8"), length=c)
         return datasets.DatasetInfo(
             description=json.dumps(self.metadata()),
             features=datasets.Features(features),
@@ -279,25 +317,47 @@ class PartialBuilder(datasets.GeneratorBasedBuilder):
         s["known_per_category"][positives] += 1
         s["known_per_category"][negatives] += 1
 
-    def _skip(self, split: str, reason: str) -> None:
+    def _skip(self, split: str, reason: str, example: str | None = None) -> None:
+        """Count an image left out for ``reason``; ``example``: its file (the first one is kept and shown)."""
         s = self._stats_for(split)
         s["skipped"][reason] = s["skipped"].get(reason, 0) + 1
+        if example is not None:
+            s.setdefault("skipped_example", {}).setdefault(reason, example)
 
-    def download_and_prepare(self, *args, **kwargs):
-        super().download_and_prepare(*args, **kwargs)
-        stats = getattr(self, "_stats", None)
-        path = os.path.join(self.cache_dir, STATS_NAME)
-        if stats and not os.path.exists(path):
-            c = len(self.categories())
-            out = {}
-            for split, s in stats.items():
-                n = max(s["images"], 1)
-                out[split] = {
-                    **{k: v for k, v in s.items() if k != "known_per_category"},
-                    "achieved_known_ratio": s["known"] / (n * c),
-                    "known_per_category": [int(v) for v in s.get("known_per_category", np.zeros(c))],
-                }
-            write_atomic(path, json.dumps(out))
+    def _prepare_split(self, split_generator, *args, **kwargs):
+        """Build one split; a split without a single example is an error that says why, and nothing is cached."""
+        super()._prepare_split(split_generator, *args, **kwargs)
+        if split_generator.split_info.num_examples:
+            return
+        name = split_generator.name
+        s = self._stats_for(str(name))
+        why = ", ".join(f"{n} × {r}" for r, n in s["skipped"].items()) or "its source lists no image"
+        lines = [f"{getattr(self, 'dataset_name', None) or self.name}: the {name} split has no examples "
+                 f"({why})."]
+        for reason, path in s.get("skipped_example", {}).items():
+            lines.append(f"First {reason}: {path}")
+        if "missing image file" in s["skipped"]:
+            lines.append("Are the images downloaded, and where the builder looks for them (`data_dir`, or "
+                         "`image_dir` / `image_extension` where the builder has them)?")
+        layout = self.data_layout(vars(self.config))
+        if layout is not None and layout.how_to_get:
+            lines.append(layout.how_to_get)
+        raise ValueError("\n".join(lines))
+
+    def _download_and_prepare(self, dl_manager, *args, **kwargs):
+        super()._download_and_prepare(dl_manager, *args, **kwargs)
+        # written into the build's own folder before it is moved in place: a cached build always has its stats
+        stats = getattr(self, "_stats", None) or {}
+        c = len(self.categories())
+        out = {}
+        for split, s in stats.items():
+            n = max(s["images"], 1)
+            out[split] = {
+                **{k: v for k, v in s.items() if k != "known_per_category"},
+                "achieved_known_ratio": s["known"] / (n * c),
+                "known_per_category": [int(v) for v in s.get("known_per_category", np.zeros(c))],
+            }
+        write_atomic(os.path.join(self._output_dir, STATS_NAME), json.dumps(out))
 
     def as_dataset(self, *args, **kwargs):
         ds = super().as_dataset(*args, **kwargs)
@@ -331,6 +391,27 @@ class PartialBuilder(datasets.GeneratorBasedBuilder):
         if layout is None:
             return None
         return layout.resolve(data_dir, name or cls.__name__)
+
+    @classmethod
+    def input_paths(cls, folder: str, config: Mapping[str, Any]) -> list[str]:
+        """The files and folders whose state is part of the cache key (default: the layout's checked paths)."""
+        layout = cls.data_layout(config)
+        return [os.path.join(folder, r) for r in (*layout.required, *layout.any_of)] if layout else []
+
+    @classmethod
+    def input_hash(cls, folder: str | None, config: Mapping[str, Any]) -> str:
+        """A hash of the inputs' sizes and modification times (a folder's time changes when a file is added to or
+        removed from it): edited annotations or newly downloaded images are never read from an old cache."""
+        if folder is None:
+            return ""
+        h = hashlib.sha1()
+        for path in cls.input_paths(folder, config):
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            h.update(f"{path}\0{st.st_size if os.path.isfile(path) else 0}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:12]
 
     def _data_root(self, dl_manager) -> str:
         """The checked data folder of this build (see :meth:`check_data_dir`)."""
@@ -370,9 +451,9 @@ def label_arrays(dataset, columns=("labels", "label_mask"), sparse: bool | None 
             None: sparse exactly when the split stores its labels by pair (Open Images, partial_csv).
     """
     columns = tuple(columns)
-    unknown = [c for c in columns if c not in _PAIR_OF]
+    unknown = [c for c in columns if c not in (*_PAIR_OF, "full_labels")]
     if unknown:
-        raise ValueError(f"unknown label column(s) {unknown}; choose among {list(_PAIR_OF)}")
+        raise ValueError(f"unknown label column(s) {unknown}; choose among {[*_PAIR_OF, 'full_labels']}")
     pairs = stores_pairs(dataset)
     if sparse is None:
         sparse = pairs
@@ -382,8 +463,10 @@ def label_arrays(dataset, columns=("labels", "label_mask"), sparse: bool | None 
             raise ValueError(f"this split has no column {missing[0]!r} (columns: {list(dataset.features)})")
         if not sparse:
             data = dataset.with_format("numpy", columns=list(columns))[:]
-            return tuple(data[c].astype(np.int8 if c == "labels" else bool) for c in columns)
+            return tuple(data[c].astype(np.int8 if c.endswith("labels") else bool) for c in columns)
         return _dense_to_sparse(dataset, columns, chunk_size)
+    if "full_labels" in columns:
+        raise ValueError("this split stores its real partial labels by pair: it has no `full_labels`")
     need = sorted({p for c in columns for p in _PAIR_OF[c]})
     missing = [p for p in need if p not in dataset.features]
     if missing:
@@ -440,10 +523,10 @@ def _dense_to_sparse(dataset, columns, chunk_size: int) -> tuple:
     for start in range(0, dataset.num_rows, chunk_size):
         data = dataset.with_format("numpy", columns=list(columns))[start:start + chunk_size]
         for col in columns:
-            parts[col].append(sp.csr_matrix(data[col].astype(np.int8 if col == "labels" else bool)))
+            parts[col].append(sp.csr_matrix(data[col].astype(np.int8 if col.endswith("labels") else bool)))
     c = dataset.features[columns[0]].length
     return tuple(sp.vstack(parts[col], format="csr") if parts[col] else
-                 sp.csr_matrix((0, c), dtype=np.int8 if col == "labels" else bool) for col in columns)
+                 sp.csr_matrix((0, c), dtype=np.int8 if col.endswith("labels") else bool) for col in columns)
 
 
 def with_dense_labels(dataset):

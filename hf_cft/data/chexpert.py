@@ -23,7 +23,6 @@ categories are in the info (``competition_categories``).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 
@@ -31,7 +30,7 @@ import datasets
 import numpy as np
 
 from ..labels import apply_uncertain_policy
-from .base import DataLayout, PartialBuilder, PartialConfig
+from .base import DataLayout, PartialBuilder, PartialConfig, open_text
 
 OBSERVATIONS = [
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -91,8 +90,7 @@ class Chexpert(PartialBuilder):
     def _generate_examples(self, csv_path: str, folder: str, split: str):
         cfg = self.config
         parent = os.path.dirname(folder)
-        with open(csv_path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
+        with open_text(csv_path, csv_rows=True) as reader:
             header = next(reader, None)
             need = ["Path", "Frontal/Lateral", *OBSERVATIONS]
             if header is None or any(h not in header for h in need):
@@ -129,7 +127,7 @@ class Chexpert(PartialBuilder):
                 if not os.path.exists(path):  # a renamed top folder: paths are relative to its parent
                     path = os.path.join(folder, rel.split("/", 1)[-1])
                 if not os.path.exists(path):
-                    self._skip(split, "missing image file")
+                    self._skip(split, "missing image file", path)
                     continue
                 self._count(split, labels, mask, uncertain=int(uncertain.sum()))
                 yield line, {"image": path, "labels": labels.tolist(), "label_mask": mask.tolist(),

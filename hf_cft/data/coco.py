@@ -89,16 +89,10 @@ class Coco2014(PartialBuilder):
         images = sorted(data["images"], key=lambda im: im["id"])
         del data
         folder = os.path.join(root, subset)
-        checked = False
-        for im in images:
+        for im in images:  # missing files are counted (a split with none of its images is an error)
             file = os.path.join(folder, im["file_name"])
-            if not checked:
-                if not os.path.exists(file):
-                    raise FileNotFoundError(f"{file} is missing: is `data_dir` the folder holding {subset}/? "
-                                            + LAYOUT.how_to_get)
-                checked = True
             if not os.path.exists(file):
-                self._skip(split, "missing image file")
+                self._skip(split, "missing image file", file)
                 continue
             pos = positives.get(im["id"])
             if pos is None and not cfg.include_unannotated:
@@ -112,15 +106,18 @@ class Coco2014(PartialBuilder):
             else:
                 mask = np.ones(len(cats), dtype=bool)
             self._count(split, labels, mask, annotated=int(pos is not None), unannotated=int(pos is None))
-            yield im["id"], {"image": file, "labels": labels.tolist(), "label_mask": mask.tolist()}
+            yield im["id"], {"image": file, "labels": (labels * mask).tolist(), "label_mask": mask.tolist(),
+                             "full_labels": labels.tolist()}
 
 
 def _load_json(path: str) -> dict:
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             return json.load(f)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON (line {err.lineno}): {err.msg}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text ({err.reason}): is it the instances json?") from None
 
 
 def _categories(data: dict) -> list[str]:

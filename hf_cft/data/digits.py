@@ -72,6 +72,11 @@ class DigitsMosaic(PartialBuilder):
         cfg.check((*PROTOCOLS, "salient"))
         if cfg.grid < 1 or not 0 < cfg.fill <= 1 or cfg.n_train < 1 or cfg.n_test < 1:
             raise ValueError("digits_mosaic needs grid >= 1, 0 < fill <= 1 and n_train, n_test >= 1")
+        if not 0 < cfg.test_pool_fraction < 1:
+            raise ValueError(f"`test_pool_fraction` must be in (0, 1) (the share of scikit-learn's digits kept for "
+                             f"the test mosaics), got {cfg.test_pool_fraction}")
+        if int(cfg.seed) < 0:
+            raise ValueError(f"`seed` must be a non-negative integer, got {cfg.seed}")
         images, targets, pools = digit_pools(cfg.seed, cfg.test_pool_fraction)
         return [
             datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={
@@ -110,5 +115,5 @@ class DigitsMosaic(PartialBuilder):
             buf = io.BytesIO()
             Image.fromarray(pixels, mode="L").save(buf, format="PNG")
             self._count(split, labels, mask)
-            yield i, {"image": {"bytes": buf.getvalue(), "path": None}, "labels": labels.tolist(),
-                      "label_mask": mask.tolist()}
+            yield i, {"image": {"bytes": buf.getvalue(), "path": None}, "labels": (labels * mask).tolist(),
+                      "label_mask": mask.tolist(), "full_labels": labels.tolist()}

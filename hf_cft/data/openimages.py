@@ -22,7 +22,6 @@ of a trainable class. Per-class known-label counts (for the G1–G5 groups) are 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from collections.abc import Iterator
 import datasets
 import numpy as np
 
-from .base import DataLayout, PartialBuilder, PartialConfig
+from .base import DataLayout, PartialBuilder, PartialConfig, open_text
 
 SPLITS = {"train": datasets.Split.TRAIN, "validation": datasets.Split.VALIDATION, "test": datasets.Split.TEST}
 LAYOUT = DataLayout(
@@ -67,8 +66,8 @@ class OpenImagesV3(PartialBuilder):
             path = os.path.join(root, "classes-trainable.txt") if root else None
             if not path or not os.path.exists(path):
                 return []
-            with open(path, encoding="utf-8") as f:
-                mids = [line.strip() for line in f if line.strip()]
+            with open_text(path) as lines:
+                mids = [line.strip() for line in lines if line.strip()]
             if len(set(mids)) != len(mids):
                 raise ValueError(f"{path} lists a class twice")
             self._mid_list = mids
@@ -81,8 +80,8 @@ class OpenImagesV3(PartialBuilder):
         names = {}
         path = os.path.join(self.config.data_dir, "class-descriptions.csv")
         if os.path.exists(path):
-            with open(path, newline="", encoding="utf-8") as f:
-                for line, row in enumerate(csv.reader(f), start=1):
+            with open_text(path, csv_rows=True) as reader:
+                for line, row in enumerate(reader, start=1):
                     if len(row) < 2:
                         raise ValueError(f"{path}, line {line}: expected MID,name")
                     names[row[0]] = row[1]
@@ -90,6 +89,11 @@ class OpenImagesV3(PartialBuilder):
 
     def metadata(self):
         return {**super().metadata(), "protocol": "real partial labels", "mids": self._mids()}
+
+    @classmethod
+    def input_paths(cls, folder: str, config) -> list[str]:
+        """The layout's files and each split's image folder."""
+        return [*super().input_paths(folder, config), *(os.path.join(folder, "images", s) for s in SPLITS)]
 
     def _split_generators(self, dl_manager):
         root = self._data_root(dl_manager)
@@ -115,7 +119,7 @@ class OpenImagesV3(PartialBuilder):
                 continue
             path = os.path.join(folder, image_id + ext)
             if not os.path.exists(path):
-                self._skip(split, "missing image file")
+                self._skip(split, "missing image file", path)
                 continue
             positives = np.array(sorted(i for i, v in known.items() if v), dtype=np.int32)
             negatives = np.array(sorted(i for i, v in known.items() if not v), dtype=np.int32)
@@ -125,8 +129,7 @@ class OpenImagesV3(PartialBuilder):
 
 def _grouped(path: str) -> Iterator[tuple[str, list[tuple[str, float]]]]:
     """(ImageID, [(MID, confidence)]) per image, streamed from a file sorted by ImageID (as released)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
+    with open_text(path, csv_rows=True) as reader:
         header = next(reader, None)
         need = ["ImageID", "LabelName", "Confidence"]
         if header is None or any(h not in header for h in need):

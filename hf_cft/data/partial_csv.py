@@ -16,7 +16,6 @@ category indices); :func:`~hf_cft.data.label_arrays` reads them dense or sparse.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 from collections.abc import Mapping
@@ -25,7 +24,7 @@ from typing import Any
 import datasets
 import numpy as np
 
-from .base import DataLayout, PartialBuilder, PartialConfig
+from .base import DataLayout, PartialBuilder, PartialConfig, open_text
 
 LAYOUT = DataLayout(
     any_of=("train.csv", "validation.csv", "test.csv"),
@@ -74,6 +73,19 @@ class PartialCsv(PartialBuilder):
                                     f"{column!r} paths are relative to (default: `data_dir`)")
         return root
 
+    @classmethod
+    def prepare_options(cls, config, name: str):
+        """``image_dir`` as an absolute path (``~`` expanded), so that the cached paths work from anywhere."""
+        config = super().prepare_options(config, name)
+        if config.get("image_dir") is not None:
+            config["image_dir"] = os.path.abspath(os.path.expanduser(config["image_dir"]))
+        return config
+
+    @classmethod
+    def input_paths(cls, folder: str, config) -> list[str]:
+        """The CSVs and the folder the images are listed relative to."""
+        return [*super().input_paths(folder, config), (config or {}).get("image_dir") or folder]
+
     def _files(self) -> dict[str, str]:
         root = self.config.data_dir or ""
         named = self.config.splits or {s: f"{s}.csv" for s in ("train", "validation", "test")}
@@ -84,9 +96,13 @@ class PartialCsv(PartialBuilder):
         if not files:
             return []
         first = files.get("train") or next(iter(files.values()))
-        with open(first, newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f), [])
+        with open_text(first, csv_rows=True) as reader:
+            header = next(reader, [])
         cfg = self.config
+        twice = sorted({h for h in header if header.count(h) > 1})
+        if twice:
+            raise ValueError(f"{first}: column(s) {twice} appear more than once in the header; give every column "
+                             "its own name")
         if cfg.image_column not in header:
             raise ValueError(f"{first}: no image column {cfg.image_column!r} (columns: {header}); "
                              "set `image_column`")
@@ -113,8 +129,7 @@ class PartialCsv(PartialBuilder):
         cfg = self.config
         cats = self.categories()
         image_dir = cfg.image_dir or cfg.data_dir
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
+        with open_text(path, csv_rows=True) as reader:
             header = next(reader)
             if [h for h in header if h != cfg.image_column and h not in cfg.ignore_columns] != cats:
                 raise ValueError(f"{path}: its category columns differ from the train CSV's {cats}")
@@ -146,7 +161,7 @@ class PartialCsv(PartialBuilder):
                         raise ValueError(f"{path}, line {line}, column {cats[i]!r}: {v!r} is not 1, 0, -1 or blank")
                 image = os.path.join(image_dir, row[img_col])
                 if not os.path.exists(image):
-                    self._skip(split, "missing image file")
+                    self._skip(split, "missing image file", image)
                     continue
                 positives, negatives = np.array(pos, dtype=np.int32), np.array(neg, dtype=np.int32)
                 self._count_pairs(split, positives, negatives)
