@@ -86,6 +86,14 @@ class RecipeArguments:
             raise ValueError(f"--variant must name variants among {variant_choices()}, got {self.variant}")
         if not (self.selection == "auto" or self.selection.startswith(("holdout:", "split:"))):
             raise ValueError(f"--selection must be auto, holdout:<fraction> or split:<name>, got {self.selection!r}")
+        if self.selection.startswith("holdout:"):
+            try:
+                fraction = float(self.selection.split(":", 1)[1])
+            except ValueError:
+                fraction = float("nan")
+            if not 0.0 < fraction < 1.0:
+                raise ValueError(f"--selection {self.selection}: the held-out share of the training images must be "
+                                 "a number in (0, 1), e.g. holdout:0.15")
         given = [x is not None for x in (self.image_size, self.image_mean, self.image_std)]
         if any(given) and not all(given):
             raise ValueError("--image_size, --image_mean and --image_std go together: pass all three (e.g. "
@@ -135,8 +143,13 @@ def _writable_folder(path: str, what: str) -> None:
                          "folder (nothing was computed)") from err
 
 
-def preflight(recipe: RecipeArguments) -> None:
-    """Everything that would fail after hours of compute, checked first: writable outputs, a Hub token."""
+def preflight(recipe: RecipeArguments, engine_args=None) -> None:
+    """Everything that would fail after hours of compute, checked first: writable outputs, a Hub token, the
+    engine options (``engine_args``) of every variant."""
+    if engine_args is not None:
+        base = dataclasses.asdict(engine_args)
+        for variant in [v for v in recipe.variant if v != AUTO] or list(engine_args.auto_variants):
+            CFTConfig(variant=variant, **base)  # raises, naming the option, before anything is computed
     _writable_folder(recipe.output_dir, "--output_dir")
     _writable_folder(recipe.cache_dir, "--cache_dir")
     if recipe.model_name_or_path is None:
@@ -157,7 +170,10 @@ def load_or_train_model(recipe: RecipeArguments, seed: int, accelerator) -> str:
 
     model_path = os.path.join(recipe.baseline_dir, "best")
     recover_model_dir(model_path)  # a save killed half-way leaves the previous model beside it
-    if not os.path.exists(os.path.join(model_path, TRAIN_REPORT_NAME)):
+    report = os.path.join(model_path, TRAIN_REPORT_NAME)
+    if os.path.exists(report):
+        _check_baseline(recipe, report, seed)
+    else:
         from .training import TrainArguments, train
 
         pretrained = "digits" if recipe.dataset == "digits_mosaic" else None
@@ -168,6 +184,21 @@ def load_or_train_model(recipe: RecipeArguments, seed: int, accelerator) -> str:
                              epochs=recipe.baseline_epochs, output_dir=recipe.baseline_dir, seed=seed,
                              report_split=None))
     return model_path
+
+
+def _check_baseline(recipe: RecipeArguments, report: str, seed: int) -> None:
+    """A baseline found in ``baseline_dir`` is reused only if it was trained on this dataset with these options."""
+    with open(report, encoding="utf-8") as f:
+        tr = json.load(f)
+    wanted = {"dataset": recipe.dataset,
+              "dataset_config": dataset_options(recipe.dataset, recipe.dataset_config, recipe.known_ratio,
+                                                recipe.protocol, seed)}
+    found = {k: tr.get(k) for k in wanted}
+    if found != wanted:
+        differ = "; ".join(f"{k}: trained with {found[k]!r}, asked {wanted[k]!r}" for k in wanted
+                           if found[k] != wanted[k])
+        raise ValueError(f"--baseline_dir {recipe.baseline_dir} holds a baseline trained on other data ({differ}): "
+                         "pass another --baseline_dir (a fresh one is trained there), or remove this one")
 
 
 def load_head(recipe: RecipeArguments, model_path: str, names: list[str]):
@@ -326,7 +357,7 @@ def run(recipe: RecipeArguments, engine_args) -> dict:
 
     from .data import label_arrays
 
-    preflight(recipe)
+    preflight(recipe, engine_args)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     seed = engine_args.seed
     model_path = load_or_train_model(recipe, seed, accelerator)
@@ -364,6 +395,9 @@ def load_data(recipe: RecipeArguments, seed: int, accelerator) -> tuple:
         ds = load_partial_dataset(recipe.dataset, data_dir=recipe.data_dir, **options)
     if recipe.eval_split not in ds:
         raise ValueError(f"--eval_split {recipe.eval_split!r} is not a split of {recipe.dataset} ({list(ds)})")
+    if recipe.selection.startswith("split:") and recipe.selection.split(":", 1)[1] not in ds:
+        raise ValueError(f"--selection {recipe.selection}: {recipe.dataset} has no split "
+                         f"{recipe.selection.split(':', 1)[1]!r} ({list(ds)})")
     return ds, partial_info(ds["train"])["categories"]
 
 

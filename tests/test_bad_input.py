@@ -444,3 +444,42 @@ def test_push_to_hub_without_a_token_is_refused_before_any_compute(tmp_path, mon
     monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
     with pytest.raises(ValueError, match="needs a Hugging Face token"):
         preflight(RecipeArguments(output_dir=str(tmp_path / "o"), cache_dir=str(tmp_path / "c"), push_to_hub=True))
+
+
+def test_recipe_options_that_would_fail_late_are_refused_first(tmp_path):
+    from hf_cft.recipe import EngineArguments, RecipeArguments, preflight
+
+    for bad in ("holdout:abc", "holdout:1.5", "holdout:0"):
+        with pytest.raises(ValueError, match=r"held-out share of the training images must be a number in \(0, 1\)"):
+            RecipeArguments(selection=bad)
+    recipe = RecipeArguments(output_dir=str(tmp_path / "o"), cache_dir=str(tmp_path / "c"))
+    with pytest.raises(ValueError, match="metric"):
+        preflight(recipe, EngineArguments(metric="mAP"))
+    preflight(recipe, EngineArguments())  # the defaults pass
+
+
+def test_a_baseline_trained_on_other_data_is_not_reused(tmp_path):
+    from hf_cft.constants import TRAIN_REPORT_NAME
+    from hf_cft.recipe import RecipeArguments, load_or_train_model
+
+    best = tmp_path / "base" / "best"
+    best.mkdir(parents=True)
+    report = {"dataset": "digits_mosaic", "dataset_config": {"known_ratio": 0.1, "protocol": "uniform", "seed": 0}}
+    (best / TRAIN_REPORT_NAME).write_text(json.dumps(report))
+    same = RecipeArguments(baseline_dir=str(tmp_path / "base"))
+    assert load_or_train_model(same, 0, Accelerator(cpu=True)) == str(best)
+    other = RecipeArguments(baseline_dir=str(tmp_path / "base"), known_ratio=0.5)
+    with pytest.raises(ValueError, match=r"trained on other data \(dataset_config: trained with .*'known_ratio': 0.1"):
+        load_or_train_model(other, 0, Accelerator(cpu=True))
+    with pytest.raises(ValueError, match="trained on other data"):
+        load_or_train_model(same, 1, Accelerator(cpu=True))  # another seed: other simulated labels
+
+
+def test_a_selection_split_the_dataset_lacks_is_named_before_extraction(tmp_path, monkeypatch):
+    from hf_cft.recipe import RecipeArguments, load_data
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    recipe = RecipeArguments(selection="split:valid", dataset_config='{"n_train": 20, "n_test": 5}')
+    with pytest.raises(ValueError, match=r"--selection split:valid: digits_mosaic has no split 'valid' \(\['train', "
+                                         r"'test'\]\)"):
+        load_data(recipe, 0, Accelerator(cpu=True))
