@@ -207,19 +207,20 @@ def selective_weights(probs: torch.Tensor, mask: torch.Tensor, prior: torch.Tens
     """Class-aware selective loss (Ben-Baruch et al., 2022): which unknown entries count as negatives.
 
     An unknown entry is *ignored* when its class's estimated prior exceeds ``prior_threshold`` (the class is
-    common, so an unknown is often a missed positive), or when it is among the ``likelihood_topk`` unknown
-    entries of its class in the batch with the highest predicted probability (likely positives); the other
-    unknown entries are negatives. Known entries always count. Returns a float weight mask.
+    common, so an unknown is often a missed positive). Of the remaining unknown entries (of rare classes), the
+    ``likelihood_topk × B`` with the highest predicted probability over the whole batch (B images × classes,
+    flattened; any number of them may fall in one class) are ignored as likely positives, as in the authors'
+    reference code (PartialLabelingCSL, ``negative_backprop_fun_jit``). The other unknown entries are negatives;
+    known entries always count. Returns a float weight mask.
     """
     unknown = ~mask
     counted = unknown & (prior.view(1, -1) <= prior_threshold)
-    if likelihood_topk > 0 and probs.shape[0] > 0:
-        k = min(likelihood_topk, probs.shape[0])
-        scores = torch.where(unknown, probs.detach(), torch.full_like(probs, -1.0))
-        top = torch.topk(scores, k, dim=0).indices  # k × C
-        likely = torch.zeros_like(unknown)
-        likely.scatter_(0, top, True)
-        counted &= ~likely
+    k = min(likelihood_topk * probs.shape[0], int(counted.sum()))
+    if k > 0:
+        scores = torch.where(counted, probs.detach(), torch.full_like(probs, -1.0)).flatten()
+        likely = torch.zeros_like(counted).flatten()
+        likely[torch.topk(scores, k).indices] = True
+        counted &= ~likely.view_as(counted)
     return (mask | counted).float()
 
 

@@ -20,6 +20,8 @@ import tempfile
 import numpy as np
 import torch
 
+from .atomic import write_atomic
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["PRETRAIN_REPORT_NAME", "pretrain_digits", "single_digit_canvases", "tiny_resnet"]
@@ -73,17 +75,20 @@ def _tensors(pixels: np.ndarray) -> torch.Tensor:
 # long: a self-contained pretraining run (data, loop, atomic save), read top to bottom like a script
 def pretrain_digits(output_dir: str, seed: int = 0, pool_seed: int = 0, n_train: int = 5000, n_val: int = 1000,
                     epochs: int = 3, batch_size: int = 128, learning_rate: float = 3e-3,
-                    show_progress: bool = True) -> dict:
+                    show_progress: bool = True, test_pool_fraction: float = 0.3) -> dict:
     """Train the small ResNet on single-digit classification and save it to ``output_dir`` (atomically).
 
-    Reuses a finished ``output_dir`` (its ``pretrain_report.json``) made with the same settings. Returns the
-    report (validation accuracy on held-out canvases of the training pool).
+    ``pool_seed`` and ``test_pool_fraction`` must be those of the ``digits_mosaic`` dataset trained on later
+    (its ``seed`` and ``test_pool_fraction``): they define its pools, and only its training pool is used. Reuses
+    a finished ``output_dir`` (its ``pretrain_report.json``) made with the same settings. Returns the report
+    (validation accuracy on held-out canvases of the training pool).
     """
     import transformers
     from tqdm.auto import tqdm
 
-    settings = {"seed": seed, "pool_seed": pool_seed, "n_train": n_train, "epochs": epochs,
-                "batch_size": batch_size, "learning_rate": learning_rate, "task": "digits single-digit, train pool"}
+    settings = {"seed": seed, "pool_seed": pool_seed, "test_pool_fraction": test_pool_fraction, "n_train": n_train,
+                "n_val": n_val, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+                "task": "digits single-digit, train pool"}
     report_path = os.path.join(output_dir, PRETRAIN_REPORT_NAME)
     if os.path.exists(report_path):
         with open(report_path, encoding="utf-8") as f:
@@ -91,7 +96,7 @@ def pretrain_digits(output_dir: str, seed: int = 0, pool_seed: int = 0, n_train:
         if done.get("settings") == settings:
             return done
     torch.manual_seed(seed)
-    pixels, targets = single_digit_canvases(n_train + n_val, seed, pool_seed)
+    pixels, targets = single_digit_canvases(n_train + n_val, seed, pool_seed, test_pool_fraction=test_pool_fraction)
     x, y = _tensors(pixels), torch.from_numpy(targets)
     x_fit, y_fit, x_val, y_val = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
     model = tiny_resnet(10, multi_label=False)
@@ -122,8 +127,7 @@ def pretrain_digits(output_dir: str, seed: int = 0, pool_seed: int = 0, n_train:
         model.save_pretrained(tmp, safe_serialization=True)
         transformers.ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, image_mean=MEAN,
                                        image_std=STD).save_pretrained(tmp)
-        with open(os.path.join(tmp, PRETRAIN_REPORT_NAME), "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
+        write_atomic(os.path.join(tmp, PRETRAIN_REPORT_NAME), json.dumps(report, indent=2))
         if os.path.exists(output_dir):
             shutil.rmtree(output_dir)
         os.replace(tmp, output_dir)

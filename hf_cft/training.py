@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .atomic import write_atomic
+from .atomic import atomic_path, write_atomic
 from .constants import PSEUDO_LABELS_NAME, TRAIN_REPORT_NAME, TRAINER_STATE_NAME
 from .losses import (
     assume_negative,
@@ -66,9 +67,12 @@ class TrainArguments:
     delta_rel: float = field(default=0.002, metadata={"help": "LL-R: rejection rate growth per epoch."})
     prior_threshold: float = field(default=0.05, metadata={"help": "Selective: class prior above which unknowns "
                                                                     "are ignored."})
-    likelihood_topk: int = field(default=5, metadata={"help": "Selective: unknowns per class and batch ignored as "
-                                                              "likely positives."})
-    cl_mode: str = field(default="score", metadata={"help": "CL: 'score' (thresholds) or 'positive'."})
+    likelihood_topk: int = field(default=5, metadata={
+        "help": "Selective: K; the K × batch size unknown entries of rare classes with the highest probability in "
+                "the batch (over all its images and classes) are ignored as likely positives."})
+    cl_mode: str = field(default="score", metadata={
+        "help": "CL: 'score' (thresholds) or 'positive'. Pseudo-labels accumulate: each epoch adds labels for "
+                "entries still unknown, earlier ones are kept."})
     cl_threshold_pos: float = field(default=0.95, metadata={"help": "CL: probability for a positive pseudo-label."})
     cl_threshold_neg: float = field(default=0.05, metadata={"help": "CL: probability for a negative pseudo-label."})
     uncertain_policy: str = field(default="u_ignore", metadata={
@@ -118,6 +122,10 @@ class TrainArguments:
                              "(a pretrained backbone, classifier made afresh), not both")
         if self.optimizer not in ("adam", "adamw"):
             raise ValueError(f"`optimizer` must be 'adam' or 'adamw', got {self.optimizer!r}")
+        if self.metric not in ("ap", "auroc"):
+            raise ValueError(f"`metric` must be 'ap' (mAP) or 'auroc' (mAUC), got {self.metric!r}")
+        if self.cl_mode not in ("score", "positive"):
+            raise ValueError(f"`cl_mode` must be 'score' or 'positive', got {self.cl_mode!r}")
 
 
 # -- model and data ------------------------------------------------------------------------------------------
@@ -264,10 +272,11 @@ def train(args: TrainArguments) -> dict:
     if args.with_tracking:
         accelerator.init_trackers("hf_cft_train", config={k: v for k, v in asdict(args).items()
                                                           if isinstance(v, (int, float, str, bool))})
-    lsr_gen = torch.Generator(device=accelerator.device).manual_seed(args.seed)
+    lsr_gen = torch.Generator(device=accelerator.device)
     ran = 0
     for epoch in range(state.epoch + 1, args.epochs + 1):
-        gen.manual_seed(args.seed * 1000 + epoch)  # the shuffle of an epoch does not depend on resuming
+        gen.manual_seed(args.seed * 1000 + epoch)  # the shuffle of an epoch does not depend on resuming,
+        lsr_gen.manual_seed(args.seed * 1000 + epoch)  # nor do its U-LSR soft labels
         loss = train_epoch(args, accelerator, model, optimizer, scheduler, ema, train_loader, state, epoch, lsr_gen)
         eval_model = ema.module if ema is not None else model
         if args.method in ("cl", "selective"):
@@ -347,11 +356,15 @@ def pretrain_backbone(args: TrainArguments, accelerator, data: TrainData) -> Tra
         return args
     if args.dataset != "digits_mosaic":
         raise ValueError("--init_from digits pretrains on the embedded digits: use it with digits_mosaic")
+    from .data.digits import DigitsMosaicConfig
     from .pretrain import pretrain_digits
 
     folder = os.path.join(args.output_dir, "pretrained-digits")
     with accelerator.main_process_first():  # the others then find it finished
+        # the dataset's own pools (seed and test share), so that no digit of its test pool is pretrained on
         pretrain_digits(folder, seed=args.seed, pool_seed=data.dataset_config.get("seed", args.seed),
+                        test_pool_fraction=data.dataset_config.get("test_pool_fraction",
+                                                                   DigitsMosaicConfig.test_pool_fraction),
                         show_progress=accelerator.is_local_main_process)
     return dataclasses.replace(args, init_from=folder)
 
@@ -392,11 +405,13 @@ def build_schedule(args: TrainArguments, accelerator, model, optimizer, n_batche
 
 
 def initial_state(data: TrainData) -> TrainState:
-    """Epoch 0: the given labels as CL pseudo-labels and their known positive share as the Selective prior."""
-    labels, mask = data.labels, data.mask
+    """Epoch 0: the given labels as CL pseudo-labels and, as the Selective prior, their known positive share over
+    the rows trained on (``fit_rows``; all rows when unset), never the held-out validation rows."""
+    rows = data.fit_rows if data.fit_rows is not None else slice(None)
+    labels, mask = data.labels[rows], data.mask[rows]
     prior = torch.from_numpy(np.where(mask, labels, 0).sum(0) / np.maximum(mask.sum(0), 1)).float()
-    return TrainState(0, None, None, [], {"labels": torch.from_numpy(labels.copy()),
-                                          "mask": torch.from_numpy(mask.copy())}, prior)
+    return TrainState(0, None, None, [], {"labels": torch.from_numpy(data.labels.copy()),
+                                          "mask": torch.from_numpy(data.mask.copy())}, prior)
 
 
 def resume(args: TrainArguments, accelerator, state: TrainState) -> TrainState:
@@ -406,11 +421,10 @@ def resume(args: TrainArguments, accelerator, state: TrainState) -> TrainState:
     path = args.resume_from_checkpoint
     if path == "latest":
         root = os.path.join(args.output_dir, CHECKPOINTS)
-        done = sorted((d for d in os.listdir(root) if d.startswith("epoch_")),
-                      key=lambda d: int(d.split("_")[1])) if os.path.isdir(root) else []
+        done = complete_checkpoints(root)
         if not done:
-            raise FileNotFoundError(f"no checkpoint in {root} to resume from")
-        path = os.path.join(root, done[-1])
+            raise FileNotFoundError(f"no checkpoint in {root} to resume from (incomplete ones are skipped)")
+        path = done[-1]
     accelerator.load_state(path)
     with open(os.path.join(path, TRAINER_STATE_NAME), encoding="utf-8") as f:
         progress = json.load(f)
@@ -418,6 +432,17 @@ def resume(args: TrainArguments, accelerator, state: TrainState) -> TrainState:
     accelerator.print(f"resumed from {path} (epoch {progress['epoch']})")
     return TrainState(progress["epoch"], progress["best_score"], progress["best_epoch"], progress["history"],
                       {"labels": extra["labels"], "mask": extra["mask"]}, extra["prior"])
+
+
+def complete_checkpoints(root: str) -> list[str]:
+    """The complete ``<root>/epoch_<n>`` folders, oldest first: a ``.tmp`` (a save killed half-way) is skipped,
+    and so is a folder without its trainer state files."""
+    if not os.path.isdir(root):
+        return []
+    epochs = sorted(int(m.group(1)) for d in os.listdir(root) if (m := re.fullmatch(r"epoch_(\d+)", d)))
+    paths = [os.path.join(root, f"epoch_{n}") for n in epochs]
+    return [p for p in paths if all(os.path.isfile(os.path.join(p, f)) for f in (TRAINER_STATE_NAME,
+                                                                                   PSEUDO_LABELS_NAME))]
 
 
 def method_loss(args: TrainArguments, logits: torch.Tensor, batch: dict, epoch: int, state: TrainState,
@@ -454,7 +479,7 @@ def method_loss(args: TrainArguments, logits: torch.Tensor, batch: dict, epoch: 
 
 def train_epoch(args: TrainArguments, accelerator, model, optimizer, scheduler, ema, loader, state: TrainState,
                 epoch: int, lsr_gen: torch.Generator) -> float:
-    """One pass over the training loader; the mean batch loss."""
+    """One pass over the training loader; the mean batch loss, averaged over the processes."""
     model.train()
     bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_local_main_process)
     total = 0.0
@@ -469,9 +494,11 @@ def train_epoch(args: TrainArguments, accelerator, model, optimizer, scheduler, 
             optimizer.zero_grad(set_to_none=True)
             if ema is not None and accelerator.sync_gradients:
                 ema.update_parameters(accelerator.unwrap_model(model))
-            total += float(loss)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
-    return total / max(1, len(loader))
+            value = float(loss.detach())
+            total += value
+            bar.set_postfix(loss=f"{value:.3f}")
+    mean = torch.tensor(total / max(1, len(loader)), dtype=torch.float32, device=accelerator.device)
+    return float(accelerator.reduce(mean, reduction="mean"))  # every process's shard, not the main one's only
 
 
 def evaluate_loader(accelerator, loader, model) -> dict:
@@ -507,14 +534,28 @@ def validate(args: TrainArguments, accelerator, model, loader, state: TrainState
 
 
 def checkpoint(accelerator, state: TrainState, root: str) -> str:
-    """Save accelerate's state and ours as ``<root>/epoch_<n>``; every process waits for it. Returns the path."""
+    """Save accelerate's state and ours as ``<root>/epoch_<n>``, atomically; every process waits for it.
+
+    Everything is written to ``epoch_<n>.tmp``; once every process has written its part, the main process moves
+    it in place (:func:`hf_cft.hub.swap_in`). A kill at any point leaves no incomplete ``epoch_<n>``, so
+    ``--resume_from_checkpoint latest`` resumes from the last complete epoch. Returns the path.
+    """
+    from .hub import recover_model_dir, swap_in
+
     path = os.path.join(root, f"epoch_{state.epoch}")
-    accelerator.save_state(path)
+    tmp = path + ".tmp"
     if accelerator.is_main_process:
-        with open(os.path.join(path, TRAINER_STATE_NAME), "w", encoding="utf-8") as f:
-            json.dump(state.progress(), f)
-        save_file({"labels": state.pseudo["labels"].contiguous(), "mask": state.pseudo["mask"].contiguous(),
-                   "prior": state.prior.contiguous()}, os.path.join(path, PSEUDO_LABELS_NAME))
+        recover_model_dir(path)  # what a killed save left: a stale .tmp removed, an .old moved back
+    accelerator.wait_for_everyone()
+    accelerator.save_state(tmp)
+    if accelerator.is_main_process:
+        write_atomic(os.path.join(tmp, TRAINER_STATE_NAME), json.dumps(state.progress()))
+        with atomic_path(os.path.join(tmp, PSEUDO_LABELS_NAME)) as f:
+            save_file({"labels": state.pseudo["labels"].contiguous(), "mask": state.pseudo["mask"].contiguous(),
+                       "prior": state.prior.contiguous()}, f)
+    accelerator.wait_for_everyone()  # every process's part (its random states) is in the folder
+    if accelerator.is_main_process:
+        swap_in(tmp, path)
     accelerator.wait_for_everyone()
     return path
 
@@ -560,7 +601,11 @@ def push_best(args: TrainArguments) -> None:
 
 @torch.no_grad()
 def _refresh(args, accelerator, model, train_ds, fit_rows, size, mean, std, pseudo, prior, labels, mask):
-    """After an epoch: CL pseudo-labels from the model's scores; the Selective class prior from its mean score."""
+    """After an epoch: CL pseudo-labels from the model's scores; the Selective class prior from its mean score.
+
+    CL's pseudo-labels accumulate, as Curriculum Labeling (Durand et al., 2019) adds labels over its rounds:
+    entries still unknown may get one, those given one in an earlier epoch (and the known ones) keep theirs.
+    """
     data = _Split(train_ds, fit_rows, _transforms(size, mean, std, False, False), labels, mask, np.zeros_like(mask))
     loader = accelerator.prepare(torch.utils.data.DataLoader(data, batch_size=args.batch_size))
     model.eval()
@@ -571,7 +616,7 @@ def _refresh(args, accelerator, model, train_ds, fit_rows, size, mean, std, pseu
         probs.append(p.cpu()), idxs.append(i.cpu())
     p, idx = torch.cat(probs), torch.cat(idxs)
     if args.method == "cl":
-        y0, m0 = torch.from_numpy(labels[idx.numpy()]), torch.from_numpy(mask[idx.numpy()])
+        y0, m0 = pseudo["labels"][idx], pseudo["mask"][idx]  # the known labels and every earlier pseudo-label
         new_y, new_m = curriculum_pseudo_labels(p, y0, m0, args.cl_mode, args.cl_threshold_pos, args.cl_threshold_neg)
         pseudo["labels"][idx] = new_y
         pseudo["mask"][idx] = new_m

@@ -141,6 +141,181 @@ def test_initial_state_checkpoint_and_resume_round_trip(tmp_path):
         T.resume(TrainArguments(output_dir=str(tmp_path / "none"), resume_from_checkpoint="latest"), acc, state)
 
 
+
+def test_selective_prior_is_the_known_positive_share_of_the_fit_rows_only():
+    data = _data(n=40)
+    data.fit_rows, data.val_rows = np.arange(0, 30), np.arange(30, 40)
+    data.labels[30:] = 1.0  # the held-out validation rows: all known positives
+    data.mask[30:] = True
+    fit = data.labels[:30], data.mask[:30]
+    expected = np.where(fit[1], fit[0], 0).sum(0) / fit[1].sum(0)
+    state = T.initial_state(data)
+    torch.testing.assert_close(state.prior, torch.from_numpy(expected).float())
+    assert state.pseudo["mask"].shape == (40, 3)  # CL's pseudo-labels still cover every row (by image index)
+
+
+def test_a_kill_while_checkpointing_leaves_the_previous_epoch_to_resume_from(tmp_path, monkeypatch):
+    data = _data()
+    state = T.initial_state(data)
+    acc = _Accelerator()
+    root = tmp_path / "checkpoints"
+    state.epoch, state.history = 1, [{"epoch": 1, "loss": 1.0}]
+    T.checkpoint(acc, state, str(root))
+    real_save = T.save_file
+
+    def killed(*a, **kw):  # dies after accelerate's state and trainer_state.json, before the pseudo-labels
+        raise KeyboardInterrupt("killed")
+
+    state.epoch, state.history = 2, [*state.history, {"epoch": 2, "loss": 0.5}]
+    monkeypatch.setattr(T, "save_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        T.checkpoint(acc, state, str(root))
+    monkeypatch.setattr(T, "save_file", real_save)
+    assert not (root / "epoch_2").exists()  # only a .tmp, never an incomplete epoch_2
+    os.makedirs(root / "epoch_3")  # an incomplete folder of an older layout: no state files
+    (root / "epoch_3" / T.TRAINER_STATE_NAME).write_text("")
+    args = TrainArguments(output_dir=str(tmp_path), resume_from_checkpoint="latest")
+    back = T.resume(args, acc, T.initial_state(data))
+    assert acc.loaded == [str(root / "epoch_1")] and back.epoch == 1 and back.history == [{"epoch": 1, "loss": 1.0}]
+    T.checkpoint(acc, state, str(root))  # the rerun epoch 2 replaces the stale .tmp
+    assert sorted(os.listdir(root)) == ["epoch_1", "epoch_2", "epoch_3"]
+    assert T.complete_checkpoints(str(root)) == [str(root / "epoch_1"), str(root / "epoch_2")]
+    assert json.loads((root / "epoch_2" / T.TRAINER_STATE_NAME).read_text())["epoch"] == 2
+
+
+class _Processes:
+    """The accelerate calls of train_epoch and _refresh in one process; reduce averages with another process."""
+
+    is_main_process = is_local_main_process = False
+    sync_gradients = True
+    device = torch.device("cpu")
+
+    def __init__(self, other_loss=None):
+        self.other_loss, self.reduced = other_loss, []
+
+    def accumulate(self, model):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def backward(self, loss):
+        loss.backward()
+
+    def reduce(self, t, reduction="sum"):
+        assert reduction == "mean"
+        self.reduced.append(float(t))
+        return (t + self.other_loss) / 2
+
+    def prepare(self, x):
+        return x
+
+    def gather_for_metrics(self, x):
+        return x
+
+
+def test_train_epoch_records_the_loss_averaged_over_processes():
+    data = _data(n=24)
+    state = T.initial_state(data)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    batches = [dict(_batch(data, rows), pixel_values=torch.randn(len(rows), 3, 2, 2))
+               for rows in (range(0, 8), range(8, 16), range(16, 24))]
+    args = TrainArguments(method="ignore", epochs=1)
+    with torch.no_grad():
+        local = np.mean([float(T.method_loss(args, model(b["pixel_values"]), b, 1, state)) for b in batches])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # the model stays as it is: the local mean is known
+    acc = _Processes(other_loss=5.0)
+    loss = T.train_epoch(args, acc, model, optimizer, None, None, batches, state, 1, torch.Generator())
+    np.testing.assert_allclose(acc.reduced, [local], rtol=1e-5)
+    np.testing.assert_allclose(loss, (local + 5.0) / 2, rtol=1e-5)  # not the main process's own shard
+
+
+class _RowModel(torch.nn.Module):
+    """Probabilities per image row read from the image (its gray level is the row), set per round in ``probs``."""
+
+    def __init__(self, probs):
+        super().__init__()
+        self.probs = probs
+
+    def forward(self, x):
+        rows = torch.round((x[:, 0, 0, 0] * 0.5 + 0.5) * 255).long()
+        return torch.logit(self.probs[rows])
+
+
+def test_cl_pseudo_labels_accumulate_over_epochs():
+    from PIL import Image
+
+    n, c = 4, 2
+    images = [{"image": Image.new("L", (4, 4), color=r)} for r in range(n)]
+    labels = np.zeros((n, c), dtype=np.float32)
+    mask = np.zeros((n, c), dtype=bool)
+    mask[3] = True
+    labels[3, 0] = 1.0  # a known positive that the model scores low: never replaced
+    data = TrainData(ds={"train": images}, names=["a", "b"], labels=labels, mask=mask, uncertain=np.zeros_like(mask),
+                     dataset_config={})
+    state = T.initial_state(data)
+    args = TrainArguments(method="cl", batch_size=2, cl_threshold_pos=0.9, cl_threshold_neg=0.1)
+    fit_rows = np.arange(n)
+
+    def refresh(probs):
+        T._refresh(args, _Processes(), _RowModel(torch.tensor(probs)), images, fit_rows, 4, [0.5] * 3, [0.5] * 3,
+                   state.pseudo, state.prior, labels, mask)
+
+    refresh([[0.95, 0.5], [0.5, 0.05], [0.5, 0.5], [0.01, 0.5]])  # round 1: (0, a) positive, (1, b) negative
+    assert state.pseudo["mask"].tolist() == [[True, False], [False, True], [False, False], [True, True]]
+    refresh([[0.5, 0.5], [0.5, 0.5], [0.97, 0.5], [0.01, 0.5]])  # round 2: scores drift back, (2, a) added
+    assert state.pseudo["mask"].tolist() == [[True, False], [False, True], [True, False], [True, True]]
+    assert state.pseudo["labels"].tolist() == [[1.0, 0.0], [0.0, 0.0], [1.0, 0.0], [1.0, 0.0]]
+    refresh([[0.02, 0.5], [0.99, 0.5], [0.5, 0.5], [0.5, 0.5]])  # a pseudo-label, once given, is not revised
+    assert state.pseudo["labels"][0, 0] == 1.0 and state.pseudo["labels"][1, 0] == 1.0
+
+
+class _OneProcess:
+    is_local_main_process = True
+
+    def main_process_first(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def test_digit_pretraining_uses_the_datasets_own_pools(tmp_path, monkeypatch):
+    import hf_cft.pretrain as P
+
+    calls = []
+    monkeypatch.setattr(P, "pretrain_digits", lambda folder, **kw: calls.append(kw))
+    for config, fraction in (({"seed": 3, "test_pool_fraction": 0.5}, 0.5), ({"seed": 3}, 0.3)):
+        data = dict(_data().__dict__, dataset_config=config)
+        args = TrainArguments(init_from="digits", output_dir=str(tmp_path), seed=1)
+        out = T.pretrain_backbone(args, _OneProcess(), TrainData(**data))
+        assert out.init_from == str(tmp_path / "pretrained-digits")
+        assert calls[-1]["pool_seed"] == 3 and calls[-1]["test_pool_fraction"] == fraction
+
+
+def test_pretrain_digits_draws_from_the_training_pool_of_its_fraction_and_caches_by_it(tmp_path, monkeypatch):
+    import hf_cft.pretrain as P
+    from hf_cft.data.digits import digit_pools
+
+    real, fractions = P.single_digit_canvases, []
+
+    def recorded(n, seed, pool_seed=0, grid=3, test_pool_fraction=0.3):
+        fractions.append(test_pool_fraction)
+        return real(n, seed, pool_seed, grid, test_pool_fraction)
+
+    monkeypatch.setattr(P, "single_digit_canvases", recorded)
+    small = dict(n_train=16, n_val=8, epochs=1, batch_size=8, show_progress=False)
+    out = str(tmp_path / "pre")
+    report = P.pretrain_digits(out, pool_seed=0, test_pool_fraction=0.5, **small)
+    assert fractions == [0.5] and report["settings"]["test_pool_fraction"] == 0.5
+    P.pretrain_digits(out, pool_seed=0, test_pool_fraction=0.5, **small)
+    assert fractions == [0.5]  # reused: same settings
+    P.pretrain_digits(out, pool_seed=0, test_pool_fraction=0.3, **small)
+    assert fractions == [0.5, 0.3]  # another pool: not reused
+    # the pools that fraction makes: a larger test share takes digits the default training pool holds
+    test_half = set(digit_pools(0, 0.5)[2]["test"])
+    assert test_half & set(digit_pools(0)[2]["train"]) and not test_half & set(digit_pools(0, 0.5)[2]["train"])
+
+
 def test_build_optimizer_keeps_biases_and_norms_free_of_weight_decay():
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
     opt = T.build_optimizer(TrainArguments(optimizer="adamw", weight_decay=0.1, learning_rate=0.01), model)

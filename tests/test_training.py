@@ -65,12 +65,26 @@ def test_ll_r_rejects_the_largest_unknown_losses_growing_per_epoch():
 
 
 def test_selective_ignores_common_classes_and_likely_positives():
-    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.1, 0.05], [0.3, 0.02]])
-    mask = torch.tensor([[False, False], [False, False], [True, False], [False, False]])
-    prior = torch.tensor([0.01, 0.5])  # class 1 is common: its unknowns are ignored
+    probs = torch.tensor([[0.6, 0.5, 0.99], [0.95, 0.1, 0.98]])
+    mask = torch.tensor([[False, False, False], [True, False, False]])
+    prior = torch.tensor([0.01, 0.02, 0.5])  # class 2 is common: its unknowns are ignored
     w = selective_weights(probs, mask, prior, prior_threshold=0.05, likelihood_topk=1)
-    assert w[:, 1].tolist() == [0.0, 0.0, 0.0, 0.0]
-    assert w[:, 0].tolist() == [0.0, 1.0, 1.0, 1.0]  # row 0: the likeliest unknown of class 0 is ignored
+    # K × B = 2 likeliest unknowns of the rare classes are ignored; the known entry (0.95) and the common class's
+    # unknowns (0.99, 0.98) take no slot, so the third rare unknown (0.1) is the only negative
+    assert w.tolist() == [[0.0, 0.0, 0.0], [1.0, 1.0, 0.0]]
+
+
+def test_selective_picks_likely_positives_over_the_whole_batch_not_per_class():
+    # the reviewer's case: 4 images × 3 rare classes, all unknown, K = 1. Class 0 is full of likely positives,
+    # the others hold confident negatives only: the reference (PartialLabelingCSL, negative_backprop_fun_jit)
+    # ignores the K × B = 4 likeliest entries of the flattened batch, all of class 0
+    probs = torch.tensor([[0.90, 0.01, 0.02], [0.85, 0.02, 0.01], [0.80, 0.01, 0.03], [0.70, 0.02, 0.01]])
+    mask = torch.zeros(4, 3, dtype=torch.bool)
+    w = selective_weights(probs, mask, torch.full((3,), 0.01), prior_threshold=0.05, likelihood_topk=1)
+    assert w.tolist() == [[0.0, 1.0, 1.0]] * 4
+    w2 = selective_weights(probs, mask, torch.full((3,), 0.01), prior_threshold=0.05, likelihood_topk=2)
+    assert int((w2 == 0).sum()) == 8 and (w2[:, 0] == 0).all()  # 2 × 4: class 0 and the next likeliest four
+    assert selective_weights(probs, mask, torch.full((3,), 0.01), likelihood_topk=0).eq(1).all()
 
 
 def test_u_lsr_soft_labels_in_range():
@@ -138,6 +152,11 @@ def test_bad_arguments_are_refused():
         TrainArguments(method="magic")
     with pytest.raises(ValueError, match="uncertain_policy"):
         TrainArguments(uncertain_policy="u_maybe")
+    with pytest.raises(ValueError, match="metric"):
+        TrainArguments(metric="map")  # once silently chose the epoch by mAUC
+    with pytest.raises(ValueError, match="cl_mode"):
+        TrainArguments(method="cl", cl_mode="scores")
+    assert TrainArguments(metric="auroc", cl_mode="positive").metric == "auroc"
     np.testing.assert_equal(TrainArguments().val_fraction, 0.1)
 
 
@@ -231,3 +250,49 @@ def test_trainer_saves_the_preprocessing_it_evaluated_with(tmp_path):
     wrapped = transformers.AutoModelForImageClassification.from_pretrained(str(tmp_path / "timm"))
     assert wrapped.config.id2label == {0: "a", 1: "b", 2: "c"}
     assert wrapped.config.problem_type == "multi_label_classification"
+
+
+def test_a_kill_while_checkpointing_resumes_from_the_last_complete_epoch_exactly_with_u_lsr(tmp_path, monkeypatch):
+    """A run killed while writing epoch 2's checkpoint resumes from epoch 1 and ends with the weights of an
+    uninterrupted run, U-LSR soft labels included (their generator is seeded per epoch, like the shuffle)."""
+    from safetensors.torch import load_file
+
+    from hf_cft import training as T
+
+    real_load = T.load_training_data
+
+    def with_uncertain(args, accelerator):  # CheXpert-like uncertain entries on the digits
+        data = real_load(args, accelerator)
+        data.uncertain = ~data.mask & (np.random.default_rng(0).random(data.mask.shape) < 0.3)
+        return data
+
+    monkeypatch.setattr(T, "load_training_data", with_uncertain)
+
+    def args(out, **kw):
+        return T.TrainArguments(output_dir=str(tmp_path / out), max_train_samples=64, batch_size=32, epochs=2,
+                                dataset_config='{"n_train": 80, "n_test": 10}', method="ignore",
+                                uncertain_policy="u_lsr", report_split=None, cpu=True, **kw)
+
+    T.train(args("full"))
+    real_save, calls = T.save_file, []
+
+    def killed_at_the_second(tensors, path, *a, **kw):  # epoch 2: after save_state and trainer_state.json
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed while checkpointing epoch 2")
+        return real_save(tensors, path, *a, **kw)
+
+    monkeypatch.setattr(T, "save_file", killed_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(args("cut"))
+    monkeypatch.setattr(T, "save_file", real_save)
+    ckpts = tmp_path / "cut" / T.CHECKPOINTS
+    assert not (ckpts / "epoch_2").exists() and (ckpts / "epoch_1" / T.TRAINER_STATE_NAME).is_file()
+    report = T.train(args("cut", resume_from_checkpoint="latest"))
+    assert [h["epoch"] for h in report["history"]] == [1, 2]
+    assert sorted(os.listdir(ckpts)) == ["epoch_1", "epoch_2"]  # the half-written folder is gone
+    a = load_file(tmp_path / "full" / T.CHECKPOINTS / "epoch_2" / "model.safetensors")
+    b = load_file(ckpts / "epoch_2" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
