@@ -1,11 +1,12 @@
 """Feature extraction under accelerate into a memory-mapped, resumable on-disk cache.
 
-The cache of one (backbone weights, dataset, preprocessing, dtype) lives in ``<cache_dir>/<key>/``:
-``features.npy`` (an N×d ``.npy`` written through a memory map, fp32 or fp16) and ``progress.json`` (rows done
-and a CRC-32 of every finished chunk, rewritten atomically after each). An interrupted extraction resumes at
-the first unfinished chunk; a different model, dataset or preprocessing gets another key, so a stale cache is
-never reused. Before a cache is reused its header, size and (with ``verify``) chunk checksums are checked: a
-truncated or damaged file is re-extracted from the first bad row, with a warning, never read as garbage.
+The cache of one (backbone weights and configuration, dataset and image column, preprocessing, dtype) lives in
+``<cache_dir>/<key>/``: ``features.npy`` (an N×d ``.npy`` written through a memory map, fp32 or fp16) and
+``progress.json`` (rows done and a CRC-32 of every finished chunk, rewritten atomically after each). An
+interrupted extraction resumes at the first unfinished chunk; a different model (weights or settings such as
+its pooling), dataset, image column or preprocessing gets another key, so a stale cache is never reused. Before
+a cache is reused its header, size and (with ``verify``) chunk checksums are checked: a truncated or damaged
+file is re-extracted from the first bad row, with a warning, never read as garbage.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .atomic import write_atomic
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FeatureCache", "extract_features", "model_fingerprint", "preprocessing_of"]
+__all__ = ["FeatureCache", "config_fingerprint", "extract_features", "model_fingerprint", "preprocessing_of"]
 
 FEATURES_NAME = "features.npy"
 PROGRESS_NAME = "progress.json"
@@ -55,6 +56,42 @@ def model_fingerprint(model: torch.nn.Module, exclude: tuple[str, ...] = ()) -> 
         h.update(f"{name}:{t.numel()}:{t.dtype}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+# what a configuration says about labels, provenance or versions, not about the features
+_LABEL_AND_SOURCE_KEYS = frozenset({
+    "id2label", "label2id", "num_labels", "num_classes", "label_names", "label_offset", "problem_type",
+    "architectures", "transformers_version", "dtype", "torch_dtype", "name_or_path",
+    "file", "source", "url", "hf_hub_id", "hf_hub_filename", "hf_hub_revision", "tag", "license", "origin_url",
+    "paper_ids", "paper_name", "notes", "description",
+})
+_SIMPLE = (bool, int, float, str, type(None))
+
+
+def _feature_relevant(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if not k.startswith("_") and k not in _LABEL_AND_SOURCE_KEYS}
+
+
+def config_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 of how ``model`` was built, beyond its weights: what changes its features with the same weights.
+
+    It covers a transformers config (``config.to_dict()``), a timm ``pretrained_cfg`` and every module's plain
+    settings (ints, floats, strings, bools, e.g. timm's ``global_pool`` or a pooling layer's ``pool_type``), less
+    the label names, label count and provenance, so that a calibrated model saved with other labels keeps its cache.
+    """
+    parts: dict[str, object] = {}
+    cfg = getattr(model, "config", None)
+    if hasattr(cfg, "to_dict"):
+        parts["config"] = _feature_relevant(cfg.to_dict())
+    for name, mod in model.named_modules():
+        pretrained = getattr(mod, "pretrained_cfg", None)
+        if isinstance(pretrained, dict):
+            parts[f"{name}:pretrained_cfg"] = _feature_relevant(pretrained)
+        settings = {k: v for k, v in vars(mod).items() if isinstance(v, _SIMPLE) or (
+            isinstance(v, (tuple, list)) and all(isinstance(i, _SIMPLE) for i in v))}
+        settings = _feature_relevant({k: v for k, v in settings.items() if k != "training"})
+        parts[f"{name}:{type(mod).__name__}"] = settings
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def preprocessing_of(head, image_processor=None, transform=None) -> tuple[Callable, str]:
@@ -120,8 +157,8 @@ def extract_features(
         raise ValueError("`dataset` must be a datasets.Dataset (its fingerprint keys the cache)")
     key = hashlib.sha256("|".join([
         # the classifier inputs do not depend on the head's rows: a calibrated model reuses the cache
-        model_fingerprint(head.model, exclude=head.spec.paths),
-        fingerprint, transform_id or desc, dtype, str(len(dataset)),
+        model_fingerprint(head.model, exclude=head.spec.paths), config_fingerprint(head.model),
+        fingerprint, f"column={image_column}", transform_id or desc, dtype, str(len(dataset)),
     ]).encode()).hexdigest()[:24]
     folder = os.path.join(cache_dir, key)
     path = os.path.join(folder, FEATURES_NAME)

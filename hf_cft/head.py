@@ -30,10 +30,28 @@ __all__ = ["GAINS_PLOT_NAME", "CFTHead", "HeadSpec", "find_head", "recover_model
 
 @dataclass
 class HeadSpec:
-    """Where the logits come from: one linear layer, or DeiT's two averaged heads."""
+    """Where the logits come from: one linear layer, or two heads whose outputs are averaged.
+
+    ``kind``: ``"linear"`` (one layer); ``"average"`` (DeiT's distilled heads: logits are the mean of two
+    linear layers that read different inputs; the features are both inputs side by side); ``"shared"`` (the
+    mean of two linear layers that read the same input; the features are that input and both layers get the
+    same rows).
+    """
 
     paths: tuple[str, ...]
-    kind: str = "linear"  # "linear" | "average"
+    kind: str = "linear"  # "linear" | "average" | "shared"
+
+
+# timm classes whose eval-mode logits are (head(x1) + head_dist(x2)) / 2, and whether x1 is x2
+_TIMM_TWO_HEADS = {
+    "VisionTransformerDistilled": "average",  # class and distillation tokens
+    "PoolingVisionTransformer": "average",  # PiT distilled: the same two tokens
+    "LevitDistilled": "average",  # a BatchNorm before each linear: different inputs
+    "RepVit": "average",  # likewise
+    "EfficientFormer": "shared",
+    "EfficientFormerV2": "shared",
+    "SwiftFormer": "shared",
+}
 
 
 def _get(model: nn.Module, path: str) -> nn.Module:
@@ -47,12 +65,7 @@ def _is_timm(model: nn.Module) -> bool:
 def find_head(model: nn.Module) -> HeadSpec:
     """The module path(s) of the layer that produces the logits; a clear error for any other head shape."""
     if _is_timm(model):
-        name = model.pretrained_cfg.get("classifier") or "fc"
-        path = name if isinstance(name, str) else name[0]
-        mod = _get(model, path)
-        if isinstance(mod, nn.Linear):
-            return HeadSpec((path,))
-        raise ValueError(f"timm model head `{path}` is a {type(mod).__name__}, not nn.Linear; CFT needs a linear head")
+        return _timm_head(model)
     if hasattr(model, "timm_model"):  # transformers' TimmWrapperForImageClassification
         inner = find_head(model.timm_model)
         return HeadSpec(tuple(f"timm_model.{p}" for p in inner.paths), inner.kind)
@@ -80,6 +93,42 @@ def find_head(model: nn.Module) -> HeadSpec:
         )
     raise ValueError(f"no linear logits layer found in {type(model).__name__} (looked for classifier, classifier[-1], "
                      "head, fc, timm's pretrained_cfg['classifier']); CFT needs a linear head")
+
+
+def _present(model: nn.Module, path: str) -> bool:
+    try:
+        return model.get_submodule(path) is not None
+    except AttributeError:
+        return False
+
+
+def _timm_head(model: nn.Module) -> HeadSpec:
+    """The head of a timm model from ``pretrained_cfg["classifier"]``: one path, or two (distilled models)."""
+    name = model.pretrained_cfg.get("classifier") or "fc"
+    paths = (name,) if isinstance(name, str) else tuple(name)
+    present = tuple(p for p in paths if _present(model, p))  # a model built without distillation lacks head_dist
+    if not present:
+        raise ValueError(f"timm model {type(model).__name__} has none of its classifier modules {list(paths)}")
+    for p in present:
+        mod = _get(model, p)
+        if not isinstance(mod, nn.Linear):
+            raise ValueError(f"timm model head `{p}` is a {type(mod).__name__}, not nn.Linear; CFT needs a linear "
+                             "head")
+    if len(present) == 1:
+        return HeadSpec(present)
+    kind = _TIMM_TWO_HEADS.get(type(model).__name__)
+    if kind is None or len(present) != 2:
+        raise ValueError(
+            f"timm model {type(model).__name__} has {len(present)} classifier heads {list(present)}; CFT supports "
+            f"two averaged heads only for {sorted(_TIMM_TWO_HEADS)}, whose logits are known to be their mean: fitting "
+            "the rows of one head would leave the others unchanged and the saved model's logits would differ from "
+            "the fitted ones"
+        )
+    if kind == "shared":
+        a, b = (_get(model, p) for p in present)
+        if a.in_features != b.in_features or (a.bias is None) != (b.bias is None):
+            raise ValueError(f"the two heads {list(present)} of {type(model).__name__} differ in shape")
+    return HeadSpec(present, kind)
 
 
 class CFTHead:
@@ -114,6 +163,8 @@ class CFTHead:
         mods = self._linears()
         if self.spec.kind == "average":
             return torch.cat([m.weight.detach().float().cpu() / len(mods) for m in mods], dim=1)
+        if self.spec.kind == "shared":
+            return sum(m.weight.detach().float().cpu() for m in mods) / len(mods)
         return mods[0].weight.detach().float().cpu().clone()
 
     @property
@@ -122,7 +173,7 @@ class CFTHead:
         mods = self._linears()
         biases = [m.bias.detach().float().cpu() if m.bias is not None else torch.zeros(m.out_features)
                   for m in mods]
-        return sum(biases) / len(biases) if self.spec.kind == "average" else biases[0].clone()
+        return sum(biases) / len(biases) if self.spec.kind in ("average", "shared") else biases[0].clone()
 
     @torch.no_grad()
     def set_rows(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
@@ -132,6 +183,14 @@ class CFTHead:
             raise ValueError(f"expected weight {self.num_labels}×{self.hidden_size} and bias {self.num_labels}, got "
                              f"{tuple(weight.shape)} and {tuple(bias.shape)}")
         mods = self._linears()
+        if self.spec.kind == "shared":  # both heads get the rows: their mean is the rows
+            for m in mods:
+                m.weight.copy_(weight.to(m.weight))
+                if m.bias is not None:
+                    m.bias.copy_(bias.to(m.bias))
+                elif bool((bias != 0).any()):
+                    raise ValueError("the heads have no bias parameter; a non-zero bias cannot be written")
+            return
         if self.spec.kind == "average":
             k = len(mods)
             start = 0
@@ -140,7 +199,7 @@ class CFTHead:
                 m.weight.copy_((weight[:, start:start + d] * k).to(m.weight))
                 start += d
                 if m.bias is None:
-                    raise ValueError("DeiT heads without bias cannot take a new bias")
+                    raise ValueError("averaged heads without bias cannot take a new bias")
                 m.bias.copy_(bias.to(m.bias))
             return
         m = mods[0]
@@ -165,8 +224,8 @@ class CFTHead:
     def forward_with_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(features, logits)`` of a batch; ``features @ weight.T + bias == logits``."""
         captured: list[torch.Tensor] = []
-        hooks = [m.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
-                 for m in self._linears()]
+        mods = self._linears()[:1] if self.spec.kind == "shared" else self._linears()  # "shared": one input
+        hooks = [m.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach())) for m in mods]
         try:
             out = self.model(pixel_values)
         finally:
@@ -348,8 +407,9 @@ class CFTHead:
         (``README.md``) are written beside it. The card says what :attr:`card_data` holds, updated by
         ``card_fields`` (``repo_id``, ``base_model``, ``dataset_name``, ``tags``, ``evaluation`` as
         ``{split: self.evaluate(...)}``, ``selection_on_eval``) or replaced by ``card_data``. Everything is
-        written to a temporary folder beside ``directory`` and renamed into place, so a crash never leaves a
-        half-written model. ``extra_files`` maps file names to contents.
+        written to ``<directory>.tmp`` first, then each file is moved into ``directory``: its other files and
+        subfolders are kept, and a crash never leaves a half-written file. ``category_names`` must name every
+        label once; the in-memory model is not changed. ``extra_files`` maps file names to contents.
         """
         from .hub import save_pretrained
 

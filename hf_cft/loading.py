@@ -22,24 +22,32 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["library_of", "load_classifier", "read_calibration"]
 
-_OLD = ".old"  # beside a model folder while it is replaced (hf_cft.hub.swap_in)
-
-
 def load_classifier(name_or_path: str, library: str | None = None, **kwargs) -> nn.Module:
     """The classifier at ``name_or_path`` (``library``: "transformers" or "timm"; default: detected).
 
     Refuses a model whose head was (re)initialized at load time; a truncated or corrupt ``.safetensors`` file
     raises an ``OSError`` that names it. A folder whose save was interrupted is repaired first.
     """
-    from .hub import recover_model_dir
+    from .hub import interrupted_save, recover_model_dir
 
-    if not os.path.isdir(name_or_path) and os.path.isdir(name_or_path + _OLD):
-        recover_model_dir(name_or_path)  # a save was interrupted between its two renames
+    if interrupted_save(name_or_path):
+        recover_model_dir(name_or_path)  # a save was killed half-way: restore or finish it
+    detected = library is None
     library = library or library_of(name_or_path)
     try:
         if library == "timm":
             return _load_timm(name_or_path, **kwargs)
-        return _load_transformers(name_or_path, **kwargs)
+        try:
+            return _load_transformers(name_or_path, **kwargs)
+        except (TypeError, ValueError, KeyError, AttributeError, ImportError) as err:
+            cfg = _config_of(name_or_path) if detected else None
+            if cfg is None or "architecture" not in cfg:
+                raise
+            raise ValueError(
+                f"transformers could not load {name_or_path} ({type(err).__name__}: {err}); its config.json names "
+                f"the timm architecture {cfg['architecture']!r}: load it with timm instead, "
+                f'CFTHead.from_pretrained({name_or_path!r}, library="timm")'
+            ) from err
     except SafetensorError as err:
         raise _corrupt_weights_error(name_or_path, err) from err
 
@@ -206,12 +214,20 @@ def _corrupt_weights_error(name_or_path: str, err: Exception) -> OSError:
 
 
 def library_of(name_or_path: str) -> str:
-    """"timm" for a folder saved by timm (``save_for_hf``), else "transformers"."""
-    if os.path.isdir(name_or_path):
-        path = os.path.join(name_or_path, "config.json")
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                cfg = json.load(f)
-            if "architecture" in cfg and "model_type" not in cfg:
-                return "timm"
+    """"timm" for a model saved by timm (``save_for_hf``: ``architecture``, no ``model_type``), else "transformers".
+
+    A local folder's ``config.json`` is read directly, a Hub repo's through the Hub cache.
+    """
+    cfg = _config_of(name_or_path)
+    if cfg is not None and "architecture" in cfg and "model_type" not in cfg:
+        return "timm"
     return "transformers"
+
+
+def _config_of(name_or_path: str) -> dict | None:
+    """The ``config.json`` of a folder or Hub repo as a dict, or None (missing, unreadable, offline)."""
+    try:
+        cfg = _read_json(name_or_path, "config.json")
+    except (OSError, ValueError):
+        return None
+    return cfg if isinstance(cfg, dict) else None

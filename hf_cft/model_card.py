@@ -12,7 +12,7 @@ from importlib import resources
 from typing import Any
 
 __all__ = ["TEMPLATE_NAME", "CardData", "card_hyperparameters", "gains_plot_png", "render_card", "render_model_card",
-           "template_path"]
+           "skip_reasons", "template_path"]
 
 TEMPLATE_NAME = "cft_model_card.md"
 
@@ -155,12 +155,22 @@ def render_card(data: CardData, model_name: str | None = None):
         changed=summary["changed"],
         n_categories=summary["categories"],
         skipped=summary["skipped"],
+        skip_reasons=skip_reasons(result),
         selection=result.selection[0].upper() + result.selection[1:] if result.selection else "",
         selection_on_eval=data.selection_on_eval,
         per_category=result.to_markdown(),
         hyperparameters=card_hyperparameters(result.config),
         versions=_versions(),
     )
+
+
+def skip_reasons(result) -> list[tuple[str, int]]:
+    """``(reason, count)`` of the categories ``result`` skipped, most frequent first (ties in first-seen order)."""
+    counts: dict[str, int] = {}
+    for r in result.report:
+        if r.skipped is not None:
+            counts[str(r.skipped)] = counts.get(str(r.skipped), 0) + 1
+    return sorted(counts.items(), key=lambda kv: -kv[1])
 
 
 def render_model_card(result, repo_id: str, base_model: str | None = None, dataset_name: str | None = None,

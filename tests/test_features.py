@@ -129,3 +129,48 @@ def test_cache_key_includes_the_dataset_fingerprint(digits, tmp_path):
     assert not np.allclose(np.asarray(shared_a.features), np.asarray(shared_b.features))
     np.testing.assert_array_equal(np.asarray(shared_a.features), np.asarray(run(a, "fresh_a").features))
     np.testing.assert_array_equal(np.asarray(shared_b.features), np.asarray(run(b, "fresh_b").features))
+
+
+def test_cache_key_includes_the_image_column(tmp_path):
+    import datasets
+    from PIL import Image, ImageOps
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)) for _ in range(4)]
+    ds = datasets.Dataset.from_dict({"image": images, "inverted": [ImageOps.invert(im) for im in images]},
+                                    features=datasets.Features({"image": datasets.Image(),
+                                                                "inverted": datasets.Image()}))
+    head = tiny_vit_head()
+    kw = dict(image_processor=PROC, show_progress=False)
+    plain = extract_features(head, ds, str(tmp_path / "c"), **kw)
+    inverted = extract_features(head, ds, str(tmp_path / "c"), image_column="inverted", **kw)
+    assert inverted.key != plain.key
+    with torch.no_grad():
+        truth = head.features(PROC([ImageOps.invert(im) for im in images], return_tensors="pt")["pixel_values"])
+    np.testing.assert_allclose(np.asarray(inverted.features), truth.numpy(), atol=1e-5)
+
+
+def test_cache_key_follows_the_model_settings_not_its_labels(tmp_path):
+    import datasets
+    import timm
+    from PIL import Image
+
+    from hf_cft.head import CFTHead
+
+    rng = np.random.default_rng(0)
+    ds = datasets.Dataset.from_dict({"image": [Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+                                               for _ in range(3)]},
+                                    features=datasets.Features({"image": datasets.Image()}))
+    torch.manual_seed(0)
+    base = str(tmp_path / "base")
+    timm.models.save_for_hf(timm.create_model("test_resnet", num_classes=3, pretrained=False), base,
+                            safe_serialization=True)
+    kw = dict(show_progress=False)
+    avg = CFTHead.from_pretrained(base, library="timm")
+    top = CFTHead.from_pretrained(base, library="timm", global_pool="max")  # same weights, other pooling
+    a, m = avg.extract(ds, str(tmp_path / "c"), **kw), top.extract(ds, str(tmp_path / "c"), **kw)
+    assert a.key != m.key and not np.allclose(np.asarray(a.features), np.asarray(m.features))
+    # a calibrated copy saved with label names keeps the backbone and its settings: the cache is reused
+    avg.set_rows(torch.randn_like(avg.weight), torch.randn_like(avg.bias))
+    saved = CFTHead.from_pretrained(avg.save_pretrained(tmp_path / "cal", category_names=["x", "y", "z"]))
+    assert saved.extract(ds, str(tmp_path / "c"), **kw).key == a.key

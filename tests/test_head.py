@@ -231,3 +231,85 @@ def test_calibrated_timm_model_loads_in_timm_and_transformers_without_hf_cft(tmp
     assert got["problem_type"] == "multi_label_classification"
     torch.testing.assert_close(torch.tensor(got["timm"]), expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(torch.tensor(got["transformers"]), expected, atol=1e-5, rtol=1e-5)
+
+
+# timm models whose eval logits are the mean of two heads; tiny, built locally (no download)
+TWO_HEADS = {
+    "deit_tiny_distilled_patch16_224": (dict(img_size=32, depth=1, embed_dim=16, num_heads=2), 32, "average"),
+    "levit_128s": (dict(img_size=64), 64, "average"),  # a BatchNorm before each head's linear
+    "swiftformer_xs": ({}, 64, "shared"),  # both heads read the same pooled features
+}
+
+
+def _two_heads(name):
+    import timm
+
+    kwargs, size, _ = TWO_HEADS[name]
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=C, **kwargs)
+    for mod in model.modules():  # BatchNorms with statistics of their own, as after training
+        if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            mod.running_mean.normal_()
+            mod.running_var.uniform_(0.5, 2.0)
+    for path in CFTHead(model).spec.paths:  # two different trained heads
+        torch.nn.init.normal_(model.get_submodule(path).weight, std=0.1)
+        torch.nn.init.normal_(model.get_submodule(path).bias)
+    return model.eval(), torch.randn(2, 3, size, size)
+
+
+@pytest.mark.parametrize("name", list(TWO_HEADS))
+def test_timm_two_heads_give_the_logits_and_take_the_fitted_rows(name):
+    model, x = _two_heads(name)
+    head = CFTHead(model)
+    assert len(head.spec.paths) == 2 and head.spec.kind == TWO_HEADS[name][2]
+    with torch.no_grad():
+        z, logits = head.forward_with_features(x)
+    torch.testing.assert_close(z @ head.weight.T + head.bias, logits, atol=1e-4, rtol=1e-4)
+    new_w, new_b = torch.randn_like(head.weight), torch.randn_like(head.bias)
+    head.set_rows(new_w, new_b)
+    with torch.no_grad():
+        logits2 = model(x)  # timm's own forward: the mean of both heads
+    torch.testing.assert_close(logits2, z @ new_w.T + new_b, atol=1e-4, rtol=1e-4)
+
+
+def test_timm_distilled_model_saved_logits_equal_the_fitted_rows(tmp_path):
+    import timm
+
+    model, x = _two_heads("deit_tiny_distilled_patch16_224")
+    head = CFTHead(model)
+    with torch.no_grad():
+        z = head.features(x)
+    new_w, new_b = torch.randn_like(head.weight), torch.randn_like(head.bias)
+    head.set_rows(new_w, new_b)
+    out = head.save_pretrained(tmp_path / "deit", category_names=["a", "b", "c"])
+    expected = z @ new_w.T + new_b
+    with torch.no_grad():
+        got_timm = timm.create_model(f"local-dir:{out}", pretrained=True).eval()(x)
+        got_tf = AutoModelForImageClassification.from_pretrained(out).eval()(x).logits
+    torch.testing.assert_close(got_timm, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got_tf, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_timm_heads_of_unknown_combination_are_refused():
+    model = _model("timm")
+    model.fc2 = torch.nn.Linear(model.fc.in_features, C)
+    model.pretrained_cfg = {**model.pretrained_cfg, "classifier": ("fc", "fc2")}
+    with pytest.raises(ValueError, match=r"timm model ResNet has 2 classifier heads \['fc', 'fc2'\]"):
+        CFTHead(model)
+    model.pretrained_cfg = {**model.pretrained_cfg, "classifier": ("fc", "fc_dist")}  # built without the second
+    assert CFTHead(model).spec.paths == ("fc",)
+
+
+def test_a_timm_config_that_transformers_cannot_load_names_library_timm(tmp_path):
+    import timm
+
+    timm.models.save_for_hf(timm.create_model("test_resnet", num_classes=C, pretrained=False), str(tmp_path),
+                            safe_serialization=True)
+    with open(tmp_path / "config.json") as f:
+        cfg = json.load(f)
+    cfg["model_type"] = "timm_wrapper"  # as if for transformers' TimmWrapper, with num_classes in model_args
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(cfg, f)
+    with pytest.raises(ValueError, match='library="timm"'):
+        CFTHead.from_pretrained(str(tmp_path))
+    assert CFTHead.from_pretrained(str(tmp_path), library="timm").library == "timm"

@@ -108,3 +108,113 @@ def test_card_lists_only_the_settings_of_its_variant(tmp_path):
     assert "`refit_l2`" not in card and "`epochs`" not in card
     with open(os.path.join(out, "cft_config.json"), encoding="utf-8") as f:
         assert json.load(f)["variant"] == "ga"
+
+
+def test_save_keeps_every_other_file_and_subfolder_of_the_target(tmp_path):
+    out = tmp_path / "outputs"
+    (out / "cache" / "features").mkdir(parents=True)
+    (out / "cache" / "features" / "big.npy").write_text("hours of features")
+    (out / "train_log.txt").write_text("log")
+    (out / "config.json").write_text("{}")  # an older model's file: hf_cft writes this name, so it is replaced
+    head = CFTHead(_vit())
+    head.apply(fit_cft(*_features(head), head.weight, head.bias, CFTConfig(variant="refit", show_progress=False)))
+    head.save_pretrained(out)
+    assert (out / "cache" / "features" / "big.npy").read_text() == "hours of features"
+    assert (out / "train_log.txt").read_text() == "log"
+    assert {"config.json", "model.safetensors", "cft_config.json", "cft_report.json", "README.md"} <= set(
+        os.listdir(out))
+    assert sorted(os.listdir(tmp_path)) == ["outputs"]  # no temporary folder left beside it
+    back = transformers.AutoModelForImageClassification.from_pretrained(out).eval()
+    x = torch.randn(2, 3, 24, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x).logits, head.model(x).logits)
+    # a plain save over a calibrated one: the user's files stay, the old calibration does not describe it
+    CFTHead(_vit()).save_pretrained(out)
+    assert (out / "train_log.txt").read_text() == "log" and (out / "cache" / "features" / "big.npy").exists()
+    assert not (out / "cft_config.json").exists() and not (out / "cft_report.json").exists()
+    assert CFTHead.from_pretrained(out).cft_report is None
+
+
+def test_save_into_the_working_directory_keeps_the_project(tmp_path, monkeypatch):
+    (tmp_path / "train.py").write_text("code")
+    monkeypatch.chdir(tmp_path)
+    CFTHead(_vit()).save_pretrained(".")
+    assert (tmp_path / "train.py").read_text() == "code"
+    assert transformers.AutoModelForImageClassification.from_pretrained(str(tmp_path)).config.num_labels == 3
+
+
+def test_category_names_are_checked_and_the_model_config_is_not_changed(tmp_path):
+    model = _vit(3, ("a", "b", "c"))
+    head = CFTHead(model)
+    before = model.config.to_dict()
+    with pytest.raises(ValueError, match="2 names but the model has 3 labels"):
+        head.save_pretrained(tmp_path / "short", category_names=["x", "y"])
+    with pytest.raises(ValueError, match=r"unique.*\['x'\]"):
+        head.save_pretrained(tmp_path / "dupes", category_names=["x", "x", "y"])
+    assert not (tmp_path / "short").exists() and not (tmp_path / "dupes").exists()
+    out = head.save_pretrained(tmp_path / "named", category_names=["x", "y", "z"])
+    assert model.config.to_dict() == before  # labels and problem_type of the in-memory model unchanged
+    assert head.label_names() == ["a", "b", "c"]
+    back = transformers.AutoModelForImageClassification.from_pretrained(out)
+    assert back.config.id2label == {0: "x", 1: "y", 2: "z"} and back.config.label2id == {"x": 0, "y": 1, "z": 2}
+    assert back.config.problem_type == "multi_label_classification"
+
+
+def test_timm_category_names_leave_the_in_memory_model_unchanged(tmp_path):
+    import timm
+
+    model = timm.create_model("test_resnet", num_classes=3, pretrained=False).eval()
+    head = CFTHead(model)
+    out = head.save_pretrained(tmp_path / "t", category_names=["x", "y", "z"])
+    assert "label_names" not in model.pretrained_cfg and head.label_names() is None
+    assert CFTHead.from_pretrained(out).label_names() == ["x", "y", "z"]
+
+
+def test_an_interrupted_save_is_finished_or_removed_by_recovery(tmp_path, monkeypatch):
+    import hf_cft.hub as hub
+
+    out = str(tmp_path / "model")
+    CFTHead(_vit()).save_pretrained(out)
+    (tmp_path / "model" / "notes.txt").write_text("mine")
+    new = CFTHead(_vit(names=("p", "q", "r")))
+
+    def killed_while_moving(src, dst):  # moves the weights, then dies before the config
+        os.replace(os.path.join(src, "model.safetensors"), os.path.join(dst, "model.safetensors"))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hub, "move_in", killed_while_moving)
+    with pytest.raises(KeyboardInterrupt):
+        new.save_pretrained(out)
+    monkeypatch.undo()
+    assert os.path.isdir(out + ".tmp")
+    back = CFTHead.from_pretrained(out)  # loading finishes the save first
+    assert back.label_names() == ["p", "q", "r"] and not os.path.exists(out + ".tmp")
+    torch.testing.assert_close(back.weight, new.weight)
+    assert (tmp_path / "model" / "notes.txt").read_text() == "mine"
+    # killed while writing (not marked complete), and the mkdtemp folders of earlier versions: removed
+    os.makedirs(out + ".tmp")
+    (tmp_path / "model.tmp" / "model.safetensors").write_bytes(b"half")
+    os.makedirs(tmp_path / ".tmp-model-sxm113ve")
+    (tmp_path / ".tmp-model-sxm113ve" / "model.safetensors").write_bytes(b"full copy")
+    assert hub.recover_model_dir(out) is False
+    assert sorted(os.listdir(tmp_path)) == ["model"]
+    assert CFTHead.from_pretrained(out).label_names() == ["p", "q", "r"]
+
+
+def test_card_names_the_actual_skip_reasons(tmp_path):
+    head = CFTHead(_vit())
+    z, y, m = _features(head)
+    m[:, 2] = False  # category 2 has no known label
+    result = fit_cft(z, y, m, head.weight, head.bias, CFTConfig(variant="refit", show_progress=False),
+                     categories=[0, 2])
+    assert [r.skipped for r in result.report][1:] == ["not requested", "no known positive in the fit split"]
+    out = head.apply(result).save_pretrained(tmp_path / "card")
+    card = " ".join(open(os.path.join(out, "README.md"), encoding="utf-8").read().split())
+    assert "2 were skipped and kept as they were (1: not requested; 1: no known positive in the fit split)" in card
+    assert "no known positive or negative to fit or select on" not in card
+    from hf_cft.model_card import CardData, render_card
+
+    full = fit_cft(z, y, np.ones_like(m), head.weight, head.bias, CFTConfig(variant="refit", show_progress=False))
+    assert full.n_skipped == 0
+    card = " ".join(str(render_card(CardData(result=full), "m")).split())
+    assert f"{full.n_changed} of 3 category rows changed." in card and "skipped" not in card

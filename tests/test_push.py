@@ -64,3 +64,33 @@ def test_push_merge_and_reload(tmp_path):
     leaked = [p for p, _, fs in os.walk(tmp_path) for f in fs
               if b"hf_secret_token_123" in open(os.path.join(p, f), "rb").read()]
     assert not leaked and "hf_secret_token_123" not in proc.stderr + proc.stdout
+
+
+TIMM_SCRIPT = r'''
+import json, tempfile, timm, torch
+from huggingface_hub import HfApi
+from hf_cft.head import CFTHead
+torch.manual_seed(0)
+model = timm.create_model("test_resnet", pretrained=False, num_classes=3).eval()
+src = tempfile.mkdtemp()
+timm.models.save_for_hf(model, src, safe_serialization=True)  # as timm's push_to_hf_hub publishes a fine-tuned model
+api = HfApi(token="hf_x")
+api.create_repo("user/timm-tiny", exist_ok=True)
+api.upload_folder(repo_id="user/timm-tiny", folder_path=src)
+head = CFTHead.from_pretrained("user/timm-tiny")  # no library given: read from the repo's config.json
+x = torch.randn(1, 3, 40, 40)
+with torch.no_grad():
+    diff = float((head.model(x) - model(x)).abs().max())
+print(json.dumps({"library": head.library, "paths": list(head.spec.paths), "diff": diff}))
+'''
+
+
+def test_a_timm_model_on_the_hub_loads_as_timm(tmp_path):
+    with HubServer() as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "0",
+               "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+        proc = subprocess.run([sys.executable, "-c", TIMM_SCRIPT], capture_output=True, text=True, env=env,
+                              cwd=str(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["library"] == "timm" and out["paths"] == ["fc"] and out["diff"] < 1e-5
