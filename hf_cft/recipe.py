@@ -40,6 +40,9 @@ class RecipeArguments:
     model_name_or_path: str | None = field(default=None, metadata={
         "help": "Hub id or folder of the trained classifier; None: train an Assume-Negative baseline on the "
                 "dataset first (recipes/train.py defaults), or reuse it from --baseline_dir."})
+    library: str | None = field(default=None, metadata={
+        "help": "'transformers' or 'timm'; default: read from the model's config.json (timm when it names an "
+                "`architecture` without a `model_type`)."})
     baseline_dir: str = field(default="outputs/train-digits-mosaic", metadata={
         "help": "Where the baseline is trained when no model is given."})
     baseline_epochs: int = field(default=10, metadata={
@@ -81,6 +84,8 @@ class RecipeArguments:
 
         if self.dataset not in BUILDERS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {sorted(BUILDERS)}")
+        if self.library not in (None, "transformers", "timm"):
+            raise ValueError(f"--library must be 'transformers' or 'timm', got {self.library!r}")
         bad = [v for v in self.variant if v not in variant_choices()]
         if not self.variant or bad:
             raise ValueError(f"--variant must name variants among {variant_choices()}, got {self.variant}")
@@ -205,7 +210,7 @@ def load_head(recipe: RecipeArguments, model_path: str, names: list[str]):
     """The model as a :class:`~hf_cft.head.CFTHead`, with the preprocessing given on the command line if any."""
     from .head import CFTHead
 
-    head = CFTHead.from_pretrained(model_path, category_names=names)
+    head = CFTHead.from_pretrained(model_path, category_names=names, library=recipe.library)
     if recipe.image_size is not None and head.image_processor is None and head.library == "transformers":
         head.set_preprocessing(recipe.image_size, recipe.image_mean, recipe.image_std)
     return head

@@ -483,3 +483,19 @@ def test_a_selection_split_the_dataset_lacks_is_named_before_extraction(tmp_path
     with pytest.raises(ValueError, match=r"--selection split:valid: digits_mosaic has no split 'valid' \(\['train', "
                                          r"'test'\]\)"):
         load_data(recipe, 0, Accelerator(cpu=True))
+
+
+def test_the_recipe_loads_with_the_library_asked(tmp_path):
+    import timm
+
+    from hf_cft.hub import save_timm_model
+    from hf_cft.recipe import RecipeArguments, load_head
+
+    with pytest.raises(ValueError, match="--library must be 'transformers' or 'timm'"):
+        RecipeArguments(library="torchvision")
+    save_timm_model(timm.create_model("resnet18", num_classes=3, pretrained=False), str(tmp_path / "m"))
+    for library in (None, "timm"):  # detected from config.json, or asked
+        head = load_head(RecipeArguments(library=library), str(tmp_path / "m"), ["a", "b", "c"])
+        assert head.library == "timm"
+    head = load_head(RecipeArguments(library="transformers"), str(tmp_path / "m"), ["a", "b", "c"])
+    assert head.library == "transformers"  # transformers' timm wrapper
