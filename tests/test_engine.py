@@ -1,5 +1,6 @@
 import json
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -491,3 +492,51 @@ def test_check_finite_overflowing_sum_and_half_features():
     with pytest.raises(ValueError, match="first at row 7"):
         check_finite(half, "features")
     check_finite(torch.full((3, 2), 1e300, dtype=torch.float64), "features")
+
+
+def test_checkpoints_keep_each_uncertain_policy_apart(tmp_path):
+    """With uncertain-label policies, every policy's blocks are its own: a checkpointed run equals one without."""
+    rng = np.random.default_rng(0)
+    n, d, c = 120, 6, 2
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = (rng.random((n, c)) < 0.4).astype(np.int8)
+    m = np.ones((n, c), bool)
+    unc = rng.random((n, c)) < 0.3
+    m[unc] = False
+    y[unc & (x[:, [0]] > 0)] = 0
+    w0, b0 = (rng.normal(size=(c, d)) * 0.1).astype(np.float32), np.zeros(c, np.float32)
+    cfg = CFTConfig(variant="refit", uncertain_policies=["u_ignore", "u_ones"], selection_rule="strict",
+                    show_progress=False)
+    plain = fit_cft(x, y, m, w0, b0, cfg, uncertain_mask=unc)
+    kept = fit_cft(x, y, m, w0, b0, cfg, uncertain_mask=unc, checkpoint_dir=str(tmp_path))
+    assert len(os.listdir(tmp_path)) == 2  # one block file per policy
+    again = fit_cft(x, y, m, w0, b0, cfg, uncertain_mask=unc, checkpoint_dir=str(tmp_path))
+    for res in (kept, again):
+        assert torch.equal(res.weight, plain.weight) and res.to_dict() == plain.to_dict()
+    assert plain.report[0].candidates["refit/u_ignore"] != plain.report[0].candidates["refit/u_ones"]
+
+
+def test_pygad_rows_do_not_depend_on_how_categories_are_grouped():
+    rng = np.random.default_rng(0)
+    n, d, c = 100, 4, 3
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = (rng.random((n, c)) < 0.4).astype(np.int8)
+    m = rng.random((n, c)) < 0.9
+    w0, b0 = (rng.normal(size=(c, d)) * 0.1).astype(np.float32), np.zeros(c, np.float32)
+    cfg = dict(variant="pygad", pygad_generations=5, pygad_mutation_range=0.5, **FAST)
+    one_block = fit_cft(x, y, m, w0, b0, CFTConfig(**cfg))
+    apart = fit_cft(x, y, m, w0, b0, CFTConfig(block_memory_mb=1e-4, **cfg))  # one category per block
+    alone = fit_cft(x, y, m, w0, b0, CFTConfig(**cfg), categories=[1])
+    assert torch.equal(one_block.weight, apart.weight) and torch.equal(one_block.weight[1], alone.weight[1])
+    assert not torch.equal(one_block.weight, torch.from_numpy(w0))
+
+
+def test_config_values_that_would_be_ignored_or_fail_late_are_refused(caplog):
+    for bad, match in ((dict(refit_l2=[float("nan")]), "finite strengths"), (dict(refit_max_iter=0), "refit_max_iter"),
+                       (dict(refit_tol=-1.0), "refit_tol"), (dict(pygad_keep_parents=-5), "pygad_keep_parents"),
+                       (dict(device="tpu"), "`device` must be 'auto' or a torch device")):
+        with pytest.raises(ValueError, match=match):
+            CFTConfig(**bad)
+    with caplog.at_level(logging.WARNING, logger="hf_cft"):
+        cfg = CFTConfig.from_dict({"metric": "ap"})
+    assert cfg.judged_by == "ap" and "has no `selection_metric`" in caplog.text

@@ -164,3 +164,39 @@ def test_counted_metric_equals_sklearn_on_the_written_out_multiset(kind):
             assert float(got[r, s]) == pytest.approx(ref(pos[r, take], scores[r, take]), abs=1e-12)
     with pytest.raises(ValueError, match="kind must be one of"):
         counted_metric("f1", torch.from_numpy(scores), torch.from_numpy(pos), torch.from_numpy(counts))
+
+
+def test_scores_and_labels_the_metrics_cannot_rank_are_refused():
+    scores = np.array([[np.nan], [1.0], [2.0], [0.0]])
+    labels = np.array([[1], [0], [1], [0]])
+    with pytest.raises(ValueError, match=r"`scores` hold 1 NaN value\(s\) at known labels"):
+        partial_average_precision(scores, labels)
+    mask = np.array([[False], [True], [True], [True]])  # a NaN where the label is unknown is never read
+    assert partial_auroc(scores, labels, mask).value == 1.0
+    codes = np.array([[1], [-1], [0], [1]])
+    with pytest.raises(ValueError, match=r"must be 1 \(positive\) or 0 \(negative\) where known, found \[-1.0\]"):
+        partial_average_precision(np.arange(4.0)[:, None], codes)
+
+
+def test_evaluate_modules_keep_float64_predictions():
+    evaluate = pytest.importorskip("evaluate")
+    p = np.array([[1 - 1e-9], [1 - 2e-9], [0.5], [0.4]])  # equal in float32
+    r = np.array([[0], [1], [1], [0]])
+    assert evaluate.load(PARTIAL_MAUC_PATH).compute(predictions=p, references=r)["mauc"] == pytest.approx(
+        roc_auc_score(r[:, 0], p[:, 0]))
+    assert evaluate.load(PARTIAL_MAP_PATH).compute(predictions=p, references=r)["map"] == pytest.approx(
+        average_precision_score(r[:, 0], p[:, 0]))
+
+
+def test_group_counts_must_match_the_categories():
+    evaluate = pytest.importorskip("evaluate")
+    p, r = np.random.default_rng(0).random((8, 4)), np.tile([[1, 0, 1, 0]], (8, 1))
+    with pytest.raises(ValueError, match="known_counts has 3 values for 4 categories"):
+        evaluate.load(PARTIAL_MAP_PATH).compute(predictions=p, references=r, groups=2, known_counts=[1, 2, 3])
+
+
+def test_sparse_labels_without_their_mask_are_refused_clearly():
+    import scipy.sparse as sp
+
+    with pytest.raises(ValueError, match="sparse `labels` need their `label_mask`"):
+        partial_auroc(np.zeros((3, 2)), sp.csr_matrix(np.eye(3, 2, dtype=np.int8)))

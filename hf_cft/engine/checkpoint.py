@@ -23,7 +23,7 @@ from .selection import BlockOutcome
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BLOCK_FORMAT", "block_path", "fingerprint", "load_block", "save_block"]
+__all__ = ["BLOCK_FORMAT", "block_path", "fingerprint", "load_block", "policy_fingerprint", "save_block"]
 
 BLOCK_FORMAT = 2  # what a block checkpoint holds; a new format never reads an old file
 
@@ -55,6 +55,11 @@ def fingerprint(fit: Split, sel: Split, weight, bias) -> str:
         h.update(np.ascontiguousarray(np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t,
                                                  dtype=np.float64)).tobytes())
     return h.hexdigest()
+
+
+def policy_fingerprint(inputs: str, policy: str, fit: Split) -> str:
+    """The inputs' fingerprint for the run of an uncertain-label policy: the policy and the fit labels it made."""
+    return hashlib.sha256(inputs.encode() + b"\0" + policy.encode() + b"\0" + fit.label_bytes()).hexdigest()
 
 
 def save_block(path: str, out: BlockOutcome) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+import torch
 
 from ..atomic import write_atomic
 from ..constants import CFT_CONFIG_NAME
@@ -183,8 +186,11 @@ class CFTConfig:
         if self.refit_toward not in ("trained", "zero"):
             raise ValueError(f"`refit_toward` must be 'trained' or 'zero', got {self.refit_toward!r}")
         self.refit_l2 = [float(v) for v in self.refit_l2]
-        if not self.refit_l2 or min(self.refit_l2) < 0:
-            raise ValueError(f"`refit_l2` must be a non-empty list of strengths >= 0, got {self.refit_l2}")
+        if not self.refit_l2 or not all(math.isfinite(v) and v >= 0 for v in self.refit_l2):
+            raise ValueError(f"`refit_l2` must be a non-empty list of finite strengths >= 0, got {self.refit_l2}")
+        if self.refit_max_iter < 1 or not self.refit_tol >= 0:
+            raise ValueError(f"`refit_max_iter` must be >= 1 and `refit_tol` >= 0, got {self.refit_max_iter} and "
+                             f"{self.refit_tol}")
         self.auto_variants = list(self.auto_variants)
         bad = [v for v in self.auto_variants if v not in VARIANTS]
         if not self.auto_variants or bad:
@@ -219,8 +225,15 @@ class CFTConfig:
                 raise ValueError(f"`{name}` must be in [0, 1], got {getattr(self, name)}")
         if self.pygad_num_parents_mating < 2 or self.pygad_num_parents_mating > self.pygad_population_size:
             raise ValueError("`pygad_num_parents_mating` must be in [2, pygad_population_size]")
-        if self.pygad_keep_parents > self.pygad_num_parents_mating:
-            raise ValueError("`pygad_keep_parents` must be <= pygad_num_parents_mating")
+        if not -1 <= self.pygad_keep_parents <= self.pygad_num_parents_mating:
+            raise ValueError(f"`pygad_keep_parents` must be in [-1, pygad_num_parents_mating] (-1: all of them), "
+                             f"got {self.pygad_keep_parents}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, ValueError):
+                raise ValueError(f"`device` must be 'auto' or a torch device such as 'cpu', 'cuda', 'cuda:1', "
+                                 f"got {self.device!r}") from None
         if self.lr <= 0:
             raise ValueError(f"`lr` must be > 0, got {self.lr}")
         if self.block_memory_mb <= 0:
@@ -248,6 +261,9 @@ class CFTConfig:
             logger.warning("Ignoring unknown CFTConfig keys (saved by another version?): %s", ", ".join(unknown))
         data = dict(data)
         if "metric" in data and "selection_metric" not in data:  # saved before it existed: selected by `metric`
+            logger.warning("this CFTConfig has no `selection_metric`: read as saved before it existed, rows selected "
+                           "by `metric` (%s); set `selection_metric` (None: AUROC under the crossfit rule) to choose",
+                           data["metric"])
             data["selection_metric"] = data["metric"]
         return cls(**{k: v for k, v in data.items() if k in known})
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from ..constants import IN_ANOTHER_SHARD, NOT_REQUESTED
 from ..labels import apply_uncertain_policy
 from ..metrics.core import METRICS
-from .checkpoint import block_path, fingerprint, load_block, save_block
+from .checkpoint import block_path, fingerprint, load_block, policy_fingerprint, save_block
 from .config import CFTConfig
 from .data import Split, ViewFactory, as_features, check_finite, make_blocks
 from .decide import Run, decide
@@ -181,9 +181,12 @@ class CFTEngine:
         runs: dict[str, Run] = {}
         for policy in policies:
             fit_p = fit if policy is None else _with_policy(fit, unc, policy)
+            # a policy changes the fit labels: its blocks are kept under their own key
+            call_p = call if policy is None or call.fingerprint is None else dataclasses.replace(
+                call, fingerprint=policy_fingerprint(call.fingerprint, policy, fit_p))
             for variant in variants:
                 tag = variant if policy is None else f"{variant}/{policy}"
-                runs[tag] = self._run_variant(get_variant(variant), fit_p, sel, weight0, bias0, call)
+                runs[tag] = self._run_variant(get_variant(variant), fit_p, sel, weight0, bias0, call_p)
         result = decide(runs, weight0, bias0, cfg, protocol)
         logger.info("CFT-%s: %d of %d rows changed (%s rule)", cfg.variant, result.n_changed, n_cat,
                     cfg.selection_rule)

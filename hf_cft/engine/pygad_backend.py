@@ -32,10 +32,11 @@ def _pygad():
 
 def run_pygad(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker: BestTracker, config: CFTConfig,
               seed: int = 0, progress=None, categories: list[int] | None = None) -> None:
-    """Run one PyGAD instance per category of the block, seeded by ``seed`` and the category's index."""
+    """Run one PyGAD instance per category of the block, seeded by ``config.seed`` and the category's index alone
+    (never by the block, ``seed``): a category's row does not depend on how categories were grouped."""
     metric = METRICS[config.metric]  # the fitness; the judge selects by `config.judged_by`
     cats = categories if categories is not None else list(range(weight.shape[0]))
-    seeds = [(seed * 1_000_003 + c) % (2**32) for c in cats]
+    seeds = [(int(config.seed) * 1_000_003 + int(c)) % (2**32) for c in cats]
     pygad = _pygad()
     n_cat, d = weight.shape
     device, dtype = weight.device, weight.dtype

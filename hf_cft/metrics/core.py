@@ -319,15 +319,33 @@ def _per_category(fn, scores, labels, label_mask) -> MacroScore:
         if mask.shape != scores.shape:
             raise ValueError(f"`label_mask` must be N×C like `scores` {tuple(scores.shape)}, got {tuple(mask.shape)}")
     mask = mask.bool()
+    known = labels[mask]
+    if labels.dtype != torch.bool and not bool(((known == 0) | (known == 1)).all()):
+        found = sorted({float(v) for v in known.unique()[:8].tolist()} - {0.0, 1.0})
+        raise ValueError(f"`labels` must be 1 (positive) or 0 (negative) where known, found {found}: for label codes "
+                         "with -1 for unknown, pass labels=(codes > 0), label_mask=(codes >= 0) "
+                         "(hf_cft.labels.from_code)")
+    check_scores(scores[mask])
     pos = ((labels > 0) & mask).sum(0)
     neg = ((labels <= 0) & mask).sum(0)
     values = fn(scores.T.double(), labels.T, mask.T)
     return macro_score(values, pos, neg)
 
 
+def check_scores(known_scores) -> None:
+    """Scores at known labels must not be NaN (a diverged model?): NaN has no rank. ±inf rank as they are."""
+    nan = int(torch.isnan(torch.as_tensor(known_scores)).sum()) if known_scores.dtype.is_floating_point else 0
+    if nan:
+        raise ValueError(f"`scores` hold {nan} NaN value(s) at known labels: NaN has no rank (did the model "
+                         "diverge?); fix or drop them before scoring")
+
+
 def _sparse_inputs(labels, label_mask) -> bool:
     from ..sparse import is_sparse
 
+    if label_mask is None and is_sparse(labels):
+        raise ValueError("sparse `labels` need their `label_mask` (which pairs are known): pass both, e.g. from "
+                         "hf_cft.data.label_arrays(split, sparse=True)")
     return is_sparse(labels) or is_sparse(label_mask)
 
 
@@ -337,7 +355,7 @@ def partial_average_precision(scores, labels, label_mask=None) -> MacroScore:
     ``labels`` / ``label_mask`` may be scipy.sparse (then ``scores`` may also be 1-D, one per known pair): the
     metric is computed from the known pairs, never densified (:mod:`hf_cft.metrics.pairs`).
     """
-    if label_mask is not None and _sparse_inputs(labels, label_mask):
+    if _sparse_inputs(labels, label_mask):
         from .pairs import sparse_partial_metric
 
         return sparse_partial_metric("ap", scores, labels, label_mask)
@@ -349,7 +367,7 @@ def partial_auroc(scores, labels, label_mask=None) -> MacroScore:
 
     Sparse ``labels`` / ``label_mask`` as in :func:`partial_average_precision`.
     """
-    if label_mask is not None and _sparse_inputs(labels, label_mask):
+    if _sparse_inputs(labels, label_mask):
         from .pairs import sparse_partial_metric
 
         return sparse_partial_metric("auroc", scores, labels, label_mask)
@@ -392,8 +410,9 @@ def compute_partial_metric(
             raise ValueError("`num_categories` is needed with `pair_categories`")
         pair_cats = np.asarray(pair_categories, dtype=np.int64)
         refs = np.asarray(references, dtype=np.int64)
-        per_cat = per_category_from_pairs(kind, np.asarray(predictions, dtype=np.float64), refs, pair_cats,
-                                          int(num_categories))
+        preds = np.asarray(predictions, dtype=np.float64)
+        check_scores(torch.from_numpy(preds))
+        per_cat = per_category_from_pairs(kind, preds, refs, pair_cats, int(num_categories))
         counted = np.bincount(pair_cats, minlength=int(num_categories))
         pos = np.bincount(pair_cats, weights=refs, minlength=int(num_categories))
         macro = macro_score(per_cat, pos, counted - pos)
@@ -444,7 +463,11 @@ def _metric_output(kind: str, macro: MacroScore, n_cat: int, categories, categor
     if category_names is not None:
         out["category_names"] = [str(category_names[i]) for i in chosen]
     if groups:
-        counts = np.asarray(counts)[chosen]
+        counts = np.asarray(counts).reshape(-1)
+        if counts.shape[0] != n_cat:
+            raise ValueError(f"known_counts has {counts.shape[0]} values for {n_cat} categories: give one known-label "
+                             "count per category, in order")
+        counts = counts[chosen]
         order = np.argsort(counts, kind="stable")
         for g, part in enumerate(np.array_split(order, groups), start=1):
             vals = sub[part]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..sparse import KnownLabels, is_sparse, known_labels
-from .core import METRICS, MacroScore, macro_score
+from .core import METRICS, MacroScore, check_scores, macro_score
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,9 @@ def sparse_partial_metric(kind: str, scores, labels, label_mask) -> MacroScore:
         s = s[known.rows, cols]
     elif s.ndim != 1 or s.shape[0] != known.nnz:
         raise ValueError(f"`scores` must be N×C {known.shape} or 1-D with one score per known pair ({known.nnz})")
-    per = per_category_from_pairs(kind, s.astype(np.float64), known.values, cols, known.c)
+    s = s.astype(np.float64)
+    check_scores(torch.from_numpy(s))
+    per = per_category_from_pairs(kind, s, known.values, cols, known.c)
     pos = known.positive_counts()
     return macro_score(per, pos, known.known_counts() - pos)
 

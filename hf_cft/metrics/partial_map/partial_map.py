@@ -47,13 +47,13 @@ class PartialMap(evaluate.Metric):
             features=[
                 datasets.Features(
                     {
-                        "predictions": datasets.Sequence(datasets.Value("float32")),
+                        "predictions": datasets.Sequence(datasets.Value("float64")),
                         "references": datasets.Sequence(datasets.Value("int8")),
                     }
                 ),
                 datasets.Features(  # sparse form: one known pair per entry (with pair_categories)
                     {
-                        "predictions": datasets.Value("float32"),
+                        "predictions": datasets.Value("float64"),
                         "references": datasets.Value("int8"),
                     }
                 ),
