@@ -181,9 +181,7 @@ class CFTEngine:
         runs: dict[str, Run] = {}
         for policy in policies:
             fit_p = fit if policy is None else _with_policy(fit, unc, policy)
-            # a policy changes the fit labels: its blocks are kept under their own key
-            call_p = call if policy is None or call.fingerprint is None else dataclasses.replace(
-                call, fingerprint=policy_fingerprint(call.fingerprint, policy, fit_p))
+            call_p = _policy_call(call, policy, fit_p)
             for variant in variants:
                 tag = variant if policy is None else f"{variant}/{policy}"
                 runs[tag] = self._run_variant(get_variant(variant), fit_p, sel, weight0, bias0, call_p)
@@ -427,6 +425,13 @@ def _deal(blocks: list[list[int]], costs: list[float], rank: int, world: int) ->
         owner[i] = r
         load[r] += costs[i]
     return [b for i, b in enumerate(blocks) if owner[i] == rank]
+
+
+def _policy_call(call: _Call, policy: str | None, fit: Split) -> _Call:
+    """The call for one uncertain-label policy: its fit labels differ, so its blocks are kept under their own key."""
+    if policy is None or call.fingerprint is None:
+        return call
+    return dataclasses.replace(call, fingerprint=policy_fingerprint(call.fingerprint, policy, fit))
 
 
 def _with_policy(split: Split, uncertain: torch.Tensor, policy: str) -> Split:
