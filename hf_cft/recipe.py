@@ -24,7 +24,7 @@ from .engine import CFTConfig, CFTEngine, choose_per_category
 from .engine.data import Rows
 from .engine.decide import merge_shards
 from .engine.variants import AUTO, VARIANTS, variant_choices
-from .training import dataset_options
+from .training import dataset_options, eval_columns
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,9 @@ class RecipeArguments:
         "help": "Report headroom rows (a known-label row and an all-label row, λ tuned on the evaluation split: "
                 "upper bounds, never used to choose anything). Needs datasets whose partial labels are simulated "
                 "(digits_mosaic, coco2014); default: on there when the training features are small."})
+    eval_categories: list[str] | None = field(default=None, metadata={
+        "help": "Categories the evaluation table averages over (names); default: all of them, and on CheXpert the "
+                "five competition categories, as the paper reports."})
     push_to_hub: bool = field(default=False, metadata={"help": "Push the calibrated model."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Repo id for --push_to_hub."})
 
@@ -430,6 +433,14 @@ def evaluate(recipe: RecipeArguments, ds, features_of, rows, results: dict, trai
 
     ev = ds[recipe.eval_split]
     ze, (ye, me) = features_of(ev), label_arrays(ev, sparse=None)
+    columns = eval_columns(recipe.dataset, partial_info(ev)["categories"], recipe.eval_categories)
+    if columns is not None:  # the other categories' labels count as unknown here
+        from .sparse import is_sparse
+
+        if is_sparse(me):
+            raise ValueError("--eval_categories needs a dataset with dense labels")
+        me = me.copy()
+        me[:, np.setdiff1d(np.arange(me.shape[1]), columns)] = False
     table, scores = evaluate_results(ze, ye, me, *rows, results)
     z, labels, mask = train
     full_labels = partial_info(ds["train"]).get("full_labels_behind_mask", False)

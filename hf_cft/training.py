@@ -94,6 +94,9 @@ class TrainArguments:
     report_split: str | None = field(default="test", metadata={
         "help": "Split evaluated once at the end for the report (never for choosing the epoch); None: none."})
     metric: str = field(default="ap", metadata={"help": "'ap' or 'auroc': picks the best epoch on validation."})
+    eval_categories: list[str] | None = field(default=None, metadata={
+        "help": "Categories the validation and report metrics average over (names); default: all of them, and on "
+                "CheXpert the five competition categories, as the paper reports."})
     output_dir: str = field(default="outputs/train-digits-mosaic", metadata={"help": "Where models go."})
     seed: int = field(default=0, metadata={"help": "Seed of everything."})
     resume_from_checkpoint: str | None = field(default=None, metadata={
@@ -501,8 +504,24 @@ def train_epoch(args: TrainArguments, accelerator, model, optimizer, scheduler, 
     return float(accelerator.reduce(mean, reduction="mean"))  # every process's shard, not the main one's only
 
 
-def evaluate_loader(accelerator, loader, model) -> dict:
-    """Masked mAP / mAUC of ``model`` on a loader (every process's share gathered, padding dropped)."""
+def eval_columns(dataset: str, names: list[str], chosen: list[str] | None) -> list[int] | None:
+    """The categories the metrics average over: ``chosen`` (names), CheXpert's five competition categories by
+    default there, else None (all)."""
+    if chosen is None and dataset == "chexpert":
+        from .data import CHEXPERT_COMPETITION
+
+        chosen = list(CHEXPERT_COMPETITION)
+    if chosen is None:
+        return None
+    unknown = [c for c in chosen if c not in names]
+    if unknown:
+        raise ValueError(f"eval_categories {unknown} are not categories of the dataset ({names})")
+    return [names.index(c) for c in chosen]
+
+
+def evaluate_loader(accelerator, loader, model, columns: list[int] | None = None) -> dict:
+    """Masked mAP / mAUC of ``model`` on a loader (every process's share gathered, padding dropped), averaged
+    over ``columns`` (default: every category)."""
     from .metrics import partial_auroc, partial_average_precision
 
     model.eval()
@@ -513,13 +532,15 @@ def evaluate_loader(accelerator, loader, model) -> dict:
             logits, y, m = accelerator.gather_for_metrics((logits, batch["labels"], batch["label_mask"]))
             outs.append(logits.float().cpu()), ys.append(y.cpu()), ms.append(m.cpu())
     s, y, m = torch.cat(outs), torch.cat(ys), torch.cat(ms)
+    if columns is not None:
+        s, y, m = s[:, columns], y[:, columns], m[:, columns]
     return {"map": partial_average_precision(s, y, m).value, "mauc": partial_auroc(s, y, m).value, "n": len(s)}
 
 
 def validate(args: TrainArguments, accelerator, model, loader, state: TrainState, epoch: int, loss: float,
              names: list[str], preprocessing) -> None:
     """Score the epoch on validation, keep it in the history and save the model when it is the best so far."""
-    val = evaluate_loader(accelerator, loader, model)
+    val = evaluate_loader(accelerator, loader, model, eval_columns(args.dataset, names, args.eval_categories))
     score = val["map"] if args.metric == "ap" else val["mauc"]
     improved = state.best_score is None or score > state.best_score
     state.history.append({"epoch": epoch, "loss": loss, **val})
@@ -578,7 +599,7 @@ def final_report(args: TrainArguments, accelerator, data: TrainData, state: Trai
 
 
 def _score_best(args: TrainArguments, accelerator, split, preprocessing) -> dict:
-    from .data import label_arrays
+    from .data import label_arrays, partial_info
 
     size, mean, std = preprocessing
     best = accelerator.prepare(_load_best(args))
@@ -586,7 +607,8 @@ def _score_best(args: TrainArguments, accelerator, split, preprocessing) -> dict
     data = _Split(split, np.arange(len(split)), _transforms(size, mean, std, False, False),
                   labels.astype(np.float32), mask, np.zeros_like(mask))
     loader = accelerator.prepare(torch.utils.data.DataLoader(data, batch_size=args.batch_size))
-    return evaluate_loader(accelerator, loader, best)
+    names = partial_info(split)["categories"]
+    return evaluate_loader(accelerator, loader, best, eval_columns(args.dataset, names, args.eval_categories))
 
 
 def push_best(args: TrainArguments) -> None:

@@ -26,10 +26,12 @@ def _score(metric, w, b, x, y, m):
     return fn(y[m], s[m])
 
 
-def test_bp_batched_equals_independent_per_row_loop(planted):
+@pytest.mark.parametrize("optimizer", ["adam", "gd"])
+def test_bp_batched_equals_independent_per_row_loop(planted, optimizer):
     x, y, m, w0, b0 = planted(n=400, d=10, c=4, known=0.5)
     x, w0, b0 = x.astype(np.float64), w0.astype(np.float64), b0.astype(np.float64)
-    cfg = CFTConfig(variant="bp", epochs=60, lr=0.05, patience=5, show_progress=False, selection_rule="strict")
+    cfg = CFTConfig(variant="bp", epochs=60, lr=0.05 if optimizer == "adam" else 0.002, patience=5,
+                    show_progress=False, selection_rule="strict", bp_optimizer=optimizer)
     res = fit_cft(x, y, m, w0, b0, cfg)
     fit_rows, sel_rows = _holdout(len(x), cfg)
     for c in range(4):  # an independent, plain per-row implementation
@@ -37,7 +39,7 @@ def test_bp_batched_equals_independent_per_row_loop(planted):
         xf, yf = torch.from_numpy(x[rf]), torch.from_numpy(y[rf, c])
         w = torch.tensor(w0[c], requires_grad=True)
         b = torch.tensor(b0[c], requires_grad=True)
-        opt = torch.optim.Adam([w, b], lr=cfg.lr)
+        opt = torch.optim.Adam([w, b], lr=cfg.lr) if optimizer == "adam" else torch.optim.SGD([w, b], lr=cfg.lr)
         best = _score("ap", w0[c], b0[c], x[rs], y[rs, c], np.ones(len(rs), bool))
         best_w, best_b, best_step, stale = w0[c].copy(), b0[c], 0, 0
         for epoch in range(1, cfg.epochs + 1):

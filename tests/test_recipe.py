@@ -1,5 +1,6 @@
 """recipes/cft.py end to end: errors, two processes equal one, a killed run resumes to the same bytes."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -159,3 +160,25 @@ def test_a_failure_on_one_process_ends_all_with_its_message(tmp_path):
     assert "process 1 of 2 failed: KeyError: 'induced failure on rank 1'" in out  # the original message, once
     if "Root Cause" in out:  # torch elastic's summary, when the launcher prints one, names the same rank
         assert "rank      : 1" in out[out.index("Root Cause"):]
+
+
+def test_every_shipped_config_parses_with_its_recipe(tmp_path):
+    """recipes/configs/*.yaml: every key is an argument of its recipe and every value passes its checks."""
+    import glob
+
+    from transformers import HfArgumentParser
+
+    from hf_cft import CFTConfig
+    from hf_cft.recipe import EngineArguments, RecipeArguments
+    from hf_cft.training import TrainArguments
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "configs")
+    paths = sorted(glob.glob(os.path.join(root, "*.yaml")))
+    assert len(paths) >= 7
+    for path in paths:
+        if os.path.basename(path).startswith("cft_"):
+            recipe, engine = HfArgumentParser((RecipeArguments, EngineArguments)).parse_yaml_file(path)
+            CFTConfig(variant="bp", **dataclasses.asdict(engine))
+        else:
+            (args,) = HfArgumentParser((TrainArguments,)).parse_yaml_file(path)
+            assert args.learning_rate <= 1e-3, f"{path}: the demo's learning rate, not a setup's"

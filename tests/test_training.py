@@ -296,3 +296,15 @@ def test_a_kill_while_checkpointing_resumes_from_the_last_complete_epoch_exactly
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_chexpert_metrics_average_over_the_five_competition_categories():
+    from hf_cft.data.chexpert import COMPETITION, OBSERVATIONS
+    from hf_cft.training import eval_columns
+
+    cols = eval_columns("chexpert", list(OBSERVATIONS), None)
+    assert [OBSERVATIONS[i] for i in cols] == list(COMPETITION) and len(cols) == 5
+    assert eval_columns("coco2014", ["a", "b"], None) is None
+    assert eval_columns("coco2014", ["a", "b"], ["b"]) == [1]
+    with pytest.raises(ValueError, match=r"eval_categories \['c'\] are not categories"):
+        eval_columns("coco2014", ["a", "b"], ["c"])

@@ -1,4 +1,4 @@
-"""CFT-BP: full-batch Adam on the masked asymmetric loss, all rows of a block as one problem.
+"""CFT-BP: full-batch Adam (or gradient descent) on the masked asymmetric loss, all rows of a block as one problem.
 
 The loss of a block is the *sum* of the per-category losses and each category's loss depends only on
 its own row, so the gradient of row c is the gradient of category c's loss alone; Adam's update is
@@ -67,7 +67,7 @@ def judge_span(n_rows: int, d: int, itemsize: int, patience: int | None) -> int:
 
 
 def _fit_rows(weight, bias, fit, judge: Judge, tracker: BestTracker, config: CFTConfig, progress) -> None:
-    """The trajectory of some rows: full-batch Adam, each epoch's rows handed to ``tracker``.
+    """The trajectory of some rows: full-batch Adam (or gradient descent), each epoch's rows handed to ``tracker``.
 
     Weight and bias are one ``B × (d+1)`` leaf; Adam is written out with exactly the operations of
     ``torch.optim.Adam`` (defaults: β = (0.9, 0.999), ε = 1e-8), which are element-wise, so the steps are those
@@ -87,6 +87,11 @@ def _fit_rows(weight, bias, fit, judge: Judge, tracker: BestTracker, config: CFT
         for j in range(span):
             epoch = done + j + 1
             grad = _gradient(theta, fit, fit_labels, fit_mask, config)
+            if config.bp_optimizer == "gd":  # plain full-batch gradient descent
+                with torch.no_grad():
+                    theta.sub_(grad, alpha=lr)
+                    snaps[:, j] = theta
+                continue
             with torch.no_grad():  # torch.optim.Adam's single-tensor step, operation for operation
                 exp_avg.lerp_(grad, 1 - beta1)
                 exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)

@@ -87,7 +87,12 @@ class CFTConfig:
     )
     # --- CFT-BP -------------------------------------------------------------------------------------------
     epochs: int = field(default=5000, metadata={"help": "bp: maximum full-batch Adam epochs."})
-    lr: float = field(default=1e-4, metadata={"help": "bp: Adam learning rate."})
+    lr: float = field(default=1e-4, metadata={"help": "bp: learning rate (of Adam, or of gradient descent)."})
+    bp_optimizer: str = field(
+        default="adam",
+        metadata={"help": "bp: 'adam' (full-batch Adam, the paper's COCO setting) or 'gd' (full-batch gradient "
+                  "descent, θ ← θ − lr·∇, the paper's CheXpert setting)."},
+    )
     gamma_neg: float = field(default=4.0, metadata={"help": "bp: ASL focusing parameter of negatives (γ−)."})
     gamma_pos: float = field(default=0.0, metadata={"help": "bp: ASL focusing parameter of positives (γ+)."})
     clip: float = field(default=0.05, metadata={"help": "bp: ASL probability margin of negatives (0: none)."})
@@ -181,6 +186,8 @@ class CFTConfig:
             raise ValueError(f"`selection_bootstrap` must be >= 2, got {self.selection_bootstrap}")
         if not 0.5 <= self.selection_confidence < 1:
             raise ValueError(f"`selection_confidence` must be in [0.5, 1), got {self.selection_confidence}")
+        if self.bp_optimizer not in ("adam", "gd"):
+            raise ValueError(f"`bp_optimizer` must be 'adam' or 'gd', got {self.bp_optimizer!r}")
         if self.bp_loss not in BP_LOSSES:
             raise ValueError(f"`bp_loss` must be one of {BP_LOSSES}, got {self.bp_loss!r}")
         if self.refit_toward not in ("trained", "zero"):

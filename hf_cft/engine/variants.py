@@ -114,8 +114,8 @@ def variant_choices() -> tuple[str, ...]:
 register_variant(Variant(
     name="bp", runner=run_bp,
     population=lambda c: 1, max_steps=lambda c: c.epochs,
-    fields=("epochs", "lr", "gamma_neg", "gamma_pos", "clip", "bp_loss", "wmw_gamma", "aucm_margin"),
-    card_fields=("epochs", "lr", "gamma_neg", "gamma_pos", "clip", "bp_loss"),
+    fields=("epochs", "lr", "bp_optimizer", "gamma_neg", "gamma_pos", "clip", "bp_loss", "wmw_gamma", "aucm_margin"),
+    card_fields=("epochs", "lr", "bp_optimizer", "gamma_neg", "gamma_pos", "clip", "bp_loss"),
     summary="full-batch Adam on the masked asymmetric loss or an AUC surrogate (paper §III-C)",
 ))
 register_variant(Variant(
