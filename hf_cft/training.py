@@ -90,6 +90,11 @@ class TrainArguments:
                                                                     "and saved instead of the raw weights."})
     image_size: int | None = field(default=None, metadata={"help": "Resize to this (default: the model's own)."})
     randaugment: bool = field(default=False, metadata={"help": "RandAugment on training images."})
+    hflip: bool = field(default=False, metadata={"help": "Horizontal flip of training images (probability 0.5)."})
+    rotate_degrees: float = field(default=0.0, metadata={
+        "help": "Random rotation of training images within ± this many degrees (0: none)."})
+    scale_range: list[float] | None = field(default=None, metadata={
+        "help": "Random scaling of training images by a factor in [low, high], e.g. 0.9 1.1 (default: none)."})
     val_fraction: float = field(default=0.1, metadata={"help": "Share of training images held out for validation."})
     report_split: str | None = field(default="test", metadata={
         "help": "Split evaluated once at the end for the report (never for choosing the epoch); None: none."})
@@ -125,6 +130,11 @@ class TrainArguments:
                              "(a pretrained backbone, classifier made afresh), not both")
         if self.optimizer not in ("adam", "adamw"):
             raise ValueError(f"`optimizer` must be 'adam' or 'adamw', got {self.optimizer!r}")
+        if self.rotate_degrees < 0:
+            raise ValueError(f"`rotate_degrees` must be >= 0, got {self.rotate_degrees}")
+        if self.scale_range is not None and (len(self.scale_range) != 2
+                                             or not 0 < self.scale_range[0] <= self.scale_range[1]):
+            raise ValueError(f"`scale_range` must be two factors 0 < low <= high, got {self.scale_range}")
         if self.metric not in ("ap", "auroc"):
             raise ValueError(f"`metric` must be 'ap' (mAP) or 'auroc' (mAUC), got {self.metric!r}")
         if self.cl_mode not in ("score", "positive"):
@@ -178,10 +188,17 @@ def _load_model(args: TrainArguments, names: list[str]):
         return model, args.image_size or 224, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
-def _transforms(size: int, mean, std, train: bool, randaugment: bool):
+def _transforms(size: int, mean, std, train: bool, randaugment: bool, args: TrainArguments | None = None):
+    """Resize and normalize; on training images also the augmentations ``args`` asks for (flip, rotation and
+    scaling, e.g. the paper's CheXpert setup; RandAugment, its COCO setup)."""
     from torchvision import transforms as T
 
     ops = [T.Resize((size, size))]
+    if train and args is not None and args.hflip:
+        ops.append(T.RandomHorizontalFlip())
+    if train and args is not None and (args.rotate_degrees or args.scale_range):
+        ops.append(T.RandomAffine(degrees=args.rotate_degrees,
+                                  scale=tuple(args.scale_range) if args.scale_range else None))
     if train and randaugment:
         ops.append(T.RandAugment())
     ops += [T.ToTensor(), T.Normalize(mean, std)]
@@ -375,8 +392,8 @@ def pretrain_backbone(args: TrainArguments, accelerator, data: TrainData) -> Tra
 def build_loaders(args: TrainArguments, data: TrainData, preprocessing, gen: torch.Generator):
     """The shuffled (by ``gen``) training loader and the validation loader."""
     size, mean, std = preprocessing
-    fit_set = _Split(data.train, data.fit_rows, _transforms(size, mean, std, True, args.randaugment), data.labels,
-                     data.mask, data.uncertain)
+    augmented = _transforms(size, mean, std, True, args.randaugment, args)
+    fit_set = _Split(data.train, data.fit_rows, augmented, data.labels, data.mask, data.uncertain)
     val_set = _Split(data.train, data.val_rows, _transforms(size, mean, std, False, False), data.labels, data.mask,
                      data.uncertain)
     train_loader = torch.utils.data.DataLoader(fit_set, batch_size=args.batch_size, shuffle=True, generator=gen,

@@ -308,3 +308,21 @@ def test_chexpert_metrics_average_over_the_five_competition_categories():
     assert eval_columns("coco2014", ["a", "b"], ["b"]) == [1]
     with pytest.raises(ValueError, match=r"eval_categories \['c'\] are not categories"):
         eval_columns("coco2014", ["a", "b"], ["c"])
+
+
+def test_flip_rotation_and_scaling_augment_training_images_only():
+    from PIL import Image
+
+    from hf_cft.training import TrainArguments, _transforms
+
+    image = Image.fromarray(np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3))
+    args = TrainArguments(hflip=True, rotate_degrees=20.0, scale_range=[0.8, 1.2])
+    torch.manual_seed(0)
+    train = _transforms(16, [0.5] * 3, [0.5] * 3, True, False, args)
+    views = [train(image) for _ in range(4)]
+    assert views[0].shape == (3, 16, 16) and any(not torch.equal(views[0], v) for v in views[1:])
+    plain = _transforms(16, [0.5] * 3, [0.5] * 3, False, False, args)  # evaluation: never augmented
+    assert torch.equal(plain(image), plain(image))
+    for bad in (dict(rotate_degrees=-1.0), dict(scale_range=[1.2, 0.8]), dict(scale_range=[1.0])):
+        with pytest.raises(ValueError, match="rotate_degrees|scale_range"):
+            TrainArguments(**bad)
