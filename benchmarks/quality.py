@@ -167,7 +167,7 @@ def main() -> None:
                     continue
                 ds = load_partial_dataset("digits_mosaic", known_ratio=ratio, protocol=protocol, seed=seed)
                 names = partial_info(ds["train"])["categories"]
-                y, m = label_arrays(ds["train"])
+                y, m, full = label_arrays(ds["train"], ("labels", "label_mask", "full_labels"))
                 ye, me = label_arrays(ds["test"])
                 pretrain_digits(backbone, seed=seed, pool_seed=seed, show_progress=False)
                 for method in args.methods:
@@ -227,7 +227,6 @@ def main() -> None:
                                       CFTConfig(variant="bp", seed=seed, epochs=args.steps, selection_rule="strict",
                                                 show_progress=False), selection=(ze, ye, me))
                     record("+ CFT-bp selected on test (the paper's protocol)", on_test.weight, on_test.bias)
-                    full = label_arrays(ds["train"], ("full_labels",))[0]
                     for h in headroom_rows(z, full, m, ze, ye, me, "ap"):
                         rows[(*key, h["method"])].append({"map": h["map"], "mauc": h["mauc"],
                                                           "delta": h["map"] - base_map})

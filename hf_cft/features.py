@@ -50,7 +50,7 @@ def model_fingerprint(model: torch.nn.Module, exclude: tuple[str, ...] = ()) -> 
     """SHA-256 of every parameter and buffer (names, sizes, dtypes and bytes), except those under ``exclude``."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
-        if any(name == p or name.startswith(p + ".") for p in exclude):
+        if _under(name, exclude):
             continue
         t = t.detach().cpu().contiguous().reshape(-1)  # 0-dim buffers (BatchNorm counters) too
         h.update(f"{name}:{t.numel()}:{t.dtype}".encode())
@@ -72,7 +72,11 @@ def _feature_relevant(cfg: dict) -> dict:
     return {k: v for k, v in cfg.items() if not k.startswith("_") and k not in _LABEL_AND_SOURCE_KEYS}
 
 
-def config_fingerprint(model: torch.nn.Module) -> str:
+def _under(name: str, paths: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in paths)
+
+
+def config_fingerprint(model: torch.nn.Module, exclude: tuple[str, ...] = ()) -> str:
     """SHA-256 of how ``model`` was built, beyond its weights: what changes its features with the same weights.
 
     It covers a transformers config (``config.to_dict()``), a timm ``pretrained_cfg`` and every module's plain
@@ -84,6 +88,8 @@ def config_fingerprint(model: torch.nn.Module) -> str:
     if hasattr(cfg, "to_dict"):
         parts["config"] = _feature_relevant(cfg.to_dict())
     for name, mod in model.named_modules():
+        if _under(name, exclude):  # the classifier: its label count does not change the features
+            continue
         pretrained = getattr(mod, "pretrained_cfg", None)
         if isinstance(pretrained, dict):
             parts[f"{name}:pretrained_cfg"] = _feature_relevant(pretrained)
@@ -157,7 +163,7 @@ def extract_features(
         raise ValueError("`dataset` must be a datasets.Dataset (its fingerprint keys the cache)")
     key = hashlib.sha256("|".join([
         # the classifier inputs do not depend on the head's rows: a calibrated model reuses the cache
-        model_fingerprint(head.model, exclude=head.spec.paths), config_fingerprint(head.model),
+        model_fingerprint(head.model, exclude=head.spec.paths), config_fingerprint(head.model, head.spec.paths),
         fingerprint, f"column={image_column}", transform_id or desc, dtype, str(len(dataset)),
     ]).encode()).hexdigest()[:24]
     folder = os.path.join(cache_dir, key)

@@ -183,14 +183,6 @@ class CFTHead:
             raise ValueError(f"expected weight {self.num_labels}×{self.hidden_size} and bias {self.num_labels}, got "
                              f"{tuple(weight.shape)} and {tuple(bias.shape)}")
         mods = self._linears()
-        if self.spec.kind == "shared":  # both heads get the rows: their mean is the rows
-            for m in mods:
-                m.weight.copy_(weight.to(m.weight))
-                if m.bias is not None:
-                    m.bias.copy_(bias.to(m.bias))
-                elif bool((bias != 0).any()):
-                    raise ValueError("the heads have no bias parameter; a non-zero bias cannot be written")
-            return
         if self.spec.kind == "average":
             k = len(mods)
             start = 0
@@ -202,12 +194,12 @@ class CFTHead:
                     raise ValueError("averaged heads without bias cannot take a new bias")
                 m.bias.copy_(bias.to(m.bias))
             return
-        m = mods[0]
-        m.weight.copy_(weight.to(m.weight))
-        if m.bias is not None:
-            m.bias.copy_(bias.to(m.bias))
-        elif bool((bias != 0).any()):
+        if any(m.bias is None for m in mods) and bool((bias != 0).any()):
             raise ValueError("the head has no bias parameter; a non-zero bias cannot be written")
+        for m in mods if self.spec.kind == "shared" else mods[:1]:  # shared: both heads take the rows (their mean)
+            m.weight.copy_(weight.to(m.weight))
+            if m.bias is not None:
+                m.bias.copy_(bias.to(m.bias))
 
     def apply(self, result) -> CFTHead:
         """Write a :class:`~hf_cft.engine.CFTResult`'s rows into the model; returns self."""

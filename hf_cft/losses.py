@@ -215,7 +215,8 @@ def selective_weights(probs: torch.Tensor, mask: torch.Tensor, prior: torch.Tens
     """
     unknown = ~mask
     counted = unknown & (prior.view(1, -1) <= prior_threshold)
-    k = min(likelihood_topk * probs.shape[0], int(counted.sum()))
+    # entries not counted score -1, below every probability: a k past their number changes nothing (no sync)
+    k = min(likelihood_topk * probs.shape[0], probs.numel())
     if k > 0:
         scores = torch.where(counted, probs.detach(), torch.full_like(probs, -1.0)).flatten()
         likely = torch.zeros_like(counted).flatten()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
@@ -166,11 +167,7 @@ def render_card(data: CardData, model_name: str | None = None):
 
 def skip_reasons(result) -> list[tuple[str, int]]:
     """``(reason, count)`` of the categories ``result`` skipped, most frequent first (ties in first-seen order)."""
-    counts: dict[str, int] = {}
-    for r in result.report:
-        if r.skipped is not None:
-            counts[str(r.skipped)] = counts.get(str(r.skipped), 0) + 1
-    return sorted(counts.items(), key=lambda kv: -kv[1])
+    return Counter(str(r.skipped) for r in result.report if r.skipped is not None).most_common()
 
 
 def render_model_card(result, repo_id: str, base_model: str | None = None, dataset_name: str | None = None,

@@ -20,7 +20,7 @@ import tempfile
 import numpy as np
 import torch
 
-from .atomic import write_atomic
+from .hub import swap_in
 
 logger = logging.getLogger(__name__)
 
@@ -127,10 +127,9 @@ def pretrain_digits(output_dir: str, seed: int = 0, pool_seed: int = 0, n_train:
         model.save_pretrained(tmp, safe_serialization=True)
         transformers.ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, image_mean=MEAN,
                                        image_std=STD).save_pretrained(tmp)
-        write_atomic(os.path.join(tmp, PRETRAIN_REPORT_NAME), json.dumps(report, indent=2))
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.replace(tmp, output_dir)
+        with open(os.path.join(tmp, PRETRAIN_REPORT_NAME), "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+        swap_in(tmp, output_dir)  # a complete backbone is on disk at every instant
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

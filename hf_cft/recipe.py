@@ -151,12 +151,17 @@ def _writable_folder(path: str, what: str) -> None:
                          "folder (nothing was computed)") from err
 
 
+def _variants(recipe: RecipeArguments, engine_args) -> list[str]:
+    """The variants the recipe runs: those named (``auto`` aside), or alone ``auto``'s ``auto_variants``."""
+    return [v for v in recipe.variant if v != AUTO] or list(engine_args.auto_variants)
+
+
 def preflight(recipe: RecipeArguments, engine_args=None) -> None:
     """Everything that would fail after hours of compute, checked first: writable outputs, a Hub token, the
     engine options (``engine_args``) of every variant."""
     if engine_args is not None:
         base = dataclasses.asdict(engine_args)
-        for variant in [v for v in recipe.variant if v != AUTO] or list(engine_args.auto_variants):
+        for variant in _variants(recipe, engine_args):
             CFTConfig(variant=variant, **base)  # raises, naming the option, before anything is computed
     _writable_folder(recipe.output_dir, "--output_dir")
     _writable_folder(recipe.cache_dir, "--cache_dir")
@@ -252,7 +257,7 @@ def run_variants(recipe: RecipeArguments, engine_args, fit, selection, weight0, 
 
     base = dataclasses.asdict(engine_args)
     results = {}
-    variants = [v for v in recipe.variant if v != AUTO] or list(engine_args.auto_variants)
+    variants = _variants(recipe, engine_args)
     engine = CFTEngine()
     for variant in variants:
         engine.config = CFTConfig(variant=variant, **{**base, "show_progress": accelerator.is_main_process and
@@ -442,7 +447,7 @@ def evaluate(recipe: RecipeArguments, ds, features_of, rows, results: dict, trai
         me = me.copy()
         me[:, np.setdiff1d(np.arange(me.shape[1]), columns)] = False
     table, scores = evaluate_results(ze, ye, me, *rows, results)
-    z, labels, mask = train
+    z, _, mask = train
     full_labels = partial_info(ds["train"]).get("full_labels_behind_mask", False)
     want = recipe.headroom if recipe.headroom is not None else full_labels and z.size <= 5e7
     if want and not full_labels:

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .atomic import atomic_path, write_atomic
+from .atomic import write_atomic
 from .constants import PSEUDO_LABELS_NAME, TRAIN_REPORT_NAME, TRAINER_STATE_NAME
 from .losses import (
     assume_negative,
@@ -250,6 +250,7 @@ class TrainData:
     dataset_config: dict
     fit_rows: np.ndarray | None = None
     val_rows: np.ndarray | None = None
+    eval_columns: list[int] | None = None  # the categories the metrics average over (None: all)
 
     @property
     def train(self):
@@ -302,7 +303,7 @@ def train(args: TrainArguments) -> dict:
         if args.method in ("cl", "selective"):
             _refresh(args, accelerator, eval_model, data.train, data.fit_rows, size, mean, std, state.pseudo,
                      state.prior, data.labels, data.mask)
-        validate(args, accelerator, eval_model, val_loader, state, epoch, loss, data.names, (size, mean, std))
+        validate(args, accelerator, eval_model, val_loader, state, epoch, loss, data, (size, mean, std))
         checkpoint(accelerator, state, os.path.join(args.output_dir, CHECKPOINTS))
         ran += 1
         if args.stop_after_epochs and ran >= args.stop_after_epochs and epoch < args.epochs:
@@ -358,7 +359,10 @@ def load_training_data(args: TrainArguments, accelerator) -> TrainData:
     if args.uncertain_policy in ("u_ones", "u_zeros"):
         labels[uncertain] = 1.0 if args.uncertain_policy == "u_ones" else 0.0
         mask = mask | uncertain
-    return TrainData(ds, partial_info(train_ds)["categories"], labels, mask, uncertain, config)
+    names = partial_info(train_ds)["categories"]
+    # checked here, before any training: a wrong --eval_categories fails at once
+    columns = eval_columns(args.dataset, names, args.eval_categories)
+    return TrainData(ds, names, labels, mask, uncertain, config, eval_columns=columns)
 
 
 def prepare_splits(args: TrainArguments, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -555,9 +559,10 @@ def evaluate_loader(accelerator, loader, model, columns: list[int] | None = None
 
 
 def validate(args: TrainArguments, accelerator, model, loader, state: TrainState, epoch: int, loss: float,
-             names: list[str], preprocessing) -> None:
+             data: TrainData, preprocessing) -> None:
     """Score the epoch on validation, keep it in the history and save the model when it is the best so far."""
-    val = evaluate_loader(accelerator, loader, model, eval_columns(args.dataset, names, args.eval_categories))
+    names = data.names
+    val = evaluate_loader(accelerator, loader, model, data.eval_columns)
     score = val["map"] if args.metric == "ap" else val["mauc"]
     improved = state.best_score is None or score > state.best_score
     state.history.append({"epoch": epoch, "loss": loss, **val})
@@ -587,10 +592,11 @@ def checkpoint(accelerator, state: TrainState, root: str) -> str:
     accelerator.wait_for_everyone()
     accelerator.save_state(tmp)
     if accelerator.is_main_process:
-        write_atomic(os.path.join(tmp, TRAINER_STATE_NAME), json.dumps(state.progress()))
-        with atomic_path(os.path.join(tmp, PSEUDO_LABELS_NAME)) as f:
-            save_file({"labels": state.pseudo["labels"].contiguous(), "mask": state.pseudo["mask"].contiguous(),
-                       "prior": state.prior.contiguous()}, f)
+        # plain writes: the folder is moved in place only once complete
+        with open(os.path.join(tmp, TRAINER_STATE_NAME), "w", encoding="utf-8") as f:
+            json.dump(state.progress(), f)
+        save_file({"labels": state.pseudo["labels"].contiguous(), "mask": state.pseudo["mask"].contiguous(),
+                   "prior": state.prior.contiguous()}, os.path.join(tmp, PSEUDO_LABELS_NAME))
     accelerator.wait_for_everyone()  # every process's part (its random states) is in the folder
     if accelerator.is_main_process:
         swap_in(tmp, path)
@@ -606,7 +612,7 @@ def final_report(args: TrainArguments, accelerator, data: TrainData, state: Trai
               "validation_rows": data.val_rows.tolist(), "train_rows": len(data.train)}
     split = args.report_split
     if split and split in data.ds:
-        report[split] = _score_best(args, accelerator, data.ds[split], preprocessing)
+        report[split] = _score_best(args, accelerator, data.ds[split], preprocessing, data.eval_columns)
         accelerator.print(f"{split} (best epoch {state.best_epoch}): mAP {100 * report[split]['map']:.2f} mAUC "
                           f"{100 * report[split]['mauc']:.2f}")
     if accelerator.is_main_process:
@@ -615,8 +621,8 @@ def final_report(args: TrainArguments, accelerator, data: TrainData, state: Trai
     return report
 
 
-def _score_best(args: TrainArguments, accelerator, split, preprocessing) -> dict:
-    from .data import label_arrays, partial_info
+def _score_best(args: TrainArguments, accelerator, split, preprocessing, columns: list[int] | None) -> dict:
+    from .data import label_arrays
 
     size, mean, std = preprocessing
     best = accelerator.prepare(_load_best(args))
@@ -624,8 +630,7 @@ def _score_best(args: TrainArguments, accelerator, split, preprocessing) -> dict
     data = _Split(split, np.arange(len(split)), _transforms(size, mean, std, False, False),
                   labels.astype(np.float32), mask, np.zeros_like(mask))
     loader = accelerator.prepare(torch.utils.data.DataLoader(data, batch_size=args.batch_size))
-    names = partial_info(split)["categories"]
-    return evaluate_loader(accelerator, loader, best, eval_columns(args.dataset, names, args.eval_categories))
+    return evaluate_loader(accelerator, loader, best, columns)
 
 
 def push_best(args: TrainArguments) -> None:

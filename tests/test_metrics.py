@@ -174,7 +174,8 @@ def test_scores_and_labels_the_metrics_cannot_rank_are_refused():
     mask = np.array([[False], [True], [True], [True]])  # a NaN where the label is unknown is never read
     assert partial_auroc(scores, labels, mask).value == 1.0
     codes = np.array([[1], [-1], [0], [1]])
-    with pytest.raises(ValueError, match=r"must be 1 \(positive\) or 0 \(negative\) where known, found \[-1.0\]"):
+    with pytest.raises(ValueError, match=r"must hold 1 \(positive\) or 0 \(negative\) where `label_mask` is True; "
+                                         r"found \[-1\].*from_code"):
         partial_average_precision(np.arange(4.0)[:, None], codes)
 
 

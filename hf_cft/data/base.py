@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from collections.abc import Mapping
 from typing import Any
 
@@ -410,7 +411,7 @@ class PartialBuilder(datasets.GeneratorBasedBuilder):
                 st = os.stat(path)
             except OSError:
                 continue
-            h.update(f"{path}\0{st.st_size if os.path.isfile(path) else 0}\0{st.st_mtime_ns}\n".encode())
+            h.update(f"{path}\0{st.st_size if stat.S_ISREG(st.st_mode) else 0}\0{st.st_mtime_ns}\n".encode())
         return h.hexdigest()[:12]
 
     def _data_root(self, dl_manager) -> str:

@@ -84,7 +84,7 @@ class PartialCsv(PartialBuilder):
     @classmethod
     def input_paths(cls, folder: str, config) -> list[str]:
         """The CSVs and the folder the images are listed relative to."""
-        return [*super().input_paths(folder, config), (config or {}).get("image_dir") or folder]
+        return [*super().input_paths(folder, config), config.get("image_dir") or folder]
 
     def _files(self) -> dict[str, str]:
         root = self.config.data_dir or ""

@@ -75,7 +75,8 @@ def _fit_rows(weight, bias, fit, judge: Judge, tracker: BestTracker, config: CFT
     """
     n_cat, d = weight.shape
     theta = torch.cat([weight.detach(), bias.detach().unsqueeze(1)], dim=1).requires_grad_(True)
-    exp_avg, exp_avg_sq = torch.zeros_like(theta), torch.zeros_like(theta)
+    gd = config.bp_optimizer == "gd"
+    exp_avg, exp_avg_sq = (None, None) if gd else (torch.zeros_like(theta), torch.zeros_like(theta))
     beta1, beta2, eps, lr = 0.9, 0.999, 1e-8, config.lr
     fit_labels = fit.labels.squeeze(1).to(theta.dtype)  # converted once, not every epoch
     fit_mask = fit.mask.squeeze(1).to(theta.dtype)
@@ -87,17 +88,15 @@ def _fit_rows(weight, bias, fit, judge: Judge, tracker: BestTracker, config: CFT
         for j in range(span):
             epoch = done + j + 1
             grad = _gradient(theta, fit, fit_labels, fit_mask, config)
-            if config.bp_optimizer == "gd":  # plain full-batch gradient descent
-                with torch.no_grad():
+            with torch.no_grad():
+                if gd:  # plain full-batch gradient descent
                     theta.sub_(grad, alpha=lr)
-                    snaps[:, j] = theta
-                continue
-            with torch.no_grad():  # torch.optim.Adam's single-tensor step, operation for operation
-                exp_avg.lerp_(grad, 1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                step_size = lr / (1 - beta1**epoch)
-                denom = (exp_avg_sq.sqrt() / (1 - beta2**epoch) ** 0.5).add_(eps)
-                theta.addcdiv_(exp_avg, denom, value=-step_size)
+                else:  # torch.optim.Adam's single-tensor step, operation for operation
+                    exp_avg.lerp_(grad, 1 - beta1)
+                    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                    step_size = lr / (1 - beta1**epoch)
+                    denom = (exp_avg_sq.sqrt() / (1 - beta2**epoch) ** 0.5).add_(eps)
+                    theta.addcdiv_(exp_avg, denom, value=-step_size)
                 snaps[:, j] = theta
         with torch.no_grad():
             cand = snaps[:, :span]

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..labels import check_known_values
+
 __all__ = [
     "MacroScore",
     "auroc",
@@ -319,22 +321,19 @@ def _per_category(fn, scores, labels, label_mask) -> MacroScore:
         if mask.shape != scores.shape:
             raise ValueError(f"`label_mask` must be N×C like `scores` {tuple(scores.shape)}, got {tuple(mask.shape)}")
     mask = mask.bool()
-    known = labels[mask]
-    if labels.dtype != torch.bool and not bool(((known == 0) | (known == 1)).all()):
-        found = sorted({float(v) for v in known.unique()[:8].tolist()} - {0.0, 1.0})
-        raise ValueError(f"`labels` must be 1 (positive) or 0 (negative) where known, found {found}: for label codes "
-                         "with -1 for unknown, pass labels=(codes > 0), label_mask=(codes >= 0) "
-                         "(hf_cft.labels.from_code)")
-    check_scores(scores[mask])
+    if labels.dtype != torch.bool:
+        known = labels[mask]
+        check_known_values((known.double() if known.is_floating_point() else known).cpu().numpy())
+    check_scores(scores[mask].double().cpu().numpy())  # bfloat16 has no numpy form
     pos = ((labels > 0) & mask).sum(0)
     neg = ((labels <= 0) & mask).sum(0)
     values = fn(scores.T.double(), labels.T, mask.T)
     return macro_score(values, pos, neg)
 
 
-def check_scores(known_scores) -> None:
+def check_scores(known_scores: np.ndarray) -> None:
     """Scores at known labels must not be NaN (a diverged model?): NaN has no rank. ±inf rank as they are."""
-    nan = int(torch.isnan(torch.as_tensor(known_scores)).sum()) if known_scores.dtype.is_floating_point else 0
+    nan = int(np.isnan(known_scores).sum()) if np.issubdtype(known_scores.dtype, np.floating) else 0
     if nan:
         raise ValueError(f"`scores` hold {nan} NaN value(s) at known labels: NaN has no rank (did the model "
                          "diverge?); fix or drop them before scoring")
@@ -411,7 +410,7 @@ def compute_partial_metric(
         pair_cats = np.asarray(pair_categories, dtype=np.int64)
         refs = np.asarray(references, dtype=np.int64)
         preds = np.asarray(predictions, dtype=np.float64)
-        check_scores(torch.from_numpy(preds))
+        check_scores(preds)
         per_cat = per_category_from_pairs(kind, preds, refs, pair_cats, int(num_categories))
         counted = np.bincount(pair_cats, minlength=int(num_categories))
         pos = np.bincount(pair_cats, weights=refs, minlength=int(num_categories))

@@ -111,7 +111,7 @@ def sparse_partial_metric(kind: str, scores, labels, label_mask) -> MacroScore:
     elif s.ndim != 1 or s.shape[0] != known.nnz:
         raise ValueError(f"`scores` must be N×C {known.shape} or 1-D with one score per known pair ({known.nnz})")
     s = s.astype(np.float64)
-    check_scores(torch.from_numpy(s))
+    check_scores(s)
     per = per_category_from_pairs(kind, s, known.values, cols, known.c)
     pos = known.positive_counts()
     return macro_score(per, pos, known.known_counts() - pos)
