@@ -34,7 +34,7 @@ def example_variant():
 
 
 def test_the_docs_example_adds_a_variant_everywhere(example_variant, planted, tmp_path):
-    from hf_cft.model_card import card_hyperparameters
+    from hf_cft.card import card_hyperparameters
     from hf_cft.recipe import RecipeArguments
 
     x, y, m, w0, b0 = planted(n=800, d=8, c=4)  # a trained head with noisy rows: random moves can help
@@ -87,7 +87,7 @@ def test_every_config_field_is_common_or_owned_by_one_variant():
 
 
 def test_card_lists_the_settings_of_the_variants_that_ran():
-    from hf_cft.model_card import card_hyperparameters
+    from hf_cft.card import card_hyperparameters
 
     ga = card_hyperparameters(CFTConfig(variant="ga", selection_rule="strict"))
     assert {"generations", "population_size", "variant", "metric"} <= set(ga)
@@ -125,7 +125,7 @@ def test_shared_names_are_defined_once():
 
 
 def test_writes_are_atomic(tmp_path):
-    from hf_cft.atomic import atomic_path, write_atomic
+    from hf_cft.io import atomic_path, write_atomic
 
     path = tmp_path / "a.json"
     write_atomic(path, "old\n")

@@ -488,7 +488,7 @@ def test_a_selection_split_the_dataset_lacks_is_named_before_extraction(tmp_path
 def test_the_recipe_loads_with_the_library_asked(tmp_path):
     import timm
 
-    from hf_cft.hub import save_timm_model
+    from hf_cft.modeling.save import save_timm_model
     from hf_cft.recipe import RecipeArguments, load_head
 
     with pytest.raises(ValueError, match="--library must be 'transformers' or 'timm'"):

@@ -171,7 +171,7 @@ def test_timm_category_names_leave_the_in_memory_model_unchanged(tmp_path):
 
 
 def test_an_interrupted_save_is_finished_or_removed_by_recovery(tmp_path, monkeypatch):
-    import hf_cft.hub as hub
+    import hf_cft.io as atomic_io
 
     out = str(tmp_path / "model")
     CFTHead(_vit()).save_pretrained(out)
@@ -182,7 +182,7 @@ def test_an_interrupted_save_is_finished_or_removed_by_recovery(tmp_path, monkey
         os.replace(os.path.join(src, "model.safetensors"), os.path.join(dst, "model.safetensors"))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hub, "move_in", killed_while_moving)
+    monkeypatch.setattr(atomic_io, "move_in", killed_while_moving)
     with pytest.raises(KeyboardInterrupt):
         new.save_pretrained(out)
     monkeypatch.undo()
@@ -196,7 +196,7 @@ def test_an_interrupted_save_is_finished_or_removed_by_recovery(tmp_path, monkey
     (tmp_path / "model.tmp" / "model.safetensors").write_bytes(b"half")
     os.makedirs(tmp_path / ".tmp-model-sxm113ve")
     (tmp_path / ".tmp-model-sxm113ve" / "model.safetensors").write_bytes(b"full copy")
-    assert hub.recover_model_dir(out) is False
+    assert atomic_io.recover_model_dir(out) is False
     assert sorted(os.listdir(tmp_path)) == ["model"]
     assert CFTHead.from_pretrained(out).label_names() == ["p", "q", "r"]
 
@@ -212,7 +212,7 @@ def test_card_names_the_actual_skip_reasons(tmp_path):
     card = " ".join(open(os.path.join(out, "README.md"), encoding="utf-8").read().split())
     assert "2 were skipped and kept as they were (1: not requested; 1: no known positive in the fit split)" in card
     assert "no known positive or negative to fit or select on" not in card
-    from hf_cft.model_card import CardData, render_card
+    from hf_cft.card import CardData, render_card
 
     full = fit_cft(z, y, np.ones_like(m), head.weight, head.bias, CFTConfig(variant="refit", show_progress=False))
     assert full.n_skipped == 0

@@ -5,22 +5,23 @@ Also reads what a calibrated folder says about itself (``cft_config.json``, ``cf
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 from collections.abc import Sequence
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from .constants import CFT_CONFIG_NAME, CFT_REPORT_NAME
-from .head import find_head
+from ..constants import CFT_CONFIG_NAME, CFT_REPORT_NAME
+from ..io import interrupted_save, read_json, recover_model_dir
+from .heads import find_head
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["library_of", "load_classifier", "read_calibration"]
+
 
 def load_classifier(name_or_path: str, library: str | None = None, **kwargs) -> nn.Module:
     """The classifier at ``name_or_path`` (``library``: "transformers" or "timm"; default: detected).
@@ -28,8 +29,6 @@ def load_classifier(name_or_path: str, library: str | None = None, **kwargs) -> 
     Refuses a model whose head was (re)initialized at load time; a truncated or corrupt ``.safetensors`` file
     raises an ``OSError`` that names it. A folder whose save was interrupted is repaired first.
     """
-    from .hub import interrupted_save, recover_model_dir
-
     if interrupted_save(name_or_path):
         recover_model_dir(name_or_path)  # a save was killed half-way: restore or finish it
     detected = library is None
@@ -73,8 +72,7 @@ def _read_json(name_or_path: str, filename: str) -> dict | None:
             path = hf_hub_download(name_or_path, filename)
         except (OSError, ValueError, HfHubHTTPError):  # not in the repo, offline, or not a repo id
             return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return read_json(path)
 
 
 def _head_refused(name_or_path: str, details: str) -> ValueError:
@@ -168,8 +166,6 @@ def _timm_weights_file(name_or_path: str) -> str | None:
 def _checkpoint_tensors(path: str, keys: Sequence[str]) -> dict[str, torch.Tensor]:
     """The tensors ``keys`` of a checkpoint file that has them (safetensors: only those are read)."""
     if path.endswith(".safetensors"):
-        from safetensors import safe_open
-
         with safe_open(path, framework="pt") as f:
             have = set(f.keys())
             return {k: f.get_tensor(k) for k in keys if k in have}
@@ -189,8 +185,6 @@ def _safetensors_files(name_or_path: str) -> list[str]:
 
 
 def _readable_safetensors(path: str) -> bool:
-    from safetensors import safe_open
-
     try:
         with safe_open(path, framework="pt") as f:
             f.keys()

@@ -1,0 +1,17 @@
+"""The model card of a calibrated model: what it says (:class:`CFTModelCardData`), its template, its files.
+
+Where to add a card field: a dataclass field on :class:`CFTModelCardData` (and its name in ``USER_FIELDS`` when
+the user gives it), its template variable in :meth:`CFTModelCardData.to_dict`, and its use in the template
+``model_cards/cft_model_card.md``; metadata for the Hub go into :meth:`CFTModelCardData.metadata`.
+"""
+
+from .data import CARD_FIELDS, CROSSFIT_CARD_FIELDS, CFTModelCardData, card_hyperparameters, skip_reasons
+from .merge import CARD_END, CARD_START, merge_cards
+from .plot import gains_plot_png
+from .render import TEMPLATE_NAME, calibration_files, render_card, template_path
+
+CardData = CFTModelCardData  # the name hf_cft.model_card gave it
+
+__all__ = ["CARD_END", "CARD_FIELDS", "CARD_START", "CROSSFIT_CARD_FIELDS", "TEMPLATE_NAME", "CFTModelCardData",
+           "CardData", "calibration_files", "card_hyperparameters", "gains_plot_png", "merge_cards", "render_card",
+           "skip_reasons", "template_path"]
