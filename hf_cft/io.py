@@ -22,7 +22,7 @@ from .constants import CFT_CONFIG_NAME, CFT_REPORT_NAME, GAINS_PLOT_NAME
 logger = logging.getLogger(__name__)
 
 __all__ = ["atomic_path", "interrupted_save", "move_in", "read_json", "recover_model_dir", "swap_in",
-           "write_atomic", "write_folder", "write_json"]
+           "write_atomic", "write_folder", "write_json", "write_plain"]
 
 _OLD, _TMP = ".old", ".tmp"  # beside a folder while it is replaced (see swap_in, write_folder)
 _COMPLETE = ".hf_cft_complete.json"  # in a temporary model folder: written last, lists its files
@@ -53,13 +53,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
 def write_atomic(path: str | os.PathLike, content: str | bytes) -> str:
     """Write ``content`` (text as UTF-8, or bytes) to ``path`` atomically; returns the path."""
     with atomic_path(path) as tmp:
-        if isinstance(content, bytes):
-            with open(tmp, "wb") as f:
-                f.write(content)
-        else:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(content)
+        write_plain(tmp, content)
     return os.fspath(path)
+
+
+def write_plain(path: str | os.PathLike, content: str | bytes) -> None:
+    """Write ``content`` (text as UTF-8, or bytes) to ``path`` directly: for a file inside a folder that is moved
+    in place only once complete (:func:`write_folder`), or the temporary file of :func:`atomic_path`."""
+    if isinstance(content, bytes):
+        with open(path, "wb") as f:
+            f.write(content)
+    else:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(content)
 
 
 def write_json(path: str | os.PathLike, data: Any, indent: int | None = None, sort_keys: bool = False,

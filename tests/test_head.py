@@ -13,7 +13,8 @@ import transformers
 from transformers import AutoModelForImageClassification
 
 from hf_cft import CFTConfig, fit_cft
-from hf_cft.head import CFTHead, find_head
+from hf_cft.head import CFTHead
+from hf_cft.modeling.heads import find_head
 
 warnings.filterwarnings("ignore")
 C = 3

@@ -218,3 +218,63 @@ def test_card_names_the_actual_skip_reasons(tmp_path):
     assert full.n_skipped == 0
     card = " ".join(str(render_card(CardData(result=full), "m")).split())
     assert f"{full.n_changed} of 3 category rows changed." in card and "skipped" not in card
+
+
+def test_save_model_writes_a_folder_once_keeping_or_replacing_its_other_files(tmp_path):
+    from hf_cft.modeling.save import SaveOptions, save_model
+
+    model = _vit()
+    out = str(tmp_path / "m")
+    os.makedirs(out)
+    (tmp_path / "m" / "notes.txt").write_text("mine")
+    written = []
+    save_model(model, out, SaveOptions(label_names=["x", "y", "z"], preprocessing=(24, [0.5] * 3, [0.25] * 3),
+                                       extra_files={"a/b.txt": "hé", "c.bin": b"\x00", "d.txt": written.append}))
+    assert sorted(os.listdir(out)) == ["a", "c.bin", "config.json", "model.safetensors", "notes.txt",
+                                       "preprocessor_config.json"]  # d.txt: the callable wrote nothing
+    assert written == [os.path.join(out + ".tmp", "d.txt")]  # a callable writes into the temporary folder
+    assert (tmp_path / "m" / "a" / "b.txt").read_text(encoding="utf-8") == "hé"
+    assert (tmp_path / "m" / "notes.txt").read_text() == "mine"  # kept
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    assert cfg["id2label"] == {"0": "x", "1": "y", "2": "z"} and cfg["problem_type"] == "multi_label_classification"
+    assert model.config.id2label == {0: "a", 1: "b", 2: "c"}  # the in-memory model is left as it was
+    assert json.load(open(os.path.join(out, "preprocessor_config.json")))["image_std"] == [0.25] * 3
+    save_model(model, out, SaveOptions(problem_type=None, replace=True))  # the folder becomes the new files only
+    assert sorted(os.listdir(tmp_path)) == ["m"]
+    assert sorted(os.listdir(out)) == ["config.json", "model.safetensors"]
+    assert json.load(open(os.path.join(out, "config.json")))["id2label"] == {"0": "a", "1": "b", "2": "c"}
+    with pytest.raises(ValueError, match="relative"):
+        save_model(model, out, SaveOptions(extra_files={"../x": "no"}))
+
+
+def test_io_json_and_folder_writes(tmp_path):
+    from hf_cft.io import read_json, write_folder, write_json
+
+    path = write_json(tmp_path / "a.json", {"b": [1, 2]}, indent=2, end="\n")
+    assert open(path).read() == '{\n  "b": [\n    1,\n    2\n  ]\n}\n' and read_json(path) == {"b": [1, 2]}
+
+    def dies(folder):
+        write_json(os.path.join(folder, "x.json"), 1)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_folder(tmp_path / "f", dies)
+    assert sorted(os.listdir(tmp_path)) == ["a.json"]  # nothing half-written is left
+    out = write_folder(tmp_path / "f", lambda folder: write_json(os.path.join(folder, "x.json"), 2))
+    assert read_json(os.path.join(out, "x.json")) == 2 and sorted(os.listdir(out)) == ["x.json"]
+
+
+def test_card_data_is_a_model_card_data_whose_metadata_are_the_plain_ones():
+    from huggingface_hub import ModelCardData
+
+    from hf_cft.card import CFTModelCardData
+
+    data = CFTModelCardData(base_model="org/base", dataset_name="coco", tags=["t"], result=_result())
+    assert isinstance(data, ModelCardData)
+    plain = ModelCardData(model_name="m", base_model="org/base", datasets=["coco"], library_name="transformers",
+                          pipeline_tag="image-classification",
+                          tags=["hf_cft", "multi-label-classification", "partial-labels", "t"])
+    assert data.updated(repo_id="me/m").to_yaml() == plain.to_yaml()
+    assert data.to_dict()["repo_id"] == "model" and data.updated(repo_id="me/m").to_dict()["model_name"] == "m"
+    with pytest.raises(TypeError, match="unknown model card field"):
+        data.updated(licence="mit")

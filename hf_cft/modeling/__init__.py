@@ -5,8 +5,16 @@ classifier from a folder or a Hub id, refusing a random head. ``save``: the one 
 folder (weights, config, preprocessing, extra files; atomically).
 """
 
-from .heads import (HeadSpec, check_label_names, find_head, forward_with_features, is_timm, label_names, read_rows,
-                    write_rows)
+from .heads import (
+    HeadSpec,
+    check_label_names,
+    find_head,
+    forward_with_features,
+    is_timm,
+    label_names,
+    read_rows,
+    write_rows,
+)
 from .load import library_of, load_classifier, read_calibration
 from .save import MULTI_LABEL, ExtraFile, SaveOptions, save_model, save_timm_model
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from ..io import read_json, write_folder
+from ..io import read_json, write_folder, write_plain
 
 logger = logging.getLogger(__name__)
 
@@ -110,12 +110,8 @@ def _write_extra_files(folder: str, files: Mapping[str, ExtraFile]) -> None:
         os.makedirs(os.path.dirname(path) or folder, exist_ok=True)
         if callable(content):
             content(path)
-        elif isinstance(content, bytes):
-            with open(path, "wb") as f:
-                f.write(content)
         else:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(content)
+            write_plain(path, content)
 
 
 def save_timm_model(model: nn.Module, directory: str, label_names: Sequence[str] | None = None,
