@@ -24,8 +24,8 @@ _LAZY = {
     "partial_auroc": ".metrics",
     "partial_average_precision": ".metrics",
 }
-_SUBMODULES = ("atomic", "constants", "data", "engine", "features", "head", "hub", "labels", "loading", "losses",
-               "metrics", "model_card", "recipe", "training")
+_SUBMODULES = ("atomic", "constants", "data", "engine", "evaluation", "features", "head", "hub", "labels", "loading",
+               "losses", "metrics", "model_card", "recipe", "training")
 
 __all__ = [
     "CFTConfig",
