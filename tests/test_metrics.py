@@ -68,16 +68,16 @@ def test_cpu_fast_path_chunks_equal_sklearn_and_each_other(monkeypatch, chunk):
     """The float32 CPU path works in cache-sized chunks (along the first axis, index by index when one index is
     larger): every chunking gives the same values bit for bit, equal to scikit-learn, ties and broadcast
     labels included, and a single row comes back 0-dimensional."""
-    from hf_cft.metrics import core
+    from hf_cft.metrics import ranking
 
     rng = np.random.default_rng(1)
     s = torch.from_numpy(rng.normal(size=(2, 3, 5, 40)).astype(np.float32))
     s[0, 1, 2, :6] = 0.5  # ties inside one row
     y = torch.from_numpy(rng.integers(0, 2, size=(2, 1, 1, 40)))
     m = torch.from_numpy(rng.random((2, 3, 1, 40)) < 0.7)
-    monkeypatch.setattr(core, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(ranking, "CHUNK_BYTES", chunk)
     got = {k: f(s, y, m) for k, f in (("ap", average_precision), ("auroc", auroc))}
-    monkeypatch.setattr(core, "CHUNK_BYTES", 1 << 30)
+    monkeypatch.setattr(ranking, "CHUNK_BYTES", 1 << 30)
     for kind, f, ref in (("ap", average_precision, average_precision_score), ("auroc", auroc, roc_auc_score)):
         assert got[kind].shape == (2, 3, 5) and torch.equal(got[kind], f(s, y, m))
         for i, j, k in np.ndindex(2, 3, 5):
@@ -147,7 +147,7 @@ def test_evaluate_modules_offline_with_groups_and_subset():
 def test_counted_metric_equals_sklearn_on_the_written_out_multiset(kind):
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from hf_cft.metrics.core import counted_metric
+    from hf_cft.metrics.ranking import counted_metric
 
     rng = np.random.default_rng(11)
     rows, width, draws = 5, 40, 6

@@ -2,8 +2,9 @@
 
 AP and AUROC of a category depend only on the scores and labels of its known images, so they are computed
 from the known pairs: each category's pairs are padded into ragged batches of similar length and scored with
-the same exact functions as the dense path (:func:`~hf_cft.metrics.core.average_precision`, ties as
-scikit-learn). Memory grows with the known pairs.
+the same exact functions as the dense path (:func:`~hf_cft.metrics.ranking.average_precision`, ties as
+scikit-learn). Memory grows with the known pairs. Scoring rows on a split (dense or by pairs) is
+:mod:`hf_cft.evaluation`.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import numpy as np
 import torch
 
 from ..sparse import KnownLabels, is_sparse, known_labels
-from .core import METRICS, MacroScore, check_scores, macro_score
+from .ranking import METRICS, MacroScore, check_scores, macro_score
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate_rows", "per_category_from_pairs", "scores_at_known", "sparse_partial_metric"]
+__all__ = ["known_pairs_metric", "pair_scores", "per_category_from_pairs", "scores_at_known", "sparse_partial_metric"]
 
 _BATCH_ENTRIES = 1 << 22  # padded entries scored per call
 
@@ -93,55 +94,35 @@ def scores_at_known(features, weight, bias, known: KnownLabels, chunk: int = 327
     return out
 
 
-def sparse_partial_metric(kind: str, scores, labels, label_mask) -> MacroScore:
-    """mAP / mAUC with sparse (or dense) ``labels`` / ``label_mask``; ``scores`` N×C dense, or 1-D per known pair.
+def pair_scores(scores, known: KnownLabels) -> np.ndarray:
+    """``scores`` at ``known``'s pairs as float64, checked: N×C dense, or already 1-D with one score per pair.
 
     1-D ``scores`` are in the pair order of :func:`hf_cft.sparse.known_labels` (per category, rows ascending),
     e.g. from :func:`scores_at_known`.
     """
-    known = known_labels(labels, label_mask)
-    cols = known.columns()
     if is_sparse(scores):
         raise ValueError("`scores` must be dense N×C or 1-D per known pair, not a sparse matrix")
     s = scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
     if s.ndim == 2:
         if s.shape != known.shape:
             raise ValueError(f"`scores` must be N×C like the labels {known.shape}, got {s.shape}")
-        s = s[known.rows, cols]
+        s = s[known.rows, known.columns()]
     elif s.ndim != 1 or s.shape[0] != known.nnz:
         raise ValueError(f"`scores` must be N×C {known.shape} or 1-D with one score per known pair ({known.nnz})")
     s = s.astype(np.float64)
     check_scores(s)
-    per = per_category_from_pairs(kind, s, known.values, cols, known.c)
+    return s
+
+
+def known_pairs_metric(kind: str, pair_values: np.ndarray, known: KnownLabels) -> MacroScore:
+    """Per-category ``kind`` and its macro mean from float64 scores at ``known``'s pairs (:func:`pair_scores`)."""
+    per = per_category_from_pairs(kind, pair_values, known.values, known.columns(), known.c)
     pos = known.positive_counts()
     return macro_score(per, pos, known.known_counts() - pos)
 
 
-def evaluate_rows(features, rows: dict, labels, label_mask, groups: int | None = None, categories=None,
-                  category_names=None) -> dict:
-    """``CFTHead.evaluate``'s output on sparse labels: the ``evaluate`` modules fed the known pairs only.
-
-    Args:
-        features: N×d (a memory map is read pair by pair, never copied whole).
-        rows: tag → ``(weight, bias)`` (e.g. ``{"before": ..., "after": ...}``).
-    """
-    import evaluate
-
-    from . import PARTIAL_MAP_PATH, PARTIAL_MAUC_PATH
-
+def sparse_partial_metric(kind: str, scores, labels, label_mask) -> MacroScore:
+    """mAP / mAUC with sparse (or dense) ``labels`` / ``label_mask``; ``scores`` N×C dense, or 1-D per known pair
+    (see :func:`pair_scores`)."""
     known = known_labels(labels, label_mask)
-    cols = known.columns()
-    modules = [(evaluate.load(PARTIAL_MAP_PATH), "map", "ap"), (evaluate.load(PARTIAL_MAUC_PATH), "mauc", "auroc")]
-    out = {}
-    for tag, (w, b) in rows.items():
-        scores = scores_at_known(features, w, b, known)
-        out[tag] = {}
-        for module, key, per in modules:
-            res = module.compute(predictions=scores, references=known.values, pair_categories=cols,
-                                 num_categories=known.c, groups=groups, categories=categories,
-                                 category_names=category_names)
-            out[tag][key] = res[key]
-            out[tag][f"per_category_{per}"] = res["per_category"]
-            out[tag]["n_excluded"] = res["n_excluded"]
-            out[tag].update({f"{key}_{g}": v for g, v in res.items() if g.startswith("G")})
-    return out
+    return known_pairs_metric(kind, pair_scores(scores, known), known)

@@ -10,6 +10,10 @@ Ties are handled exactly as scikit-learn does: all entries with the same score f
 a tied positive/negative pair counts one half). Entries where ``mask`` is False are ignored wherever
 they sort. A row without a known positive (AP) or without a known positive and a known negative
 (AUROC) is undefined and returned as NaN.
+
+Also here: :func:`counted_metric` (the same metrics of resampled multisets, for the bootstrap),
+:class:`MacroScore` / :func:`macro_score` (the mean over categories) and :func:`check_scores`. This module
+imports nothing of hf_cft: every other metric module builds on it.
 """
 
 from __future__ import annotations
@@ -19,16 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..labels import check_known_values
-
-__all__ = [
-    "MacroScore",
-    "auroc",
-    "average_precision",
-    "macro_score",
-    "partial_auroc",
-    "partial_average_precision",
-]
+__all__ = ["METRICS", "MacroScore", "auroc", "average_precision", "check_scores", "counted_metric", "macro_score"]
 
 
 def _prepare(scores, labels, mask):
@@ -308,168 +303,9 @@ def macro_score(per_category, n_pos=None, n_neg=None) -> MacroScore:
     return MacroScore(value, per, int(ok.sum()), len(excluded), excluded)
 
 
-def _per_category(fn, scores, labels, label_mask) -> MacroScore:
-    """Samples × categories inputs → macro score over categories."""
-    scores = torch.as_tensor(np.asarray(scores) if not isinstance(scores, torch.Tensor) else scores)
-    labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
-    if scores.ndim != 2 or labels.shape != scores.shape:
-        raise ValueError(f"`scores` and `labels` must be N×C, got {tuple(scores.shape)} and {tuple(labels.shape)}")
-    if label_mask is None:
-        mask = torch.ones_like(labels, dtype=torch.bool)
-    else:
-        mask = torch.as_tensor(np.asarray(label_mask) if not isinstance(label_mask, torch.Tensor) else label_mask)
-        if mask.shape != scores.shape:
-            raise ValueError(f"`label_mask` must be N×C like `scores` {tuple(scores.shape)}, got {tuple(mask.shape)}")
-    mask = mask.bool()
-    if labels.dtype != torch.bool:
-        known = labels[mask]
-        check_known_values((known.double() if known.is_floating_point() else known).cpu().numpy())
-    check_scores(scores[mask].double().cpu().numpy())  # bfloat16 has no numpy form
-    pos = ((labels > 0) & mask).sum(0)
-    neg = ((labels <= 0) & mask).sum(0)
-    values = fn(scores.T.double(), labels.T, mask.T)
-    return macro_score(values, pos, neg)
-
-
 def check_scores(known_scores: np.ndarray) -> None:
     """Scores at known labels must not be NaN (a diverged model?): NaN has no rank. ±inf rank as they are."""
     nan = int(np.isnan(known_scores).sum()) if np.issubdtype(known_scores.dtype, np.floating) else 0
     if nan:
         raise ValueError(f"`scores` hold {nan} NaN value(s) at known labels: NaN has no rank (did the model "
                          "diverge?); fix or drop them before scoring")
-
-
-def _sparse_inputs(labels, label_mask) -> bool:
-    from ..sparse import is_sparse
-
-    if label_mask is None and is_sparse(labels):
-        raise ValueError("sparse `labels` need their `label_mask` (which pairs are known): pass both, e.g. from "
-                         "hf_cft.data.label_arrays(split, sparse=True)")
-    return is_sparse(labels) or is_sparse(label_mask)
-
-
-def partial_average_precision(scores, labels, label_mask=None) -> MacroScore:
-    """mAP of N×C ``scores`` on known labels only (macro over categories with a known positive and negative).
-
-    ``labels`` / ``label_mask`` may be scipy.sparse (then ``scores`` may also be 1-D, one per known pair): the
-    metric is computed from the known pairs, never densified (:mod:`hf_cft.metrics.pairs`).
-    """
-    if _sparse_inputs(labels, label_mask):
-        from .pairs import sparse_partial_metric
-
-        return sparse_partial_metric("ap", scores, labels, label_mask)
-    return _per_category(average_precision, scores, labels, label_mask)
-
-
-def partial_auroc(scores, labels, label_mask=None) -> MacroScore:
-    """mAUC of N×C ``scores`` on known labels only (macro over categories with a known positive and negative).
-
-    Sparse ``labels`` / ``label_mask`` as in :func:`partial_average_precision`.
-    """
-    if _sparse_inputs(labels, label_mask):
-        from .pairs import sparse_partial_metric
-
-        return sparse_partial_metric("auroc", scores, labels, label_mask)
-    return _per_category(auroc, scores, labels, label_mask)
-
-
-# long: the one implementation behind both `evaluate` modules: input checks, groups, per-category scores
-def compute_partial_metric(
-    kind: str,
-    predictions,
-    references,
-    categories=None,
-    category_names=None,
-    groups: int | None = None,
-    known_counts=None,
-    pair_categories=None,
-    num_categories: int | None = None,
-) -> dict:
-    """What the ``partial_map`` / ``partial_mauc`` ``evaluate`` modules return.
-
-    Args:
-        kind: "ap" or "auroc".
-        predictions: N×C scores (logits or probabilities).
-        references: N×C label codes, 1 positive / 0 negative / -1 unknown (:func:`hf_cft.labels.to_code`).
-        categories: restrict the mean to these categories (indices, or names with ``category_names``), e.g.
-            CheXpert's five competition categories.
-        category_names: the C names, in order (needed to select categories by name; echoed in the output).
-        groups: split the categories into this many equal groups by known-label count, ascending (the
-            OpenImages G1–G5 protocol uses 5); each group's macro mean is returned as "G1", "G2", ….
-        known_counts: the per-category known-label counts that order the groups (the protocol uses the
-            training set's); default: the known references counted here.
-        pair_categories, num_categories: the sparse form (Open Images at scale): ``predictions`` and
-            ``references`` are then 1-D, one score and one label (1 / 0) per known pair, ``pair_categories``
-            the pair's category and ``num_categories`` C. No N×C array is made.
-    """
-    if pair_categories is not None:
-        from .pairs import per_category_from_pairs
-
-        if num_categories is None:
-            raise ValueError("`num_categories` is needed with `pair_categories`")
-        pair_cats = np.asarray(pair_categories, dtype=np.int64)
-        refs = np.asarray(references, dtype=np.int64)
-        preds = np.asarray(predictions, dtype=np.float64)
-        check_scores(preds)
-        per_cat = per_category_from_pairs(kind, preds, refs, pair_cats, int(num_categories))
-        counted = np.bincount(pair_cats, minlength=int(num_categories))
-        pos = np.bincount(pair_cats, weights=refs, minlength=int(num_categories))
-        macro = macro_score(per_cat, pos, counted - pos)
-        return _metric_output(kind, macro, int(num_categories), categories, category_names, groups,
-                              known_counts if known_counts is not None else counted)
-    scores = torch.as_tensor(np.asarray(predictions, dtype=np.float64))
-    codes = torch.as_tensor(np.asarray(references, dtype=np.int64))
-    if scores.ndim != 2 or codes.shape != scores.shape:
-        raise ValueError(
-            f"predictions and references must both be N×C, got {tuple(scores.shape)} and {tuple(codes.shape)}"
-        )
-    if not bool(((codes >= -1) & (codes <= 1)).all()):
-        raise ValueError("references must be label codes: 1 positive, 0 negative, -1 unknown")
-    n_cat = scores.shape[1]
-    mask = codes >= 0
-    fn = average_precision if kind == "ap" else auroc
-    macro = _per_category(fn, scores, (codes > 0).to(torch.int8), mask)
-    return _metric_output(kind, macro, n_cat, categories, category_names, groups,
-                          known_counts if known_counts is not None else mask.sum(0).numpy())
-
-
-def _metric_output(kind: str, macro: MacroScore, n_cat: int, categories, category_names, groups, counts) -> dict:
-    """The metric modules' dict from per-category values: the chosen categories' mean and the G-groups."""
-    if category_names is not None and len(category_names) != n_cat:
-        raise ValueError(f"category_names has {len(category_names)} names for {n_cat} columns")
-    chosen = list(range(n_cat))
-    if categories is not None:
-        chosen = []
-        for c in categories:
-            if isinstance(c, str):
-                if category_names is None or c not in list(category_names):
-                    raise ValueError(f"category {c!r} is not among category_names; pass category_names in order")
-                chosen.append(list(category_names).index(c))
-            else:
-                if not 0 <= int(c) < n_cat:
-                    raise ValueError(f"category index {c} is outside [0, {n_cat})")
-                chosen.append(int(c))
-    per = np.array(macro.per_category)
-    name = "map" if kind == "ap" else "mauc"
-    sub = per[chosen]
-    ok = ~np.isnan(sub)
-    out = {
-        name: float(sub[ok].mean()) if ok.any() else float("nan"),
-        "n_categories": int(ok.sum()),
-        "n_excluded": int((~ok).sum()),
-        "per_category": [None if np.isnan(v) else float(v) for v in sub],
-    }
-    if category_names is not None:
-        out["category_names"] = [str(category_names[i]) for i in chosen]
-    if groups:
-        counts = np.asarray(counts).reshape(-1)
-        if counts.shape[0] != n_cat:
-            raise ValueError(f"known_counts has {counts.shape[0]} values for {n_cat} categories: give one known-label "
-                             "count per category, in order")
-        counts = counts[chosen]
-        order = np.argsort(counts, kind="stable")
-        for g, part in enumerate(np.array_split(order, groups), start=1):
-            vals = sub[part]
-            good = ~np.isnan(vals)
-            out[f"G{g}"] = float(vals[good].mean()) if good.any() else float("nan")
-    return out
