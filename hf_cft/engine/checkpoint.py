@@ -3,8 +3,8 @@
 A file is named by :func:`block_key`: a hash of the variant, the config's result settings
 (:meth:`CFTConfig.to_dict`: never the runtime settings such as the device, the memory budget or progress bars),
 the block's categories and a SHA-256 of the inputs (features, labels, masks, trained rows), so a run started again
-computes only the missing blocks and different inputs or settings never reuse a stale one. Files are written atomically; an unreadable one is
-recomputed.
+computes only the missing blocks and different inputs or settings never reuse a stale one. Files are written
+atomically; an unreadable one is recomputed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import os
 
 import numpy as np
 import torch
-
 from safetensors import safe_open
 from safetensors.torch import save_file
 

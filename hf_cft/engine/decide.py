@@ -16,9 +16,9 @@ import torch
 from ..constants import IN_ANOTHER_SHARD
 from ..metrics.core import METRICS
 from .config import CFTConfig
-from .result import CategoryReport, CFTResult
 from .crossfit import choose_crossfit, posterior_gains
 from .registry import VARIANTS
+from .result import CategoryReport, CFTResult
 
 __all__ = ["IN_ANOTHER_SHARD", "Run", "decide", "merge_shards"]
 

@@ -23,8 +23,15 @@ from .blocks import FitCall, VariantPass, category_reports, make_blocks, record_
 from .checkpoint import block_path, fingerprint, load_block, policy_fingerprint, save_block
 from .config import CFTConfig
 from .decide import Run, decide
-from .inputs import (check_names, check_uncertain_mask, split_inputs, trained_rows, wanted_categories,
-                     warn_thin_evidence, with_policy)
+from .inputs import (
+    check_names,
+    check_uncertain_mask,
+    split_inputs,
+    trained_rows,
+    wanted_categories,
+    warn_thin_evidence,
+    with_policy,
+)
 from .registry import Variant, get_variant
 from .result import CFTResult
 from .views import Split, ViewFactory

@@ -6,8 +6,17 @@ are re-exported for convenience (``from hf_cft.engine.variants import Variant, r
 """
 
 from ..config import COMMON_FIELDS
-from ..registry import (AUTO, VARIANTS, BlockTask, NoOptions, Runner, Variant, get_variant, register_variant,
-                        variant_choices)
+from ..registry import (
+    AUTO,
+    VARIANTS,
+    BlockTask,
+    NoOptions,
+    Runner,
+    Variant,
+    get_variant,
+    register_variant,
+    variant_choices,
+)
 from . import bp, ga, pygad, refit  # noqa: F401 - registers them, in this order
 
 __all__ = ["AUTO", "COMMON_FIELDS", "VARIANTS", "BlockTask", "NoOptions", "Runner", "Variant", "get_variant",

@@ -7,9 +7,9 @@ With a per-row best snapshot and per-row patience (:class:`BestTracker`) the blo
 B separate runs would — and so does any split of the block into groups run one after the other.
 
 How a block is computed (one shared pass, or gathered rows in cache-sized groups) is chosen by
-:mod:`hf_cft.engine.plan` (the variant's ``fit_view``): the shared pass arrives here as a dense view; a gathered view whose rows do not
-fit the cache together is run group by group, each group's whole trajectory at once so that its rows stay
-in the cache from one epoch to the next.
+:mod:`hf_cft.engine.plan` (the variant's ``fit_view``): the shared pass arrives here as a dense view; a gathered
+view whose rows do not fit the cache together is run group by group, each group's whole trajectory at once so
+that its rows stay in the cache from one epoch to the next.
 """
 
 from __future__ import annotations

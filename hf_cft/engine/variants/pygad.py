@@ -57,7 +57,8 @@ def _pygad():
 def run_pygad(task: BlockTask) -> None:
     """Run one PyGAD instance per category of the block, seeded by ``config.seed`` and the category's index alone
     (never by the block's seed): a category's row does not depend on how categories were grouped."""
-    weight, bias, fit, judge, tracker, config = task.weight, task.bias, task.fit, task.judge, task.tracker, task.options
+    weight, bias, fit, judge, tracker = task.weight, task.bias, task.fit, task.judge, task.tracker
+    config = task.options
     metric = METRICS[task.config.metric]  # the fitness; the judge selects by `config.judged_by`
     cats = list(task.categories) if task.categories else list(range(weight.shape[0]))
     seeds = [(int(task.config.seed) * 1_000_003 + int(c)) % (2**32) for c in cats]
