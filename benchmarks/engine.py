@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import logging
 import os
@@ -36,8 +37,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hf_cft import CFTConfig, fit_cft  # noqa: E402
-from hf_cft.engine.data import Split, ViewFactory  # noqa: E402
 from hf_cft.engine.plan import bp_fit_view  # noqa: E402
+from hf_cft.engine.views import Split, ViewFactory  # noqa: E402
 
 try:  # the authors' package: optional, never a dependency of hf_cft
     import mlcpl.cft as mlcpl_cft
@@ -284,7 +285,7 @@ def calibrate(args, device: str) -> None:
     x, y, m, w, b = make_data(400, 16, 1, 1.0)
     cfg = CFTConfig(variant="bp", epochs=200, patience=None, show_progress=False, device=device,
                     selection_rule="strict")
-    short = CFTConfig(**{**cfg.to_dict(), "epochs": 20})
+    short = dataclasses.replace(cfg, epochs=20)
     fit_cft(x, y, m, w, b, cfg)
     res["epoch"] = (timed(lambda: fit_cft(x, y, m, w, b, cfg), device)[0]
                     - timed(lambda: fit_cft(x, y, m, w, b, short), device)[0]) / 180  # fixed costs cancel
@@ -304,7 +305,7 @@ def run_profile(args, device: str) -> None:
     cfg = CFTConfig(variant=args.profile, population_size=args.population, patience=None, show_progress=False,
                     device=device, epochs=args.steps, generations=args.steps, selection_rule="strict")
     with quiet():  # first-call costs stay out
-        fit_cft(*make_data(500, args.d, 2, 0.5, seed=1), CFTConfig(**{**cfg.to_dict(), "epochs": 3, "generations": 3}))
+        fit_cft(*make_data(500, args.d, 2, 0.5, seed=1), dataclasses.replace(cfg, epochs=3, generations=3))
     prof = cProfile.Profile()
     t = time.perf_counter()
     prof.enable()

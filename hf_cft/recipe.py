@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import tempfile
-import typing
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,9 +20,10 @@ import torch
 
 from .constants import CFT_RESULTS_NAME, TRAIN_REPORT_NAME
 from .engine import CFTConfig, CFTEngine, choose_per_category
-from .engine.data import Rows
+from .engine.config import keyword_fields
 from .engine.decide import merge_shards
-from .engine.variants import AUTO, VARIANTS, variant_choices
+from .engine.registry import AUTO, VARIANTS, variant_choices
+from .engine.views import Rows
 from .training import dataset_options, eval_columns
 
 logger = logging.getLogger(__name__)
@@ -113,14 +113,13 @@ class RecipeArguments:
 
 
 def _engine_fields():
-    hints = typing.get_type_hints(CFTConfig)
     out = []
-    for f in dataclasses.fields(CFTConfig):
+    for f, hint in keyword_fields():  # the shared settings and every variant's options
         if f.name == "variant":  # the recipe takes several: RecipeArguments.variant
             continue
         default = {"default_factory": f.default_factory} if f.default_factory is not dataclasses.MISSING \
             else {"default": f.default}
-        out.append((f.name, hints[f.name], field(metadata=f.metadata, **default)))
+        out.append((f.name, hint, field(metadata=f.metadata, **default)))
     return out
 
 
@@ -320,7 +319,7 @@ def headroom_rows(train_features, labels, mask, eval_features, eval_labels, eval
     """What a re-fitted row could reach at most: per category the L2 logistic regression on the training images'
     known labels (or on all their labels, which no partial-label method has) whose λ scores best on the
     evaluation split. Reporting only. ``labels``: every true label (a simulated dataset's ``full_labels``)."""
-    from .engine.refit import fit_logistic_rows
+    from .engine.variants.refit import fit_logistic_rows
     from .metrics import partial_auroc, partial_average_precision
 
     ze = np.asarray(eval_features, dtype=np.float64)

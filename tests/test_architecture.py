@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from hf_cft import CFTConfig, CFTEngine, fit_cft
+from hf_cft.engine.config import RUNTIME_FIELDS, keyword_fields
 from hf_cft.engine.variants import AUTO, COMMON_FIELDS, VARIANTS, Variant, get_variant, register_variant
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,6 +40,9 @@ def test_the_docs_example_adds_a_variant_everywhere(example_variant, planted, tm
 
     x, y, m, w0, b0 = planted(n=800, d=8, c=4)  # a trained head with noisy rows: random moves can help
     cfg = CFTConfig(variant="random_search", **FAST)
+    assert cfg.random_search_draws == 20 and CFTConfig(random_search_draws=5).random_search_draws == 5
+    with pytest.raises(ValueError, match="random_search_draws"):  # its options dataclass checks its fields
+        CFTConfig(variant="random_search", random_search_draws=0)
     res = fit_cft(x, y, m, w0, b0, cfg)
     changed = [r for r in res.report if r.changed]
     assert changed and all(r.variant == "random_search" and r.detail == f"draw {r.best_step}" for r in changed)
@@ -47,8 +51,12 @@ def test_the_docs_example_adds_a_variant_everywhere(example_variant, planted, tm
     assert not torch.equal(res.weight, torch.as_tensor(w0))
     again = fit_cft(x, y, m, w0, b0, cfg)  # seeded per block by the engine: the same rows
     assert torch.equal(again.weight, res.weight)
+    fewer = fit_cft(x, y, m, w0, b0, CFTConfig(variant="random_search", random_search_draws=3, **FAST))
+    assert max(r.best_step for r in fewer.report) <= 3  # its options reach its runner
     hyper = card_hyperparameters(res.config)
     assert hyper["variant"] == "random_search" and not {"epochs", "generations", "refit_l2"} & set(hyper)
+    assert hyper["random_search_draws"] == 20  # its options are saved and shown as its settings
+    assert CFTConfig.from_dict(res.config.to_dict()) == res.config
     assert RecipeArguments(variant=["random_search", "refit", "auto"]).variant[0] == "random_search"
     # auto combines it with the built-in variants, and the default crossfit rule judges it like them
     auto = fit_cft(x, y, m, w0, b0, CFTConfig(variant="auto", auto_variants=["random_search", "bp"], epochs=10,
@@ -57,6 +65,7 @@ def test_the_docs_example_adds_a_variant_everywhere(example_variant, planted, tm
 
 
 def test_unknown_variants_are_refused_everywhere():
+    from hf_cft.engine.variants.bp import BPOptions
     from hf_cft.recipe import RecipeArguments
 
     with pytest.raises(ValueError, match="random_search"):
@@ -68,22 +77,51 @@ def test_unknown_variants_are_refused_everywhere():
     with pytest.raises(ValueError, match="registered"):
         get_variant("random_search")
     with pytest.raises(ValueError, match="not 'auto'"):
-        register_variant(Variant(AUTO, lambda *a, **k: None, lambda c: 1, lambda c: 1))
-    with pytest.raises(ValueError, match="does not have"):
-        register_variant(Variant("x", lambda *a, **k: None, lambda c: 1, lambda c: 1, fields=("no_such_field",)))
+        register_variant(Variant(AUTO, lambda task: None, lambda o: 1, lambda o: 1))
+    with pytest.raises(ValueError, match="do not have"):
+        register_variant(Variant("x", lambda task: None, lambda o: 1, lambda o: 1, card_fields=("no_such_field",)))
+    with pytest.raises(ValueError, match="named like settings of others"):  # an option belongs to one variant
+        register_variant(Variant("x", lambda task: None, lambda o: 1, lambda o: 1, options=BPOptions))
+
+    @dataclasses.dataclass
+    class Seeded:
+        seed: int = 0  # a shared setting's name
+
+    with pytest.raises(ValueError, match="named like settings of others"):
+        register_variant(Variant("x", lambda task: None, lambda o: 1, lambda o: 1, options=Seeded))
+    assert "x" not in VARIANTS
 
 
-def test_every_config_field_is_common_or_owned_by_one_variant():
-    """A new CFTConfig field must say who reads it: the card and the docs list settings from the registry."""
+def test_every_config_keyword_is_common_or_owned_by_one_variant():
+    """A CFTConfig keyword says who reads it: the shared settings, or one variant's options (with its help text:
+    every keyword is a recipe flag)."""
     owners: dict[str, list[str]] = {}
     for v in VARIANTS.values():
         for f in v.fields:
             owners.setdefault(f, []).append(v.name)
         assert set(v.hyperparameters()) <= set(v.fields)
-    fields = [f.name for f in dataclasses.fields(CFTConfig)]
-    assert not [f for f in fields if f not in COMMON_FIELDS and f not in owners]  # unclaimed
-    assert not [f for f in fields if f in COMMON_FIELDS and f in owners]  # claimed twice
+    names = [f.name for f, _ in keyword_fields()]
+    assert len(names) == len(set(names)) and set(names) == set(COMMON_FIELDS) | set(owners)
+    assert not [f for f in names if f in COMMON_FIELDS and f in owners]  # claimed twice
     assert not {f: o for f, o in owners.items() if len(o) > 1}
+    assert all(f.metadata.get("help") for f, _ in keyword_fields())
+    assert [f.name for f, _ in keyword_fields()][-len(RUNTIME_FIELDS):] == list(RUNTIME_FIELDS)  # --help: last
+
+
+def test_the_engine_layers_import_downward():
+    """The registry imports no variant; a variant imports neither the config, the engine nor another variant."""
+    engine = os.path.join(ROOT, "hf_cft", "engine")
+
+    def own_imports(path: str) -> set[str]:
+        tree = ast.parse(open(path, encoding="utf-8").read())
+        found = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level]
+        return {("." * n.level) + (n.module or "") for n in found}
+
+    assert own_imports(os.path.join(engine, "registry.py")) <= {".selection"}  # annotations only
+    for name in ("bp", "ga", "pygad", "refit"):
+        got = own_imports(os.path.join(engine, "variants", f"{name}.py"))
+        assert not {i for i in got if i.split(".")[-1] in ("config", "engine", "blocks", "decide", "bp", "ga",
+                                                           "pygad", "refit")}, (name, got)
 
 
 def test_card_lists_the_settings_of_the_variants_that_ran():

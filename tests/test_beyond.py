@@ -8,8 +8,8 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from hf_cft import CFTConfig, fit_cft
-from hf_cft.engine.data import Split, ViewFactory
-from hf_cft.engine.refit import _sample_weight, solve_logistic
+from hf_cft.engine.variants.refit import Solver, _sample_weight, solve_logistic
+from hf_cft.engine.views import Split, ViewFactory
 from hf_cft.losses import aucm_loss, wmw_loss
 
 FAST = dict(show_progress=False, selection_rule="strict")  # the paper's rule: exact comparisons
@@ -29,7 +29,7 @@ def test_batched_lbfgs_matches_sklearn_logistic_regression(dense_threshold, bala
     w0 = torch.from_numpy(rng.normal(size=(c, 1, d))).expand(c, 2, d).contiguous()  # warm start anywhere
     w, b, _ = solve_logistic(view, w0, torch.zeros(c, 2, dtype=torch.float64), torch.tensor([lams]),
                              torch.zeros(c, 1, d, dtype=torch.float64), _sample_weight(view, balanced),
-                             max_iter=500, tol=1e-10)
+                             Solver(max_iter=500, tol=1e-10))
     for k, (j, lam) in itertools.product(range(c), enumerate(lams)):
         keep = m[:, k]
         # sklearn: C·Σ loss + ½||w||²; ours: mean loss + λ/2 ||w||²  ⇒  C = 1 / (λ n)
@@ -171,7 +171,7 @@ def test_choose_per_category_equals_auto(planted):
 @pytest.mark.parametrize("balanced", [False, True])
 def test_row_span_solve_equals_the_full_space_solve(balanced):
     """Few known rows per category (L ≤ d/2): solved in the span of the rows, the same optimum as in all d."""
-    from hf_cft.engine.refit import RowSpanView, solve_in_row_span
+    from hf_cft.engine.variants.refit import RowSpanView, solve_in_row_span
 
     rng = np.random.default_rng(5)
     n, d, c = 120, 64, 4
@@ -187,8 +187,9 @@ def test_row_span_solve_equals_the_full_space_solve(balanced):
     w_ref = torch.from_numpy(rng.normal(size=(c, 1, d)) * 0.1)
     b0 = torch.zeros(c, 2, dtype=torch.float64)
     sw = _sample_weight(view, balanced)
-    full = solve_logistic(view, w_ref.expand(c, 2, d).contiguous(), b0, lams, w_ref, sw, max_iter=1000, tol=1e-11)
-    span = solve_in_row_span(view, w_ref, b0, lams, sw, max_iter=1000, tol=1e-11)
+    solver = Solver(max_iter=1000, tol=1e-11)
+    full = solve_logistic(view, w_ref.expand(c, 2, d).contiguous(), b0, lams, w_ref, sw, solver)
+    span = solve_in_row_span(view, w_ref, b0, lams, sw, solver)
     np.testing.assert_allclose(span[0].numpy(), full[0].numpy(), atol=1e-6)
     np.testing.assert_allclose(span[1].numpy(), full[1].numpy(), atol=1e-6)
     assert not np.allclose(span[0].numpy(), w_ref.numpy())  # it moved

@@ -8,7 +8,8 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from hf_cft import CFTConfig, CFTEngine, fit_cft
-from hf_cft.engine.data import Split, ViewFactory, make_blocks
+from hf_cft.engine.blocks import make_blocks
+from hf_cft.engine.views import Split, ViewFactory
 from hf_cft.losses import asymmetric_loss
 
 FAST = dict(show_progress=False, patience=None, selection_rule="strict")  # the paper's rule: exact equivalences
@@ -232,6 +233,61 @@ def test_config_json_round_trip_and_unknown_keys(tmp_path, caplog):
     assert "from_the_future" in caplog.text
 
 
+def test_config_keeps_flat_keywords_and_saves_result_settings_only(tmp_path):
+    """Every variant's options are flat keywords and attributes; the saved config holds the shared result settings
+    and the chosen variants' options, never the runtime settings (device, memory budget, progress bars)."""
+    import dataclasses
+
+    cfg = CFTConfig(variant="bp", epochs=10, refit_l2=[0.5], pygad_generations=3, wmw_gamma=0.5, device="cpu",
+                    block_memory_mb=64.0, show_progress=False)
+    assert (cfg.epochs, cfg.refit_l2, cfg.pygad_generations, cfg.wmw_gamma) == (10, [0.5], 3, 0.5)
+    assert cfg.options["bp"].epochs == 10 and cfg.options["refit"].refit_l2 == [0.5]
+    saved = cfg.to_dict()
+    assert saved["epochs"] == 10 and saved["wmw_gamma"] == 0.5 and saved["selection_rule"] == "crossfit"
+    assert not {"device", "block_memory_mb", "show_progress", "refit_l2", "pygad_generations", "options"} & set(saved)
+    cfg.save_pretrained(tmp_path)
+    back = CFTConfig.from_pretrained(tmp_path)
+    assert back == cfg and back.to_dict() == saved and back.device == "auto"  # runtime: not saved, not compared
+    auto = dataclasses.replace(cfg, variant="auto", auto_variants=["refit", "bp"])
+    assert auto.refit_l2 == [0.5] and auto.epochs == 10 and auto.to_dict()["refit_l2"] == [0.5]
+    assert cfg.options["bp"] is not auto.options["bp"]  # copies: changing one config leaves the other
+    auto.epochs = 20
+    assert auto.options["bp"].epochs == 20 and cfg.epochs == 10 and "epochs" not in vars(auto)
+    with pytest.raises(AttributeError):
+        _ = cfg.no_such_setting
+
+
+def test_an_old_config_with_runtime_settings_still_loads(tmp_path, caplog):
+    """cft_config.json written before runtime settings were left out (every field of every variant, the device,
+    the memory budget, progress bars) loads without a warning; its result settings are kept."""
+    old = {"variant": "auto", "auto_variants": ["refit", "bp"], "epochs": 7, "generations": 9, "device": "cpu",
+           "block_memory_mb": 512.0, "show_progress": False, "metric": "ap", "selection_metric": None,
+           "refit_l2": [0.1, 1.0], "pygad_keep_parents": 10}
+    (tmp_path / "cft_config.json").write_text(json.dumps(old))
+    with caplog.at_level(logging.WARNING):
+        cfg = CFTConfig.from_pretrained(tmp_path)
+    assert not caplog.records
+    assert (cfg.epochs, cfg.generations, cfg.refit_l2, cfg.device) == (7, 9, [0.1, 1.0], "auto")
+    assert "generations" not in cfg.to_dict() and cfg.to_dict()["refit_l2"] == [0.1, 1.0]
+
+
+def test_block_keys_hold_result_settings_not_runtime_ones():
+    """A finished block's key changes with a setting of every result-affecting kind, never with a runtime one (or an
+    option of a variant that does not run)."""
+    import dataclasses
+
+    from hf_cft.engine.checkpoint import block_key
+
+    base = CFTConfig(variant="refit", refit_l2=[0.1, 1.0])
+    key = block_key(base, "refit", [0, 1], "inputs")
+    for runtime in (dict(device="cpu"), dict(block_memory_mb=1.0), dict(show_progress=False), dict(epochs=3)):
+        assert block_key(dataclasses.replace(base, **runtime), "refit", [0, 1], "inputs") == key, runtime
+    for change in (dict(refit_l2=[1.0]), dict(refit_toward="trained"), dict(selection_rule="strict"), dict(seed=1),
+                   dict(metric="auroc"), dict(selection_metric="ap"), dict(dense_threshold=0.2)):
+        assert block_key(dataclasses.replace(base, **change), "refit", [0, 1], "inputs") != key, change
+    assert block_key(base, "refit", [0, 1], "other inputs") != key and block_key(base, "refit", [0], "inputs") != key
+
+
 def test_result_report_json_and_markdown(planted, tmp_path):
     x, y, m, w0, b0 = planted(n=300, d=6, c=3)
     y[:, 2] = 0
@@ -266,7 +322,7 @@ def test_shards_together_equal_one_run(planted, variant):
 
 
 def test_checkpointed_blocks_are_reused(planted, tmp_path, monkeypatch):
-    from hf_cft.engine import core
+    from hf_cft.engine import engine as engine_module
 
     x, y, m, w0, b0 = planted(n=400, d=8, c=5, known=0.4)
     cfg = CFTConfig(variant="ga", generations=10, population_size=6, block_memory_mb=0.02, mutation_range=0.05,
@@ -275,8 +331,8 @@ def test_checkpointed_blocks_are_reused(planted, tmp_path, monkeypatch):
     files = sorted(p.name for p in tmp_path.iterdir())
     assert len(files) > 1 and all(f.endswith(".safetensors") for f in files)
     calls = []
-    real = core.CFTEngine._run_block
-    monkeypatch.setattr(core.CFTEngine, "_run_block", lambda self, *a: calls.append(a[1]) or real(self, *a))
+    real = engine_module.run_block
+    monkeypatch.setattr(engine_module, "run_block", lambda ps, block: calls.append(block) or real(ps, block))
     (tmp_path / files[0]).unlink()  # as if killed before that block finished
     again = CFTEngine(cfg).fit(x, y, m, w0, b0, checkpoint_dir=str(tmp_path))
     assert len(calls) == 1  # only the missing block was computed again
@@ -315,7 +371,7 @@ def test_block_checkpoints_are_keyed_by_content_not_identity(planted, tmp_path, 
 def test_ga_crossover_and_mutation_rates(rate):
     """Uniform crossover takes a gene from the first parent with `crossover_rate`; mutation hits a child with
     `mutation_probability` and adds U(-r, r) to every gene of it."""
-    from hf_cft.engine.ga import _breed, _Random
+    from hf_cft.engine.variants.ga import _breed, _Random
 
     n_cat, n_child, d = 8, 49, 63
     pw = torch.zeros(n_cat, 2, n_child, d)
@@ -341,7 +397,7 @@ def test_ga_random_stream_is_pinned():
     base-256 digits of p (exact probability), uniforms from ``Generator.random(dtype=float32)``."""
     from fractions import Fraction
 
-    from hf_cft.engine.ga import _base256_digits, _Random
+    from hf_cft.engine.variants.ga import _base256_digits, _Random
 
     assert _base256_digits(0.5) == [128]
     assert sum(Fraction(dg, 256 ** (i + 1)) for i, dg in enumerate(_base256_digits(0.2))) == Fraction(0.2)
@@ -363,9 +419,10 @@ def test_ga_random_stream_is_pinned():
 def test_ga_buffers_equal_the_plain_generation_loop(planted):
     """run_ga (population buffers, elites first) equals a plain generation loop built on ``_breed`` with the
     same stream: the fast path changes no result."""
-    from hf_cft.engine.data import Split, ViewFactory
-    from hf_cft.engine.ga import _breed, _Random, run_ga
+    from hf_cft.engine.registry import BlockTask
     from hf_cft.engine.selection import BestTracker, Judge
+    from hf_cft.engine.variants.ga import _breed, _Random, run_ga
+    from hf_cft.engine.views import Split, ViewFactory
     from hf_cft.metrics.core import METRICS
 
     x, y, m, w0, b0 = planted(n=400, d=8, c=4, known=0.5)
@@ -375,7 +432,7 @@ def test_ga_buffers_equal_the_plain_generation_loop(planted):
     judge = Judge(fit_v, METRICS["ap"])
     w, b = torch.from_numpy(w0), torch.from_numpy(b0)
     fast = BestTracker(w, b, judge(w, b), None)
-    run_ga(w, b, fit_v, judge, fast, cfg, seed=3)
+    run_ga(BlockTask(w, b, fit_v, judge, fast, cfg.options["ga"], cfg, seed=3))
 
     plain = BestTracker(w, b, judge(w, b), None)
     rng, metric = _Random(3, torch.device("cpu"), torch.float32), METRICS["ap"]
@@ -420,7 +477,7 @@ def test_bp_ways_of_a_block_equal_the_whole_block(planted, monkeypatch, way, rul
     monkeypatch.setattr(plan, "CACHE_BYTES", 0)  # no group fits: one group, the whole block
     whole = fit_cft(x, y, m, w0, b0, cfg)
     if way == "grouped":
-        from hf_cft.engine import bp
+        from hf_cft.engine.variants import bp
 
         monkeypatch.setattr(plan, "CACHE_BYTES", 2 * int(m.sum(0).max()) * 12 * 8)  # groups of 2
         monkeypatch.setitem(plan.COST, "cpu", plan.Cost(flops=1.0, memory=1.0, cache=1e30, epoch=0.0))
@@ -464,7 +521,7 @@ def test_bp_plan_prefers_a_shared_pass_when_categories_share_images():
 def test_bp_judge_span_does_not_change_the_result(planted, monkeypatch, patience):
     """Scoring 8 or 32 epochs per selection call gives the same rows, steps and stops: the tracker still sees
     every epoch in order (epochs computed past a stop are discarded)."""
-    from hf_cft.engine import bp
+    from hf_cft.engine.variants import bp
 
     assert [bp.judge_span(5, 12, 4, p) for p in (None, 12, 300)] == [32, 8, 32]
     assert bp.judge_span(1000, 2048, 4, None) == 8  # snapshots of a large block stay small
@@ -484,7 +541,7 @@ def test_bp_judge_span_does_not_change_the_result(planted, monkeypatch, patience
 def test_check_finite_overflowing_sum_and_half_features():
     """The finiteness check sums chunks in float32: a sum that overflows on finite features does not raise (its
     chunk is checked entry by entry), NaN or inf in float16 features does, naming the first bad row."""
-    from hf_cft.engine.data import check_finite
+    from hf_cft.engine.views import check_finite
 
     big = torch.full((6, 3), 3e38)
     check_finite(big, "features")  # the float32 sum is inf; every entry is finite

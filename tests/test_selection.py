@@ -6,9 +6,10 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from hf_cft import CFTConfig, CFTEngine, CFTResult, choose_per_category, fit_cft
-from hf_cft.engine.data import Split, ViewFactory
+from hf_cft.engine.crossfit import choose_crossfit, posterior_gains
 from hf_cft.engine.decide import merge_shards
-from hf_cft.engine.selection import SelectionPlan, choose_crossfit, posterior_gains
+from hf_cft.engine.selection import SelectionFolds
+from hf_cft.engine.views import Split, ViewFactory
 from hf_cft.metrics import average_precision
 
 FAST = dict(show_progress=False, epochs=150, lr=0.02, patience=None)
@@ -94,8 +95,8 @@ def test_the_plan_is_stratified_and_does_not_depend_on_the_block():
     split = Split.from_arrays(x, y, m, "selection")
     for threshold in (0.0, 1.0):  # dense and gathered views
         factory = ViewFactory(split, torch.device("cpu"), torch.float32, threshold)
-        full = SelectionPlan.build(factory.view([0, 1, 2, 3]), [0, 1, 2, 3], 5, seed=0)
-        alone = SelectionPlan.build(factory.view([2]), [2], 5, seed=0)
+        full = SelectionFolds.build(factory.view([0, 1, 2, 3]), [0, 1, 2, 3], 5, seed=0)
+        alone = SelectionFolds.build(factory.view([2]), [2], 5, seed=0)
         n = int(alone.n_known[0])
         assert torch.equal(full.folds[2, :n], alone.folds[0, :n])
         for i in range(4):
@@ -315,12 +316,12 @@ def test_the_guard_scores_the_chosen_candidates_in_the_reported_metric():
 def test_thin_selection_evidence_is_warned_about_with_its_fix(caplog):
     """A selection split with few known positives per category gets a warning that names the counts and what to
     change (the fraction, or a validation split when one was given); enough evidence gets none."""
-    from hf_cft.engine import core
+    from hf_cft.engine import inputs
 
-    core._WARNED.clear()
+    inputs._WARNED.clear()
     x, y, m, w0, b0 = _world(0, n=1500, known=0.4)
     cfg = dict(variant="refit", show_progress=False, refit_l2=[1.0])
-    with caplog.at_level("WARNING", logger="hf_cft.engine.core"):
+    with caplog.at_level("WARNING", logger="hf_cft.engine.inputs"):
         fit_cft(x, y, m, w0, b0, CFTConfig(selection_fraction=0.03, **cfg))
         fit_cft(x, y, m, w0, b0, CFTConfig(selection_fraction=0.03, **{**cfg, "variant": "bp", "epochs": 5}))
     thin = [r.getMessage() for r in caplog.records if "selection split has a median" in r.getMessage()]
@@ -328,7 +329,7 @@ def test_thin_selection_evidence_is_warned_about_with_its_fix(caplog):
     pos = ((y > 0) & m).sum(0)  # the warning's counts are the selection split's: below the threshold here
     assert "of 6 categories have fewer than 10" in thin[0] and pos.min() > 10
     caplog.clear()
-    with caplog.at_level("WARNING", logger="hf_cft.engine.core"):
+    with caplog.at_level("WARNING", logger="hf_cft.engine.inputs"):
         fit_cft(x, y, m, w0, b0, CFTConfig(selection_fraction=0.5, **cfg))
         fit_cft(x[:1000], y[:1000], m[:1000], w0, b0, CFTConfig(**cfg), selection=(x[1000:1050], y[1000:1050],
                                                                                    m[1000:1050]))

@@ -15,7 +15,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from hf_cft.data import label_arrays, load_partial_dataset, partial_info
 from hf_cft.engine import CFTConfig, fit_cft
-from hf_cft.engine.data import Rows, Split, as_features
+from hf_cft.engine.views import Rows, Split, as_features
 from hf_cft.metrics import partial_auroc, partial_average_precision
 from hf_cft.metrics.core import compute_partial_metric
 from hf_cft.metrics.pairs import scores_at_known
@@ -310,7 +310,8 @@ def test_openimages_csv_to_calibrated_model_sparse_equals_dense(tmp_path):
 
 
 def test_blocks_bound_padding_and_count_solver_state():
-    from hf_cft.engine.data import PAD_RATIO, PAD_SLACK, ViewFactory, make_blocks
+    from hf_cft.engine.blocks import PAD_RATIO, PAD_SLACK, make_blocks
+    from hf_cft.engine.views import ViewFactory
 
     rng = np.random.default_rng(6)
     n, c = 20000, 300

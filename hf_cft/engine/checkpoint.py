@@ -1,9 +1,10 @@
 """Block checkpoints: each finished block of a run kept as a safetensors file, named by what it depends on.
 
-A file is named by a hash of the variant, the config (except ``show_progress``), the block's categories and a
-SHA-256 of the inputs (features, labels, masks, trained rows), so a run started again computes only the missing
-blocks and different inputs never reuse a stale one. Files are written atomically; an unreadable one is
-recomputed.
+A file is named by :func:`block_key`: a hash of the variant, the config's result settings
+(:meth:`CFTConfig.to_dict`: never the runtime settings such as the device, the memory budget or progress bars),
+the block's categories and a SHA-256 of the inputs (features, labels, masks, trained rows), so a run started again
+computes only the missing blocks and different inputs or settings never reuse a stale one. Files are written
+atomically; an unreadable one is recomputed.
 """
 
 from __future__ import annotations
@@ -15,28 +16,36 @@ import os
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from ..atomic import atomic_path
 from .config import CFTConfig
-from .data import Split
 from .selection import BlockOutcome
+from .views import Split
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BLOCK_FORMAT", "block_path", "fingerprint", "load_block", "policy_fingerprint", "save_block"]
+__all__ = ["BLOCK_FORMAT", "block_key", "block_path", "fingerprint", "load_block", "policy_fingerprint", "save_block"]
 
 BLOCK_FORMAT = 2  # what a block checkpoint holds; a new format never reads an old file
 
 
+def block_key(config: CFTConfig, variant: str, block: list[int], inputs: str | None) -> str:
+    """The key of a finished block: everything its rows depend on. The variant, the config's result settings
+    (:meth:`CFTConfig.to_dict`: the shared settings such as the rule, seed and metrics, and the options of the
+    chosen variants; without the runtime settings, which change nothing in the rows), the block's categories and
+    the inputs' fingerprint (:func:`fingerprint`)."""
+    return hashlib.sha256(json.dumps([BLOCK_FORMAT, variant, config.to_dict(), block, inputs],
+                                     sort_keys=True).encode()).hexdigest()[:24]
+
+
 def block_path(config: CFTConfig, variant: str, block: list[int], checkpoint_dir: str | None,
                inputs: str | None) -> str | None:
-    """Where a finished block is kept: named by the variant, the config, the block and the inputs' fingerprint."""
+    """Where a finished block is kept (None without a checkpoint folder): named by :func:`block_key`."""
     if checkpoint_dir is None:
         return None
-    cfg = {k: v for k, v in config.to_dict().items() if k != "show_progress"}
-    key = hashlib.sha256(json.dumps([BLOCK_FORMAT, variant, cfg, block, inputs],
-                                    sort_keys=True).encode()).hexdigest()[:24]
-    return os.path.join(checkpoint_dir, f"{variant}-{key}.safetensors")
+    return os.path.join(checkpoint_dir, f"{variant}-{block_key(config, variant, block, inputs)}.safetensors")
 
 
 def fingerprint(fit: Split, sel: Split, weight, bias) -> str:
@@ -63,8 +72,7 @@ def policy_fingerprint(inputs: str, policy: str, fit: Split) -> str:
 
 
 def save_block(path: str, out: BlockOutcome) -> None:
-    from safetensors.torch import save_file
-
+    """Write a finished block (its tensors and details), atomically."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     names = [k for k in (*BlockOutcome.TENSORS, *BlockOutcome.GRID) if getattr(out, k) is not None]
     tensors = {k: getattr(out, k).detach().cpu().clone().contiguous() for k in names}  # no shared storage
@@ -74,8 +82,6 @@ def save_block(path: str, out: BlockOutcome) -> None:
 
 def load_block(path: str, size: int) -> BlockOutcome | None:
     """A finished block, or None (with a warning) when the file is unreadable or does not fit the block."""
-    from safetensors import safe_open
-
     try:
         with safe_open(path, framework="pt") as f:
             t = {k: f.get_tensor(k) for k in f.keys()}

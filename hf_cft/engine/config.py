@@ -1,36 +1,46 @@
-"""`CFTConfig`: every setting of a CFT run, documented, saved as ``cft_config.json``."""
+"""`CFTConfig`: every setting of a CFT run, documented; its result settings saved as ``cft_config.json``.
+
+The config holds the settings every variant shares (:class:`SharedSettings`) and, per registered variant, that
+variant's options (its own dataclass, in ``config.options[name]``, checked by itself). Every option is also a
+flat keyword and attribute of the config (``CFTConfig(variant="bp", epochs=10).epochs``), so the recipe's flags
+and the shipped YAML files name them as before. Only the settings a result depends on are saved and compared
+(:meth:`CFTConfig.to_dict`: the shared settings and the options of the chosen variants); the runtime settings
+(:data:`RUNTIME_FIELDS`: device, memory budget, progress bars) say how a run ran and are not.
+"""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
-import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+import typing
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..atomic import write_atomic
 from ..constants import CFT_CONFIG_NAME
+from .registry import AUTO, SHARED_NAMES, VARIANTS, check_fraction, option_owner, variant_choices
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CFT_CONFIG_NAME", "CFTConfig"]
+__all__ = ["CFT_CONFIG_NAME", "COMMON_FIELDS", "RUNTIME_FIELDS", "CFTConfig", "SharedSettings", "keyword_fields"]
 
-BP_LOSSES = ("asl", "wmw", "aucm")
 POLICIES = ("u_ignore", "u_ones", "u_zeros")
 METRICS = ("ap", "auroc")
 SELECTION_RULES = ("crossfit", "strict")
+RUNTIME_FIELDS = ("device", "block_memory_mb", "show_progress")
+"""Settings that say how a run ran, never what it gives: not saved, not compared, not in a checkpoint's key."""
 
 
-@dataclass
-class CFTConfig:
-    """How the classifier rows are re-fitted and selected.
+@dataclass(eq=False)
+class SharedSettings:
+    """The settings every variant shares: what is fitted, how rows are selected, how the run executes.
 
-    Defaults are the paper's MS-COCO settings (CFT-BP: ASL γ−=4, γ+=0, clip 0.05, Adam lr 1e-4,
-    up to 5000 epochs; CFT-GA: population 50, up to 5000 generations) with the reference code's early-stop
-    patience of 300, and the paper's CheXpert PyGAD settings for ``variant="pygad"``.
+    Defaults are the paper's MS-COCO settings, with the reference code's early-stop patience of 300.
     """
 
     variant: str = field(
@@ -85,65 +95,6 @@ class CFTConfig:
         metadata={"help": "Stop a row after this many epochs/generations without a strictly better selection "
                   "score (None or 0: never stop early)."},
     )
-    # --- CFT-BP -------------------------------------------------------------------------------------------
-    epochs: int = field(default=5000, metadata={"help": "bp: maximum full-batch Adam epochs."})
-    lr: float = field(default=1e-4, metadata={"help": "bp: learning rate (of Adam, or of gradient descent)."})
-    bp_optimizer: str = field(
-        default="adam",
-        metadata={"help": "bp: 'adam' (full-batch Adam, the paper's COCO setting) or 'gd' (full-batch gradient "
-                  "descent, θ ← θ − lr·∇, the paper's CheXpert setting)."},
-    )
-    gamma_neg: float = field(default=4.0, metadata={"help": "bp: ASL focusing parameter of negatives (γ−)."})
-    gamma_pos: float = field(default=0.0, metadata={"help": "bp: ASL focusing parameter of positives (γ+)."})
-    clip: float = field(default=0.05, metadata={"help": "bp: ASL probability margin of negatives (0: none)."})
-    bp_loss: str = field(
-        default="asl",
-        metadata={"help": "bp: 'asl' (asymmetric loss; γ=0, clip=0 is BCE), 'wmw' (Wilcoxon–Mann–Whitney AUC "
-                  "approximation, Yan et al. 2003, p=2) or 'aucm' (AUC-M square loss, Yuan et al. 2021)."},
-    )
-    wmw_gamma: float = field(default=0.3, metadata={"help": "bp 'wmw': margin γ in (0, 1] on sigmoid scores."})
-    aucm_margin: float = field(default=1.0, metadata={"help": "bp 'aucm': margin m on sigmoid scores."})
-    # --- CFT-GA (batched) ---------------------------------------------------------------------------------
-    generations: int = field(default=5000, metadata={"help": "ga: maximum generations."})
-    population_size: int = field(default=50, metadata={"help": "ga: individuals per category (all start as the "
-                                                                 "trained row)."})
-    elitism: int = field(default=1, metadata={"help": "ga: best individuals copied unchanged to the next "
-                                                      "generation."})
-    crossover_rate: float = field(
-        default=0.2,
-        metadata={"help": "ga: uniform crossover; each gene of a child comes from its first parent with this "
-                  "probability, else from the second."},
-    )
-    mutation_probability: float = field(default=0.5, metadata={"help": "ga: chance that a child is mutated."})
-    mutation_range: float = field(
-        default=0.001, metadata={"help": "ga: a mutated child gets U(-r, r) added to every gene."}
-    )
-    # --- PyGAD (the paper's CheXpert configuration) -------------------------------------------------------
-    pygad_generations: int = field(default=500, metadata={"help": "pygad: number of generations."})
-    pygad_population_size: int = field(default=30, metadata={"help": "pygad: individuals per category."})
-    pygad_num_parents_mating: int = field(default=14, metadata={"help": "pygad: parents chosen by roulette."})
-    pygad_keep_parents: int = field(default=10, metadata={"help": "pygad: parents kept in the next generation."})
-    pygad_crossover_probability: float = field(default=0.8, metadata={"help": "pygad: 2-point crossover chance."})
-    pygad_mutation_probability: float = field(default=0.02, metadata={"help": "pygad: per-gene mutation chance."})
-    pygad_mutation_range: float = field(
-        default=0.001, metadata={"help": "pygad: a mutated gene gets U(-r, r) added."}
-    )
-    # --- CFT-refit (beyond the paper) -------------------------------------------------------------------
-    refit_l2: list[float] = field(
-        default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0],
-        metadata={"help": "refit: grid of L2 strengths λ (objective: mean weighted BCE + λ/2·||w − w_ref||²), the "
-                  "trajectory the selection rule chooses from. Wide by default: the right λ scales with the "
-                  "features' squared norm."},
-    )
-    refit_toward: str = field(
-        default="zero",
-        metadata={"help": "refit: regularize toward 'zero' (a logistic regression on the known labels alone; "
-                  "strong λ gives the robust difference-of-means direction) or 'trained' (the trained row)."},
-    )
-    refit_balanced: bool = field(default=False, metadata={"help": "refit: weight positives and negatives equally."})
-    refit_max_iter: int = field(default=200, metadata={"help": "refit: L-BFGS iterations at most."})
-    refit_tol: float = field(default=1e-6, metadata={"help": "refit: stop when the largest gradient entry is below."})
-    # --- Per-category choices -----------------------------------------------------------------------------
     auto_variants: list[str] = field(
         default_factory=lambda: ["refit", "bp"],
         metadata={"help": "auto: the variants to run; each category keeps the original row or the candidate the "
@@ -155,96 +106,122 @@ class CFTConfig:
         metadata={"help": "CheXpert greedy: uncertain-label policies to try per category ('u_ignore', 'u_ones', "
                   "'u_zeros'), chosen on the selection split together with the variant. Needs `uncertain_mask`."},
     )
-    # --- Execution ----------------------------------------------------------------------------------------
-    device: str = field(default="auto", metadata={"help": "'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1'."})
     dense_threshold: float = field(
         default=0.5,
         metadata={"help": "A category whose known-label share of a split is at least this is scored as a masked "
                   "column of the shared feature matrix; below it its known rows are gathered into padded blocks "
                   "(memory grows with known pairs, never with N×C)."},
     )
+    # --- Runtime (not saved) ---------------------------------------------------------------------------------
+    device: str = field(default="auto", metadata={"help": "'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1'."})
     block_memory_mb: float = field(
         default=512.0,
         metadata={"help": "Memory budget of one block of categories (gathered features and candidate scores)."},
     )
     show_progress: bool = field(default=True, metadata={"help": "Show tqdm progress bars."})
+    options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Each registered variant's options (its own dataclass), by variant name."},
+    )
 
-    # long: one check per field, in the fields' order, each with its own message
     def __post_init__(self) -> None:
-        from .variants import VARIANTS, variant_choices  # the registry imports this module
+        _check_choices(self)
+        _check_selection(self)
+        _check_execution(self)
 
-        if self.variant not in variant_choices():
-            raise ValueError(f"`variant` must be one of {variant_choices()}, got {self.variant!r}")
-        if self.selection_rule not in SELECTION_RULES:
-            raise ValueError(f"`selection_rule` must be one of {SELECTION_RULES}, got {self.selection_rule!r}")
-        if self.selection_folds < 2:
-            raise ValueError(f"`selection_folds` must be >= 2, got {self.selection_folds}")
-        self.selection_alphas = sorted({float(a) for a in self.selection_alphas})
-        if not self.selection_alphas or self.selection_alphas[0] <= 0 or self.selection_alphas[-1] > 1:
-            raise ValueError(f"`selection_alphas` must be values in (0, 1], got {self.selection_alphas}")
-        if self.selection_bootstrap < 2:
-            raise ValueError(f"`selection_bootstrap` must be >= 2, got {self.selection_bootstrap}")
-        if not 0.5 <= self.selection_confidence < 1:
-            raise ValueError(f"`selection_confidence` must be in [0.5, 1), got {self.selection_confidence}")
-        if self.bp_optimizer not in ("adam", "gd"):
-            raise ValueError(f"`bp_optimizer` must be 'adam' or 'gd', got {self.bp_optimizer!r}")
-        if self.bp_loss not in BP_LOSSES:
-            raise ValueError(f"`bp_loss` must be one of {BP_LOSSES}, got {self.bp_loss!r}")
-        if self.refit_toward not in ("trained", "zero"):
-            raise ValueError(f"`refit_toward` must be 'trained' or 'zero', got {self.refit_toward!r}")
-        self.refit_l2 = [float(v) for v in self.refit_l2]
-        if not self.refit_l2 or not all(math.isfinite(v) and v >= 0 for v in self.refit_l2):
-            raise ValueError(f"`refit_l2` must be a non-empty list of finite strengths >= 0, got {self.refit_l2}")
-        if self.refit_max_iter < 1 or not self.refit_tol >= 0:
-            raise ValueError(f"`refit_max_iter` must be >= 1 and `refit_tol` >= 0, got {self.refit_max_iter} and "
-                             f"{self.refit_tol}")
-        self.auto_variants = list(self.auto_variants)
-        bad = [v for v in self.auto_variants if v not in VARIANTS]
-        if not self.auto_variants or bad:
-            raise ValueError(f"`auto_variants` must name variants among {tuple(VARIANTS)}, got "
-                             f"{self.auto_variants}")
-        if self.uncertain_policies is not None:
-            self.uncertain_policies = list(self.uncertain_policies)
-            bad = [p for p in self.uncertain_policies if p not in POLICIES]
-            if not self.uncertain_policies or bad:
-                raise ValueError(f"`uncertain_policies` must name policies among {POLICIES}, got "
-                                 f"{self.uncertain_policies}")
-        if not 0.0 < self.wmw_gamma <= 1.0:
-            raise ValueError(f"`wmw_gamma` must be in (0, 1], got {self.wmw_gamma}")
-        if self.metric not in METRICS:
-            raise ValueError(f"`metric` must be one of {METRICS}, got {self.metric!r}")
-        if self.selection_metric is not None and self.selection_metric not in METRICS:
-            raise ValueError(f"`selection_metric` must be one of {METRICS} or None, got {self.selection_metric!r}")
-        if not 0.0 < self.selection_fraction < 1.0:
-            raise ValueError(f"`selection_fraction` must be in (0, 1), got {self.selection_fraction}")
-        if self.patience is not None and self.patience < 0:
-            raise ValueError(f"`patience` must be >= 0 or None, got {self.patience}")
-        for name in ("epochs", "generations", "pygad_generations"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}")
-        if self.population_size < 2:
-            raise ValueError(f"`population_size` must be >= 2, got {self.population_size}")
-        if not 0 <= self.elitism < self.population_size:
-            raise ValueError(f"`elitism` must be in [0, population_size), got {self.elitism}")
-        for name in ("crossover_rate", "mutation_probability", "pygad_crossover_probability",
-                     "pygad_mutation_probability", "dense_threshold"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"`{name}` must be in [0, 1], got {getattr(self, name)}")
-        if self.pygad_num_parents_mating < 2 or self.pygad_num_parents_mating > self.pygad_population_size:
-            raise ValueError("`pygad_num_parents_mating` must be in [2, pygad_population_size]")
-        if not -1 <= self.pygad_keep_parents <= self.pygad_num_parents_mating:
-            raise ValueError(f"`pygad_keep_parents` must be in [-1, pygad_num_parents_mating] (-1: all of them), "
-                             f"got {self.pygad_keep_parents}")
-        if self.device != "auto":
-            try:
-                torch.device(self.device)
-            except (RuntimeError, ValueError):
-                raise ValueError(f"`device` must be 'auto' or a torch device such as 'cpu', 'cuda', 'cuda:1', "
-                                 f"got {self.device!r}") from None
-        if self.lr <= 0:
-            raise ValueError(f"`lr` must be > 0, got {self.lr}")
-        if self.block_memory_mb <= 0:
-            raise ValueError(f"`block_memory_mb` must be > 0, got {self.block_memory_mb}")
+
+def _check_choices(s: SharedSettings) -> None:
+    """The variant, metrics, auto variants and uncertain-label policies name known things."""
+    if s.variant not in variant_choices():
+        raise ValueError(f"`variant` must be one of {variant_choices()}, got {s.variant!r}")
+    if s.metric not in METRICS:
+        raise ValueError(f"`metric` must be one of {METRICS}, got {s.metric!r}")
+    if s.selection_metric is not None and s.selection_metric not in METRICS:
+        raise ValueError(f"`selection_metric` must be one of {METRICS} or None, got {s.selection_metric!r}")
+    s.auto_variants = list(s.auto_variants)
+    bad = [v for v in s.auto_variants if v not in VARIANTS]
+    if not s.auto_variants or bad:
+        raise ValueError(f"`auto_variants` must name variants among {tuple(VARIANTS)}, got {s.auto_variants}")
+    if s.uncertain_policies is not None:
+        s.uncertain_policies = list(s.uncertain_policies)
+        bad = [p for p in s.uncertain_policies if p not in POLICIES]
+        if not s.uncertain_policies or bad:
+            raise ValueError(f"`uncertain_policies` must name policies among {POLICIES}, got {s.uncertain_policies}")
+
+
+def _check_selection(s: SharedSettings) -> None:
+    """The selection rule and its settings are in range (``selection_alphas`` sorted, without repeats)."""
+    if s.selection_rule not in SELECTION_RULES:
+        raise ValueError(f"`selection_rule` must be one of {SELECTION_RULES}, got {s.selection_rule!r}")
+    if s.selection_folds < 2:
+        raise ValueError(f"`selection_folds` must be >= 2, got {s.selection_folds}")
+    s.selection_alphas = sorted({float(a) for a in s.selection_alphas})
+    if not s.selection_alphas or s.selection_alphas[0] <= 0 or s.selection_alphas[-1] > 1:
+        raise ValueError(f"`selection_alphas` must be values in (0, 1], got {s.selection_alphas}")
+    if s.selection_bootstrap < 2:
+        raise ValueError(f"`selection_bootstrap` must be >= 2, got {s.selection_bootstrap}")
+    if not 0.5 <= s.selection_confidence < 1:
+        raise ValueError(f"`selection_confidence` must be in [0.5, 1), got {s.selection_confidence}")
+    if not 0.0 < s.selection_fraction < 1.0:
+        raise ValueError(f"`selection_fraction` must be in (0, 1), got {s.selection_fraction}")
+    if s.patience is not None and s.patience < 0:
+        raise ValueError(f"`patience` must be >= 0 or None, got {s.patience}")
+
+
+def _check_execution(s: SharedSettings) -> None:
+    """The device exists, the memory budget is positive, the dense threshold a share."""
+    check_fraction(s, "dense_threshold")
+    if s.device != "auto":
+        try:
+            torch.device(s.device)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"`device` must be 'auto' or a torch device such as 'cpu', 'cuda', 'cuda:1', "
+                             f"got {s.device!r}") from None
+    if s.block_memory_mb <= 0:
+        raise ValueError(f"`block_memory_mb` must be > 0, got {s.block_memory_mb}")
+
+
+COMMON_FIELDS = tuple(f.name for f in dataclasses.fields(SharedSettings) if f.name != "options")
+"""The settings every run reads (not owned by a variant); the card shows the first group."""
+RESULT_FIELDS = tuple(f for f in COMMON_FIELDS if f not in RUNTIME_FIELDS)
+SHARED_NAMES.update(COMMON_FIELDS, {"options"})
+
+
+class CFTConfig(SharedSettings):
+    """How the classifier rows are re-fitted and selected: the shared settings and every variant's options.
+
+    Every option of a registered variant is a keyword and an attribute (``CFTConfig(variant="refit",
+    refit_l2=[0.1, 1.0]).refit_l2``); ``config.options[name]`` holds variant ``name``'s options dataclass.
+    Defaults are the paper's MS-COCO settings (CFT-BP: ASL γ−=4, γ+=0, clip 0.05, Adam lr 1e-4, up to 5000 epochs;
+    CFT-GA: population 50, up to 5000 generations) with the reference code's early-stop patience of 300, and the
+    paper's CheXpert PyGAD settings for ``variant="pygad"``.
+
+    Two configs are equal when their result settings are (:meth:`to_dict`): the runtime settings and the options
+    of variants that do not run are not compared.
+    """
+
+    def __init__(self, *args: Any, options: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        flat = {k: kwargs.pop(k) for k in list(kwargs) if k not in SHARED_NAMES and option_owner(k) is not None}
+        super().__init__(*args, **kwargs)
+        self.options = _build_options(options or {}, flat)
+
+    def __getattr__(self, name: str) -> Any:  # only called when the normal lookup fails: an option's name
+        for options in self.__dict__.get("options", {}).values():
+            if name in getattr(options, "__dataclass_fields__", {}):
+                return getattr(options, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        owner = option_owner(name) if name not in SHARED_NAMES else None
+        if owner is not None and owner.name in self.__dict__.get("options", {}):
+            setattr(self.options[owner.name], name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CFTConfig) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # mutable, like a dataclass
 
     @property
     def judged_by(self) -> str:
@@ -253,26 +230,36 @@ class CFTConfig:
             return self.selection_metric
         return "auroc" if self.selection_rule == "crossfit" else self.metric
 
+    def chosen_variants(self) -> list[str]:
+        """The variants a run with this config fits: ``variant``, or ``auto``'s ``auto_variants``."""
+        return list(self.auto_variants) if self.variant == AUTO else [self.variant]
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings the result depends on, flat: the shared ones (without :data:`RUNTIME_FIELDS`) and the
+        options of the chosen variants. What ``cft_config.json`` and the report hold, and what a finished block's
+        checkpoint is keyed by (:func:`~hf_cft.engine.checkpoint.block_key`)."""
+        out = {name: copy.deepcopy(getattr(self, name)) for name in RESULT_FIELDS}
+        for name in self.chosen_variants():
+            out.update(dataclasses.asdict(self.options[name]))
+        return out
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CFTConfig:
-        """Build from a dict; keys this version does not know are dropped with a warning."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        """Build from a dict; runtime settings (saved by older versions) are ignored, keys this version does not
+        know are dropped with a warning."""
+        data = {k: v for k, v in data.items() if k not in RUNTIME_FIELDS}
+        unknown = sorted(k for k in data if k not in RESULT_FIELDS and option_owner(k) is None)
         if unknown:
             logger.warning("Ignoring unknown CFTConfig keys (saved by another version?): %s", ", ".join(unknown))
-        data = dict(data)
         if "metric" in data and "selection_metric" not in data:  # saved before it existed: selected by `metric`
             logger.warning("this CFTConfig has no `selection_metric`: read as saved before it existed, rows selected "
                            "by `metric` (%s); set `selection_metric` (None: AUROC under the crossfit rule) to choose",
                            data["metric"])
             data["selection_metric"] = data["metric"]
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{k: v for k, v in data.items() if k not in unknown})
 
     def save_pretrained(self, directory: str | os.PathLike) -> str:
         """Write ``cft_config.json`` into ``directory`` (atomically) and return its path."""
@@ -286,3 +273,27 @@ class CFTConfig:
             path = os.path.join(path, CFT_CONFIG_NAME)
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
+
+
+def _build_options(given: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
+    """Every registered variant's options: copied from ``given`` (by variant name), the ``flat`` keywords applied;
+    each dataclass checks its own fields."""
+    out = {}
+    for name, variant in VARIANTS.items():
+        base = given.get(name)
+        values = {} if base is None else {f: copy.deepcopy(getattr(base, f)) for f in variant.fields}
+        values.update({k: v for k, v in flat.items() if k in variant.fields})
+        out[name] = variant.options(**values)
+    return out
+
+
+def keyword_fields() -> list[tuple[dataclasses.Field, Any]]:
+    """Every keyword of :class:`CFTConfig` with its resolved type, in ``--help`` order: the shared result settings,
+    the options of each registered variant, then the runtime settings (the recipe's flags)."""
+    hints = typing.get_type_hints(SharedSettings)
+    shared = [f for f in dataclasses.fields(SharedSettings) if f.name != "options"]
+    out = [(f, hints[f.name]) for f in shared if f.name not in RUNTIME_FIELDS]
+    for variant in VARIANTS.values():
+        own = typing.get_type_hints(variant.options)
+        out += [(f, own[f.name]) for f in dataclasses.fields(variant.options)]
+    return out + [(f, hints[f.name]) for f in shared if f.name in RUNTIME_FIELDS]

@@ -16,9 +16,9 @@ import torch
 from ..constants import IN_ANOTHER_SHARD
 from ..metrics.core import METRICS
 from .config import CFTConfig
+from .crossfit import choose_crossfit, posterior_gains
+from .registry import VARIANTS
 from .result import CategoryReport, CFTResult
-from .selection import choose_crossfit, posterior_gains
-from .variants import VARIANTS
 
 __all__ = ["IN_ANOTHER_SHARD", "Run", "decide", "merge_shards"]
 
@@ -55,7 +55,7 @@ def _crossfit(run: Run, config: CFTConfig) -> tuple[Run, dict]:
         r.best_score = float(choice.score[j])
         r.oof_gain, r.gain_se = float(choice.oof_gain[j]), float(choice.gain_se[j])
         r.variant = run.variant if step > 0 else "original"
-        r.detail = VARIANTS[run.variant].describe(config, step) if run.variant in VARIANTS else None
+        r.detail = _describe(run.variant, config, step)
     summary = {"mean_crossfit_gain": float(choice.oof_gain.nanmean())}
     step, alpha = choice.overall
     summary.update({"step": step, "alpha": alpha, "held_out": "categories" if choice.by_category else "image folds"})
@@ -68,6 +68,13 @@ def _crossfit(run: Run, config: CFTConfig) -> tuple[Run, dict]:
     if choice.guard_gain is not None:
         checked = {c: (float(choice.guard_gain[j]), float(choice.guard_se[j])) for j, c in enumerate(fitted)}
     return Run(w, b, report, run.variant, run.records, checked), summary
+
+
+def _describe(variant: str, config: CFTConfig, step: int) -> str | None:
+    """The report's detail of a kept step of ``variant`` (None for the joint choice or an unknown variant)."""
+    if variant not in VARIANTS or variant not in config.options:
+        return None
+    return VARIANTS[variant].describe(config.options[variant], step)
 
 
 def _split_tag(tag: str) -> tuple[str, str | None]:
@@ -130,7 +137,7 @@ def _joint(runs: dict[str, Run], config: CFTConfig) -> tuple[Run, dict, dict, tu
             tag, step = origin[r.best_step - 1]
             r.variant, r.policy = _split_tag(tag)
             r.best_step = step
-            r.detail = VARIANTS[r.variant].describe(config, step) if r.variant in VARIANTS else None
+            r.detail = _describe(r.variant, config, step)
     if summary.get("step"):
         tag, step = origin[summary["step"] - 1]
         summary["step"], summary["run"] = step, tag
@@ -164,82 +171,110 @@ def _guard_ok(means: dict[int, float] | None, c: int) -> bool:
     return means is None or means[c] >= 0.0
 
 
-# long: both rules, then the shared per-category bookkeeping (policies, candidates, reasons) in one pass
+@dataclasses.dataclass
+class _Evidence:
+    """The crossfit rule's evidence over the runs: each run decided alone (``runs``), the posterior of each
+    category's gain per run, each run's crossfit summary, pooled (μ, τ, n) and the guard's pooled means."""
+
+    runs: dict[str, Run]
+    post: dict[str, dict[int, tuple[float, float, float]]] = dataclasses.field(default_factory=dict)
+    chosen: dict[str, dict] = dataclasses.field(default_factory=dict)
+    pooled: dict[str, tuple[float, float, int]] = dataclasses.field(default_factory=dict)
+    guards: dict[str, dict[int, float] | None] = dataclasses.field(default_factory=dict)
+    needed: float = 0.0  # the posterior probability of a gain asked of the best of a category's candidates
+
+
+def _evidence(runs: dict[str, Run], config: CFTConfig) -> _Evidence:
+    """Under the crossfit rule, each run's candidates chosen and their gains pooled; under the strict rule, the
+    runs as they are."""
+    if config.selection_rule != "crossfit":
+        return _Evidence(runs, needed=1.0 - (1.0 - config.selection_confidence))
+    ev = _Evidence({})
+    for tag, run in runs.items():
+        if run.records is None:
+            ev.runs[tag], ev.chosen[tag] = run, {}
+            continue
+        ev.runs[tag], ev.chosen[tag] = _crossfit(run, config)
+    for tag, run in ev.runs.items():
+        fitted = [r for r in run.report if r.skipped is None and r.oof_gain is not None]
+        if not fitted:
+            ev.post[tag] = {}
+            continue
+        ev.post[tag], ev.pooled[tag] = _pool(fitted)
+        ev.guards[tag] = _guard_means(run, fitted)
+    # a category outside a joint choice gets a candidate from each run, and the confidence asked of the best is
+    # raised for their number (Bonferroni), so that more candidates do not keep more noise
+    n_offers = sum(1 for run in runs.values() if run.records is not None)
+    ev.needed = 1.0 - (1.0 - config.selection_confidence) / max(1, n_offers)
+    return ev
+
+
 def decide(runs: dict[str, Run], weight0: torch.Tensor, bias0: torch.Tensor, config: CFTConfig,
            protocol: str) -> CFTResult:
     """Per category: the trained row, or one run's candidate, by ``config.selection_rule``."""
-    original_runs = runs
-    n_cat = weight0.shape[0]
     crossfit = config.selection_rule == "crossfit"
-    post: dict[str, dict[int, tuple[float, float, float]]] = {}
-    chosen_runs: dict[str, dict] = {}
-    pooled: dict[str, tuple[float, float, int]] = {}
-    guards: dict[str, dict[int, float] | None] = {}
-    if crossfit:
-        done = {}
-        for tag, run in runs.items():
-            if run.records is None:
-                done[tag], chosen_runs[tag] = run, {}
-                continue
-            done[tag], chosen_runs[tag] = _crossfit(run, config)
-        runs = done
-        for tag, run in runs.items():
-            fitted = [r for r in run.report if r.skipped is None and r.oof_gain is not None]
-            if not fitted:
-                post[tag] = {}
-                continue
-            post[tag], pooled[tag] = _pool(fitted)
-            guards[tag] = _guard_means(run, fitted)
+    ev = _evidence(runs, config)
     new_w, new_b = weight0.clone(), bias0.clone()
     report = []
-    # several runs: one joint choice among all their candidates, judged like a single run's; a category outside
-    # it (not fitted in every run, or listed differently) gets a candidate from each run, and the confidence
-    # asked of the best is raised for their number (Bonferroni), so that more candidates do not keep more noise
-    joint = _joint(original_runs, config) if crossfit else None
+    # several runs: one joint choice among all their candidates, judged like a single run's
+    joint = _joint(runs, config) if crossfit else None
     if joint is not None:
-        chosen_runs[JOINT] = joint[1]
-    n_offers = sum(1 for run in original_runs.values() if run.records is not None) if crossfit else 1
-    needed = 1.0 - (1.0 - config.selection_confidence) / max(1, n_offers)
-    for c in range(n_cat):
+        ev.chosen[JOINT] = joint[1]
+    for c in range(weight0.shape[0]):
         if joint is not None and joint[0].report[c].skipped is None:
-            report.append(_decide_joint(c, joint, runs, post, config, new_w, new_b))
-            continue
-        raw = {tag: run.report[c] for tag, run in runs.items()}
-        fitted = {tag: r for tag, r in raw.items() if r.skipped is None}
-        best_tag, best_key = None, None
-        for tag, r in fitted.items():
-            if r.best_step <= 0:  # the candidate is the trained row
-                continue
-            if crossfit:
-                mean, _, prob = post[tag].get(c, (float("nan"),) * 3)
-                if not prob >= needed or not _guard_ok(guards.get(tag), c):
-                    continue
-                key = mean
-            else:
-                key = r.best_score
-            if best_key is None or key > best_key:
-                best_tag, best_key = tag, key
-        base = fitted.get(best_tag) if best_tag else next(iter(fitted.values()), next(iter(raw.values())))
-        chosen = dataclasses.replace(base)
-        if len(runs) > 1:
-            chosen.candidates = {tag: _candidate_summary(r, post.get(tag, {}).get(c)) for tag, r in raw.items()}
-        if crossfit and best_tag is None and fitted:
-            tag0 = next(iter(fitted))
-            if c in post.get(tag0, {}):
-                chosen.posterior_gain, _, chosen.p_gain = post[tag0][c]
-        if best_tag is not None:
-            new_w[c] = runs[best_tag].weight[c]
-            new_b[c] = runs[best_tag].bias[c]
-            chosen.variant, chosen.policy = _split_tag(best_tag)
-            if crossfit:
-                chosen.posterior_gain, _, chosen.p_gain = post[best_tag][c]
+            report.append(_decide_joint(c, joint, ev.runs, ev.post, config, new_w, new_b))
         else:
-            _keep(chosen)
-        chosen.reason = _reason(chosen, best_tag, fitted, post, needed, c, pooled, config.selection_rule)
-        report.append(chosen)
-    extra = {"crossfit": chosen_runs} if chosen_runs else {}
-    judged = _judged(runs, joint, new_w, new_b) if crossfit else None
-    return CFTResult(new_w, new_b, report, config, protocol, extra=extra, runs=dict(original_runs), judged=judged)
+            report.append(_decide_alone(c, ev, config, new_w, new_b))
+    extra = {"crossfit": ev.chosen} if ev.chosen else {}
+    judged = _judged(ev.runs, joint, new_w, new_b) if crossfit else None
+    return CFTResult(new_w, new_b, report, config, protocol, extra=extra, runs=dict(runs), judged=judged)
+
+
+def _best_run(c: int, fitted: dict[str, CategoryReport], ev: _Evidence, crossfit: bool) -> str | None:
+    """The run whose candidate replaces category ``c``'s row (crossfit: credible and the highest posterior mean
+    gain; strict: the best selection score), or None."""
+    best_tag, best_key = None, None
+    for tag, r in fitted.items():
+        if r.best_step <= 0:  # the candidate is the trained row
+            continue
+        if crossfit:
+            mean, _, prob = ev.post[tag].get(c, (float("nan"),) * 3)
+            if not prob >= ev.needed or not _guard_ok(ev.guards.get(tag), c):
+                continue
+            key = mean
+        else:
+            key = r.best_score
+        if best_key is None or key > best_key:
+            best_tag, best_key = tag, key
+    return best_tag
+
+
+def _decide_alone(c: int, ev: _Evidence, config: CFTConfig, new_w: torch.Tensor,
+                  new_b: torch.Tensor) -> CategoryReport:
+    """Category ``c`` decided run by run: the best credible candidate of any run, or the trained row."""
+    crossfit = config.selection_rule == "crossfit"
+    runs, post = ev.runs, ev.post
+    raw = {tag: run.report[c] for tag, run in runs.items()}
+    fitted = {tag: r for tag, r in raw.items() if r.skipped is None}
+    best_tag = _best_run(c, fitted, ev, crossfit)
+    base = fitted.get(best_tag) if best_tag else next(iter(fitted.values()), next(iter(raw.values())))
+    chosen = dataclasses.replace(base)
+    if len(runs) > 1:
+        chosen.candidates = {tag: _candidate_summary(r, post.get(tag, {}).get(c)) for tag, r in raw.items()}
+    if crossfit and best_tag is None and fitted:
+        tag0 = next(iter(fitted))
+        if c in post.get(tag0, {}):
+            chosen.posterior_gain, _, chosen.p_gain = post[tag0][c]
+    if best_tag is not None:
+        new_w[c] = runs[best_tag].weight[c]
+        new_b[c] = runs[best_tag].bias[c]
+        chosen.variant, chosen.policy = _split_tag(best_tag)
+        if crossfit:
+            chosen.posterior_gain, _, chosen.p_gain = post[best_tag][c]
+    else:
+        _keep(chosen)
+    chosen.reason = _reason(chosen, best_tag, fitted, post, ev.needed, c, ev.pooled, config.selection_rule)
+    return chosen
 
 
 def _judged(runs: dict[str, Run], joint: tuple | None, new_w: torch.Tensor,

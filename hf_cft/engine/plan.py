@@ -3,15 +3,15 @@
 A BP epoch needs, for every category c of a block, two products with its known rows: the logits
 ``X_c w_c`` and the gradient ``X_cᵀ g_c``. Two ways to compute them:
 
-* **shared pass** (:class:`~hf_cft.engine.data.DenseView` over the union of the block's known rows): one
+* **shared pass** (:class:`~hf_cft.engine.views.DenseView` over the union of the block's known rows): one
   matrix product of the ``U`` union rows with all ``B`` rows of the block serves every category, the loss
   masked to its known labels. It does ``4·U·d·B`` flops (most of them on unknown labels when each category
   knows few images) but reads the features only twice per epoch, whatever B is: compute-bound, and per-row
   cost falls with C until it is.
-* **gathered** (:class:`~hf_cft.engine.data.GatheredView`, ``B × L × d``): each category reads only its own
+* **gathered** (:class:`~hf_cft.engine.views.GatheredView`, ``B × L × d``): each category reads only its own
   known rows, ``8·L·d`` bytes per epoch (two matrix–vector passes), memory-bound. When a group of categories'
   rows fits in the cache together (:data:`CACHE_BYTES`),
-  :func:`run_bp <hf_cft.engine.bp.run_bp>` runs that group's whole trajectory before the next group's, so
+  :func:`run_bp <hf_cft.engine.variants.bp.run_bp>` runs that group's whole trajectory before the next group's, so
   after the first epoch its rows are read from the cache, not from memory; each group costs one epoch's fixed
   overhead (Python, small kernels, the selection score).
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import DenseView, GatheredView
+from .views import DenseView, GatheredView
 
 logger = logging.getLogger(__name__)
 

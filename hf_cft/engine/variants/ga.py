@@ -19,16 +19,43 @@ categories or individuals.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
 import torch
 
-from ..metrics.core import METRICS
-from .config import CFTConfig
-from .selection import BestTracker, Judge
+from ...metrics.core import METRICS
+from ..registry import BlockTask, Variant, check_fraction, check_minimum, register_variant
 
-__all__ = ["run_ga"]
+__all__ = ["GAOptions", "run_ga"]
+
+
+@dataclass
+class GAOptions:
+    """CFT-GA's options (``CFTConfig`` keywords)."""
+
+    generations: int = field(default=5000, metadata={"help": "ga: maximum generations."})
+    population_size: int = field(default=50, metadata={"help": "ga: individuals per category (all start as the "
+                                                                 "trained row)."})
+    elitism: int = field(default=1, metadata={"help": "ga: best individuals copied unchanged to the next "
+                                                      "generation."})
+    crossover_rate: float = field(
+        default=0.2,
+        metadata={"help": "ga: uniform crossover; each gene of a child comes from its first parent with this "
+                  "probability, else from the second."},
+    )
+    mutation_probability: float = field(default=0.5, metadata={"help": "ga: chance that a child is mutated."})
+    mutation_range: float = field(
+        default=0.001, metadata={"help": "ga: a mutated child gets U(-r, r) added to every gene."}
+    )
+
+    def __post_init__(self) -> None:
+        check_minimum(self, "generations", 0)
+        check_minimum(self, "population_size", 2)
+        if not 0 <= self.elitism < self.population_size:
+            raise ValueError(f"`elitism` must be in [0, population_size), got {self.elitism}")
+        check_fraction(self, "crossover_rate", "mutation_probability")
 
 JUDGE_EVERY = 8
 """Generations whose elites are scored on the selection split in one batched call (handed to the tracker one
@@ -108,7 +135,7 @@ class _Random:
 
 
 def _breed(pw: torch.Tensor, pb: torch.Tensor, n_cat: int, n_child: int, rng: _Random,
-           config: CFTConfig) -> tuple[torch.Tensor, torch.Tensor]:
+           config: GAOptions) -> tuple[torch.Tensor, torch.Tensor]:
     """Children from parent pairs: ``pw`` (B·2·K)×d and ``pb`` (B·2·K), per category K first then K second parents.
 
     Uniform crossover takes each gene from the first parent with probability ``crossover_rate``; a child is
@@ -131,95 +158,129 @@ def _breed(pw: torch.Tensor, pb: torch.Tensor, n_cat: int, n_child: int, rng: _R
     return child_w, child_b
 
 
-def run_ga(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker: BestTracker, config: CFTConfig,
-           seed: int = 0, progress=None, categories: list[int] | None = None) -> None:
-    """Evolve a block of rows (``weight`` B×d, ``bias`` B); ``tracker`` keeps each row's elite.
+@dataclass
+class _Buffers:
+    """A block's population (``[elite…, children…]``, B×P×d and B×P) and the memory each generation writes into,
+    allocated once (fresh memory costs a page fault per page on first touch): the next population (``spare``;
+    the two alternate), the parents' gathers and the mutation noise (on the CPU)."""
+
+    pop_w: torch.Tensor
+    pop_b: torch.Tensor
+    spare_w: torch.Tensor
+    spare_b: torch.Tensor
+    first_w: torch.Tensor
+    second_w: torch.Tensor
+    child_slot: torch.Tensor  # child j of the block → its row in B·P
+    n_elite: int
+    noise_buf: np.ndarray | None
+
+    @classmethod
+    def allocate(cls, weight: torch.Tensor, bias: torch.Tensor, pop_size: int, n_elite: int) -> _Buffers:
+        n_cat, d = weight.shape
+        n_child = pop_size - n_elite
+        half = n_cat * n_child
+        device, dtype = weight.device, weight.dtype
+        pop_w = weight.unsqueeze(1).repeat(1, pop_size, 1)  # B × P × d
+        pop_b = bias.unsqueeze(1).repeat(1, pop_size)  # B × P
+        spare_w, spare_b = torch.empty_like(pop_w), torch.empty_like(pop_b)
+        first_w = torch.empty(half, d, device=device, dtype=dtype)
+        second_w = torch.empty(half, d, device=device, dtype=dtype)
+        child_slot = (torch.arange(n_cat, device=device) * pop_size).repeat_interleave(n_child) + n_elite + \
+            torch.arange(n_child, device=device).repeat(n_cat)
+        noise_buf = np.empty((half, d + 1), np.float32) if device.type == "cpu" else None
+        return cls(pop_w, pop_b, spare_w, spare_b, first_w, second_w, child_slot, n_elite, noise_buf)
+
+    def swap(self) -> None:
+        """The next population becomes the current one."""
+        self.pop_w, self.spare_w, self.pop_b, self.spare_b = self.spare_w, self.pop_w, self.spare_b, self.pop_b
+
+
+def run_ga(task: BlockTask) -> None:
+    """Evolve a block of rows (``weight`` B×d, ``bias`` B); the task's tracker keeps each row's elite.
 
     The population of a category is ``[elite…, children…]`` (B×P×d); two such buffers alternate, so a
     generation allocates no population-sized memory besides the two parent gathers.
     """
-    metric = METRICS[config.metric]  # the fitness; the judge selects by `config.judged_by`
+    weight, bias, fit, config = task.weight, task.bias, task.fit, task.options
+    metric = METRICS[task.config.metric]  # the fitness; the judge selects by `config.judged_by`
     n_cat, d = weight.shape
     pop_size, n_elite = config.population_size, config.elitism
     n_child = pop_size - n_elite
-    half = n_cat * n_child
     device, dtype = weight.device, weight.dtype
-    rng = _Random(seed, device, dtype)
-    pop_w = weight.unsqueeze(1).repeat(1, pop_size, 1)  # B × P × d
-    pop_b = bias.unsqueeze(1).repeat(1, pop_size)  # B × P
-    spare_w, spare_b = torch.empty_like(pop_w), torch.empty_like(pop_b)
-    first_w = torch.empty(half, d, device=device, dtype=dtype)
-    second_w = torch.empty(half, d, device=device, dtype=dtype)
+    rng = _Random(task.seed, device, dtype)
+    buf = _Buffers.allocate(weight, bias, pop_size, n_elite)
     # every individual starts as the trained row: one row scored stands for all of them
     fitness = metric(fit.scores(weight.unsqueeze(1), bias.unsqueeze(1)), fit.labels, fit.mask).expand(-1, pop_size)
     offset = (torch.arange(n_cat, device=device) * pop_size).unsqueeze(1)
     cat_idx = torch.arange(n_cat, device=device)
-    child_slot = (torch.arange(n_cat, device=device) * pop_size).repeat_interleave(n_child) + n_elite + \
-        torch.arange(n_child, device=device).repeat(n_cat)  # child j of the block → its row in B·P
     champ_w = torch.empty(n_cat, JUDGE_EVERY, d, device=device, dtype=dtype)  # the elites awaiting their score
     champ_b = torch.empty(n_cat, JUDGE_EVERY, device=device, dtype=dtype)
-    # reused every generation (fresh memory costs a page fault per page on first touch)
-    child_scores = torch.empty(n_cat, n_child, fit.length, device=device, dtype=dtype)
-    noise_buf = np.empty((half, d + 1), np.float32) if device.type == "cpu" else None
+    child_scores = torch.empty(n_cat, n_child, fit.length, device=device, dtype=dtype)  # reused every generation
 
     for gen in range(1, config.generations + 1):
         parents = rng.roulette(fitness, 2 * n_child) + offset  # B × 2K flat indices: K first, K second parents
-        flat_w, flat_b = pop_w.view(-1, d), pop_b.view(-1)
-        _breed_into(pop_w, pop_b, spare_w, spare_b, parents, (first_w, second_w), child_slot, n_elite, rng, config,
-                    noise_buf)
-        children_w, children_b = spare_w[:, n_elite:], spare_b[:, n_elite:]  # views into the next population
+        flat_w, flat_b = buf.pop_w.view(-1, d), buf.pop_b.view(-1)
+        _breed_into(buf, parents, rng, config)
+        children_w, children_b = buf.spare_w[:, n_elite:], buf.spare_b[:, n_elite:]  # views into the next population
         child_fit = metric(fit.scores(children_w, children_b, out=child_scores), fit.labels, fit.mask)
         if n_elite:
             elite = fitness.nan_to_num(-1.0).topk(n_elite, dim=1).indices
             keep = (elite + offset).reshape(-1)
-            spare_w[:, :n_elite] = flat_w.index_select(0, keep).view(n_cat, n_elite, d)
-            spare_b[:, :n_elite] = flat_b.index_select(0, keep).view(n_cat, n_elite)
+            buf.spare_w[:, :n_elite] = flat_w.index_select(0, keep).view(n_cat, n_elite, d)
+            buf.spare_b[:, :n_elite] = flat_b.index_select(0, keep).view(n_cat, n_elite)
             fitness = torch.cat([fitness.gather(1, elite), child_fit], dim=1)
         else:
             fitness = child_fit
-        pop_w, spare_w, pop_b, spare_b = spare_w, pop_w, spare_b, pop_b
+        buf.swap()
         best = fitness.nan_to_num(-1.0).argmax(dim=1)
         j = (gen - 1) % JUDGE_EVERY
-        champ_w[:, j], champ_b[:, j] = pop_w[cat_idx, best], pop_b[cat_idx, best]
+        champ_w[:, j], champ_b[:, j] = buf.pop_w[cat_idx, best], buf.pop_b[cat_idx, best]
         if j == JUDGE_EVERY - 1 or gen == config.generations:
-            if not _judge_span(gen - j, j + 1, champ_w, champ_b, judge, tracker, progress):
+            if not _judge_span(gen - j, j + 1, champ_w, champ_b, task):
                 break
 
 
-def _breed_into(pop_w, pop_b, spare_w, spare_b, parents, buffers, child_slot, n_elite: int, rng: _Random,
-                config: CFTConfig, noise_buf: np.ndarray | None = None) -> None:
-    """:func:`_breed` written into the children's places of the next population (``spare_w[:, n_elite:]``):
-    the parents gathered into ``buffers``, one ``where`` for the crossover, the mutants' noise added in place."""
-    n_cat, _, d = pop_w.shape
+def _breed_into(buf: _Buffers, parents: torch.Tensor, rng: _Random, config: GAOptions) -> None:
+    """:func:`_breed` written into the children's places of the next population (``buf.spare_w[:, n_elite:]``):
+    the parents gathered into ``buf.first_w`` / ``second_w``, one ``where`` for the crossover, the mutants' noise
+    added in place."""
+    n_cat, _, d = buf.pop_w.shape
+    n_elite, spare_w, spare_b = buf.n_elite, buf.spare_w, buf.spare_b
     n_child = parents.shape[1] // 2
-    flat_w, flat_b = pop_w.view(-1, d), pop_b.view(-1)
+    flat_w, flat_b = buf.pop_w.view(-1, d), buf.pop_b.view(-1)
     first, second = parents[:, :n_child].reshape(-1), parents[:, n_child:].reshape(-1)
-    first_w, second_w = buffers
+    first_w, second_w = buf.first_w, buf.second_w
     torch.index_select(flat_w, 0, first, out=first_w)
     torch.index_select(flat_w, 0, second, out=second_w)
-    take_first = rng.bernoulli(n_cat * n_child, d + 1, p=config.crossover_rate).to(pop_w.device)
+    take_first = rng.bernoulli(n_cat * n_child, d + 1, p=config.crossover_rate).to(buf.pop_w.device)
     take_first = take_first.view(n_cat, n_child, d + 1)
     torch.where(take_first[..., :d], first_w.view(n_cat, n_child, d), second_w.view(n_cat, n_child, d),
                 out=spare_w[:, n_elite:])
     spare_b[:, n_elite:] = torch.where(take_first[..., d], flat_b[first].view(n_cat, n_child),
                                        flat_b[second].view(n_cat, n_child))
-    mutants = rng.bernoulli(n_cat * n_child, p=config.mutation_probability).to(pop_w.device).nonzero().squeeze(1)
+    mutants = rng.bernoulli(n_cat * n_child, p=config.mutation_probability).to(buf.pop_w.device).nonzero().squeeze(1)
     if mutants.numel():
         r = config.mutation_range
-        noise = rng.uniform(mutants.numel(), d + 1, out=noise_buf).mul_(2 * r).sub_(r)
-        rows = child_slot[mutants]
+        noise = rng.uniform(mutants.numel(), d + 1, out=buf.noise_buf).mul_(2 * r).sub_(r)
+        rows = buf.child_slot[mutants]
         spare_w.view(-1, d).index_add_(0, rows, noise[:, :d])
         spare_b.view(-1).index_add_(0, rows, noise[:, d])
 
 
-def _judge_span(first: int, span: int, champ_w, champ_b, judge: Judge, tracker: BestTracker, progress) -> bool:
+def _judge_span(first: int, span: int, champ_w: torch.Tensor, champ_b: torch.Tensor, task: BlockTask) -> bool:
     """Score ``span`` generations' elites on the selection split in one call, then hand them to the tracker in
     order; False once every row has stopped (later generations, computed ahead, are then discarded)."""
-    scores = judge(champ_w[:, :span], champ_b[:, :span])  # B × span
+    scores = task.judge(champ_w[:, :span], champ_b[:, :span])  # B × span
     for j in range(span):
-        running = tracker.update(first + j, champ_w[:, j], champ_b[:, j], scores[:, j])
-        if progress is not None:
-            progress(first + j)
+        running = task.tracker.update(first + j, champ_w[:, j], champ_b[:, j], scores[:, j])
+        task.report(first + j)
         if not running:
             return False
     return True
+
+
+register_variant(Variant(
+    name="ga", runner=run_ga, options=GAOptions,
+    population=lambda o: o.population_size, max_steps=lambda o: o.generations,
+    summary="batched genetic algorithm maximizing the metric on the fit labels (paper §III-D)",
+))

@@ -7,42 +7,94 @@ With a per-row best snapshot and per-row patience (:class:`BestTracker`) the blo
 B separate runs would — and so does any split of the block into groups run one after the other.
 
 How a block is computed (one shared pass, or gathered rows in cache-sized groups) is chosen by
-:mod:`hf_cft.engine.plan`: the shared pass arrives here as a dense view; a gathered view whose rows do not
-fit the cache together is run group by group, each group's whole trajectory at once so that its rows stay
-in the cache from one epoch to the next.
+:mod:`hf_cft.engine.plan` (the variant's ``fit_view``): the shared pass arrives here as a dense view; a gathered
+view whose rows do not fit the cache together is run group by group, each group's whole trajectory at once so
+that its rows stay in the cache from one epoch to the next.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+from dataclasses import dataclass, field
 
 import torch
 
-from ..losses import asymmetric_loss_grad, aucm_loss, wmw_loss
-from .config import CFTConfig
-from .data import DenseView
-from .plan import bp_groups, sub_view
-from .selection import BestTracker, Judge
+from ...losses import asymmetric_loss_grad, aucm_loss, wmw_loss
+from ..plan import bp_fit_view, bp_groups, sub_view
+from ..registry import BlockTask, Variant, check_minimum, register_variant
+from ..selection import BestTracker, Judge
+from ..views import DenseView
 
-__all__ = ["run_bp"]
+__all__ = ["BP_LOSSES", "BPOptions", "run_bp"]
+
+BP_LOSSES = ("asl", "wmw", "aucm")
 
 
-def run_bp(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker: BestTracker, config: CFTConfig,
-           seed: int = 0, progress=None, categories: list[int] | None = None) -> None:
-    """Fit a block of rows (``weight`` B×d, ``bias`` B) with Adam on ``config.bp_loss``; ``tracker`` keeps them."""
+@dataclass
+class BPOptions:
+    """CFT-BP's options (``CFTConfig`` keywords)."""
+
+    epochs: int = field(default=5000, metadata={"help": "bp: maximum full-batch Adam epochs."})
+    lr: float = field(default=1e-4, metadata={"help": "bp: learning rate (of Adam, or of gradient descent)."})
+    bp_optimizer: str = field(
+        default="adam",
+        metadata={"help": "bp: 'adam' (full-batch Adam, the paper's COCO setting) or 'gd' (full-batch gradient "
+                  "descent, θ ← θ − lr·∇, the paper's CheXpert setting)."},
+    )
+    gamma_neg: float = field(default=4.0, metadata={"help": "bp: ASL focusing parameter of negatives (γ−)."})
+    gamma_pos: float = field(default=0.0, metadata={"help": "bp: ASL focusing parameter of positives (γ+)."})
+    clip: float = field(default=0.05, metadata={"help": "bp: ASL probability margin of negatives (0: none)."})
+    bp_loss: str = field(
+        default="asl",
+        metadata={"help": "bp: 'asl' (asymmetric loss; γ=0, clip=0 is BCE), 'wmw' (Wilcoxon–Mann–Whitney AUC "
+                  "approximation, Yan et al. 2003, p=2) or 'aucm' (AUC-M square loss, Yuan et al. 2021)."},
+    )
+    wmw_gamma: float = field(default=0.3, metadata={"help": "bp 'wmw': margin γ in (0, 1] on sigmoid scores."})
+    aucm_margin: float = field(default=1.0, metadata={"help": "bp 'aucm': margin m on sigmoid scores."})
+
+    def __post_init__(self) -> None:
+        check_minimum(self, "epochs", 0)
+        if self.lr <= 0:
+            raise ValueError(f"`lr` must be > 0, got {self.lr}")
+        if self.bp_optimizer not in ("adam", "gd"):
+            raise ValueError(f"`bp_optimizer` must be 'adam' or 'gd', got {self.bp_optimizer!r}")
+        if self.bp_loss not in BP_LOSSES:
+            raise ValueError(f"`bp_loss` must be one of {BP_LOSSES}, got {self.bp_loss!r}")
+        if not 0.0 < self.wmw_gamma <= 1.0:
+            raise ValueError(f"`wmw_gamma` must be in (0, 1], got {self.wmw_gamma}")
+
+
+@dataclass
+class _Rows:
+    """What a trajectory of some rows reads besides the rows: the fit view, the judge, the tracker, the options,
+    the patience and the progress callback."""
+
+    fit: object
+    judge: Judge
+    tracker: BestTracker
+    options: BPOptions
+    patience: int | None
+    progress: object
+
+
+def run_bp(task: BlockTask) -> None:
+    """Fit a block of rows (``weight`` B×d, ``bias`` B) with Adam on ``bp_loss``; the task's tracker keeps them."""
+    weight, bias, fit = task.weight, task.bias, task.fit
+    rows = _Rows(fit, task.judge, task.tracker, task.options, task.config.patience, task.progress)
     n_cat = weight.shape[0]
     group = n_cat
     if getattr(fit, "kind", None) == "gathered" and n_cat > 1:
         group = bp_groups(n_cat, fit.length, fit.x.shape[-1], fit.x.element_size(), fit.x.device)
     if group >= n_cat:
-        _fit_rows(weight, bias, fit, judge, tracker, config, progress)
+        _fit_rows(weight, bias, rows)
         return
     for start in range(0, n_cat, group):
         idx = torch.arange(start, min(n_cat, start + group), device=weight.device)
-        part = _slice_tracker(tracker, idx, n_cat)
-        _fit_rows(weight[idx], bias[idx], sub_view(fit, idx), Judge(_slice_view(judge.view, idx), judge.metric),
-                  part, config, progress)
-        _merge_tracker(tracker, part, idx, n_cat)
+        part = _slice_tracker(rows.tracker, idx, n_cat)
+        judge = Judge(_slice_view(rows.judge.view, idx), rows.judge.metric)
+        _fit_rows(weight[idx], bias[idx], dataclasses.replace(rows, fit=sub_view(fit, idx), judge=judge, tracker=part))
+        _merge_tracker(rows.tracker, part, idx, n_cat)
 
 
 JUDGE_EVERY = 8
@@ -66,13 +118,14 @@ def judge_span(n_rows: int, d: int, itemsize: int, patience: int | None) -> int:
     return int(max(JUDGE_EVERY, min(JUDGE_EVERY_MAX, span)))
 
 
-def _fit_rows(weight, bias, fit, judge: Judge, tracker: BestTracker, config: CFTConfig, progress) -> None:
+def _fit_rows(weight: torch.Tensor, bias: torch.Tensor, rows: _Rows) -> None:
     """The trajectory of some rows: full-batch Adam (or gradient descent), each epoch's rows handed to ``tracker``.
 
     Weight and bias are one ``B × (d+1)`` leaf; Adam is written out with exactly the operations of
     ``torch.optim.Adam`` (defaults: β = (0.9, 0.999), ε = 1e-8), which are element-wise, so the steps are those
     of one Adam per row, without the optimizer's per-step bookkeeping.
     """
+    fit, judge, tracker, config, progress = rows.fit, rows.judge, rows.tracker, rows.options, rows.progress
     n_cat, d = weight.shape
     theta = torch.cat([weight.detach(), bias.detach().unsqueeze(1)], dim=1).requires_grad_(True)
     gd = config.bp_optimizer == "gd"
@@ -80,7 +133,7 @@ def _fit_rows(weight, bias, fit, judge: Judge, tracker: BestTracker, config: CFT
     beta1, beta2, eps, lr = 0.9, 0.999, 1e-8, config.lr
     fit_labels = fit.labels.squeeze(1).to(theta.dtype)  # converted once, not every epoch
     fit_mask = fit.mask.squeeze(1).to(theta.dtype)
-    every = judge_span(n_cat, d, theta.element_size(), config.patience)
+    every = judge_span(n_cat, d, theta.element_size(), rows.patience)
     snaps = torch.empty(n_cat, every, d + 1, dtype=theta.dtype, device=theta.device)
     done, epoch = 0, 0
     while done < config.epochs:
@@ -111,7 +164,7 @@ def _fit_rows(weight, bias, fit, judge: Judge, tracker: BestTracker, config: CFT
         done += span
 
 
-def _gradient(theta: torch.Tensor, fit, labels, mask, config: CFTConfig) -> torch.Tensor:
+def _gradient(theta: torch.Tensor, fit, labels, mask, config: BPOptions) -> torch.Tensor:
     """d(block loss)/dθ, B × (d+1). ASL in closed form: the two products and a few element-wise passes, no
     graph; the AUC surrogates through autograd."""
     d = theta.shape[1] - 1
@@ -161,3 +214,12 @@ def _slice_tracker(tracker: BestTracker, idx: torch.Tensor, n_cat: int) -> BestT
 def _merge_tracker(tracker: BestTracker, part: BestTracker, idx: torch.Tensor, n_cat: int) -> None:
     for k, v in _per_row(tracker, n_cat):
         v[idx] = getattr(part, k)
+
+
+register_variant(Variant(
+    name="bp", runner=run_bp, options=BPOptions,
+    population=lambda o: 1, max_steps=lambda o: o.epochs,
+    card_fields=("epochs", "lr", "bp_optimizer", "gamma_neg", "gamma_pos", "clip", "bp_loss"),
+    fit_view=bp_fit_view,
+    summary="full-batch Adam on the masked asymmetric loss or an AUC surrogate (paper §III-C)",
+))

@@ -16,15 +16,47 @@ such as Open Images. The λ grid is the trajectory that the selection rule judge
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import CFTConfig
-from .data import GatheredView
-from .selection import BestTracker, Judge
+from ..registry import BlockTask, Variant, register_variant
+from ..views import GatheredView, Split, ViewFactory
 
-__all__ = ["run_refit", "solve_in_row_span", "solve_logistic"]
+__all__ = ["RefitOptions", "Solver", "fit_logistic_rows", "run_refit", "solve_in_row_span", "solve_logistic"]
+
+
+@dataclass
+class RefitOptions:
+    """CFT-refit's options (``CFTConfig`` keywords)."""
+
+    refit_l2: list[float] = field(
+        default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0],
+        metadata={"help": "refit: grid of L2 strengths λ (objective: mean weighted BCE + λ/2·||w − w_ref||²), the "
+                  "trajectory the selection rule chooses from. Wide by default: the right λ scales with the "
+                  "features' squared norm."},
+    )
+    refit_toward: str = field(
+        default="zero",
+        metadata={"help": "refit: regularize toward 'zero' (a logistic regression on the known labels alone; "
+                  "strong λ gives the robust difference-of-means direction) or 'trained' (the trained row)."},
+    )
+    refit_balanced: bool = field(default=False, metadata={"help": "refit: weight positives and negatives equally."})
+    refit_max_iter: int = field(default=200, metadata={"help": "refit: L-BFGS iterations at most."})
+    refit_tol: float = field(default=1e-6, metadata={"help": "refit: stop when the largest gradient entry is below."})
+
+    def __post_init__(self) -> None:
+        if self.refit_toward not in ("trained", "zero"):
+            raise ValueError(f"`refit_toward` must be 'trained' or 'zero', got {self.refit_toward!r}")
+        self.refit_l2 = [float(v) for v in self.refit_l2]
+        if not self.refit_l2 or not all(math.isfinite(v) and v >= 0 for v in self.refit_l2):
+            raise ValueError(f"`refit_l2` must be a non-empty list of finite strengths >= 0, got {self.refit_l2}")
+        if self.refit_max_iter < 1 or not self.refit_tol >= 0:
+            raise ValueError(f"`refit_max_iter` must be >= 1 and `refit_tol` >= 0, got {self.refit_max_iter} and "
+                             f"{self.refit_tol}")
 
 
 def _data_term(z: torch.Tensor, labels: torch.Tensor, sw: torch.Tensor) -> torch.Tensor:
@@ -71,10 +103,40 @@ def _two_loop(g, gnorm, s_hist, y_hist, rho_hist):
     return -q
 
 
-# long: one batched L-BFGS iteration (direction, line search along precomputed logits, history) reads best as one loop
+@dataclass(frozen=True)
+class Solver:
+    """Settings of :func:`solve_logistic`: iterations at most, L-BFGS history pairs, gradient tolerance."""
+
+    max_iter: int = 200
+    history: int = 10
+    tol: float = 1e-6
+
+
+@dataclass
+class _State:
+    """The iterate of :func:`solve_logistic` per pair: rows, logits, objective, gradient, L-BFGS history, which
+    pairs still run and their iteration counts."""
+
+    w: torch.Tensor
+    b: torch.Tensor
+    z: torch.Tensor
+    delta: torch.Tensor
+    f: torch.Tensor
+    gw: torch.Tensor
+    gb: torch.Tensor
+    active: torch.Tensor
+    iters: torch.Tensor
+    s_hist: list = field(default_factory=list)
+    y_hist: list = field(default_factory=list)
+    rho_hist: list = field(default_factory=list)
+
+
+def _cat(aw: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    return torch.cat([aw, ab.unsqueeze(-1)], dim=-1)
+
+
 @torch.no_grad()
-def solve_logistic(view, w0, b0, lam, w_ref, sample_weight, max_iter: int = 200, history: int = 10,
-                   tol: float = 1e-6):
+def solve_logistic(view, w0, b0, lam, w_ref, sample_weight, solver: Solver = Solver()):
     """Batched L-BFGS with a per-pair Armijo backtracking line search.
 
     Each iteration reads the features twice: the logits of the search direction (so every trial step of the
@@ -85,6 +147,7 @@ def solve_logistic(view, w0, b0, lam, w_ref, sample_weight, max_iter: int = 200,
         view: a block view (dense or gathered) of the fit split.
         w0, b0: (B, P, d), (B, P) starting points.
         lam: (1, P) L2 strengths (broadcastable to B × P); ``w_ref``: (B, 1, d).
+        solver: iterations, history and tolerance (:class:`Solver`).
     Returns:
         ``(w, b, iterations)`` with ``iterations`` (B, P) per pair.
     """
@@ -98,63 +161,81 @@ def solve_logistic(view, w0, b0, lam, w_ref, sample_weight, max_iter: int = 200,
     f = _data_term(z, labels, sw) + 0.5 * lam * (delta * delta).sum(-1)
     gw, gb = _gradient(view, z, labels, sw, lam, delta)
     shape = f.shape
-    s_hist, y_hist, rho_hist = [], [], []
-    active = torch.ones(shape, dtype=torch.bool, device=w.device)
-    iters = torch.zeros(shape, dtype=torch.long, device=w.device)
-
-    def cat(aw, ab):
-        return torch.cat([aw, ab.unsqueeze(-1)], dim=-1)
-
-    for _ in range(max_iter):
-        g = cat(gw, gb)
+    st = _State(w, b, z, delta, f, gw, gb, torch.ones(shape, dtype=torch.bool, device=w.device),
+                torch.zeros(shape, dtype=torch.long, device=w.device))
+    for _ in range(solver.max_iter):
+        g = _cat(st.gw, st.gb)
         gnorm = g.abs().amax(-1)
-        active &= gnorm > tol
-        if not bool(active.any()):
+        st.active &= gnorm > solver.tol
+        if not bool(st.active.any()):
             break
-        direction = _two_loop(g, gnorm, s_hist, y_hist, rho_hist) * active.unsqueeze(-1)
+        _iterate(view, st, g, gnorm, (labels, sw, lam, w_ref), solver.history)
+    return st.w, st.b, st.iters
+
+
+def _direction(st: _State, g: torch.Tensor, gnorm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The L-BFGS search direction of the running pairs (steepest descent where it is not a descent) and its
+    slope."""
+    direction = _two_loop(g, gnorm, st.s_hist, st.y_hist, st.rho_hist) * st.active.unsqueeze(-1)
+    slope = (g * direction).sum(-1)
+    bad = slope >= 0  # not a descent direction: restart from steepest descent
+    if bool(bad.any()):
+        direction = torch.where(bad.unsqueeze(-1), -g / gnorm.clamp(min=1.0).unsqueeze(-1), direction)
+        direction *= st.active.unsqueeze(-1)
         slope = (g * direction).sum(-1)
-        bad = slope >= 0  # not a descent direction: restart from steepest descent
-        if bool(bad.any()):
-            direction = torch.where(bad.unsqueeze(-1), -g / gnorm.clamp(min=1.0).unsqueeze(-1), direction)
-            direction *= active.unsqueeze(-1)
-            slope = (g * direction).sum(-1)
-        dir_w, dir_b = direction[..., :-1], direction[..., -1]
-        dz = view.linear(dir_w, dir_b)  # logits move by t·dz along the direction
-        dd, dD, DD = (dir_w * dir_w).sum(-1), (delta * dir_w).sum(-1), (delta * delta).sum(-1)
-        step = torch.ones(shape, dtype=dtype, device=w.device)
-        taken = torch.zeros(shape, dtype=dtype, device=w.device)
-        pending = active.clone()
-        new_f = f.clone()
-        for _ls in range(30):
-            tf = _data_term(z + step.unsqueeze(-1) * dz, labels, sw) + 0.5 * lam * (DD + step * (2 * dD + step * dd))
-            ok = pending & (tf <= f + 1e-4 * step * slope)
-            taken = torch.where(ok, step, taken)
-            new_f = torch.where(ok, tf, new_f)
-            pending &= ~ok
-            if not bool(pending.any()):
-                break
-            step = torch.where(pending, step * 0.5, step)
-        moved = active & ~pending
-        active &= ~pending  # a pair whose line search failed has converged to machine precision
-        f_prev = f
-        s_vec = direction * taken.unsqueeze(-1)
-        w, b = w + s_vec[..., :-1], b + s_vec[..., -1]
-        delta = w - w_ref
-        z = z + taken.unsqueeze(-1) * dz
-        ngw, ngb = _gradient(view, z, labels, sw, lam, delta)
-        y_vec = cat(ngw - gw, ngb - gb) * moved.unsqueeze(-1)
-        sy = (s_vec * y_vec).sum(-1)
-        rho = torch.where(sy > 1e-12, 1.0 / sy.clamp(min=1e-12), torch.zeros_like(sy))
-        s_hist.append(s_vec * (sy > 1e-12).unsqueeze(-1))
-        y_hist.append(y_vec)
-        rho_hist.append(rho)
-        if len(s_hist) > history:
-            s_hist.pop(0), y_hist.pop(0), rho_hist.pop(0)
-        f, gw, gb = new_f, ngw, ngb
-        iters += moved.long()
-        tiny = (f_prev - f).abs() <= 1e-12 * f_prev.abs().clamp(min=1.0)
-        active &= ~(moved & tiny)
-    return w, b, iters
+    return direction, slope
+
+
+def _line_search(st: _State, dz, dir_w, slope, problem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Armijo backtracking per pair along logits ``z + t·dz``: the step taken (0 where none was accepted), the new
+    objective, and the pairs still pending (their search failed)."""
+    labels, sw, lam, _ = problem
+    shape, dtype, delta = st.f.shape, st.w.dtype, st.delta
+    dd, dD, DD = (dir_w * dir_w).sum(-1), (delta * dir_w).sum(-1), (delta * delta).sum(-1)
+    step = torch.ones(shape, dtype=dtype, device=st.w.device)
+    taken = torch.zeros(shape, dtype=dtype, device=st.w.device)
+    pending = st.active.clone()
+    new_f = st.f.clone()
+    for _ls in range(30):
+        tf = _data_term(st.z + step.unsqueeze(-1) * dz, labels, sw) + 0.5 * lam * (DD + step * (2 * dD + step * dd))
+        ok = pending & (tf <= st.f + 1e-4 * step * slope)
+        taken = torch.where(ok, step, taken)
+        new_f = torch.where(ok, tf, new_f)
+        pending &= ~ok
+        if not bool(pending.any()):
+            break
+        step = torch.where(pending, step * 0.5, step)
+    return taken, new_f, pending
+
+
+def _iterate(view, st: _State, g: torch.Tensor, gnorm: torch.Tensor, problem: tuple, history: int) -> None:
+    """One batched L-BFGS iteration of the running pairs: direction, line search along precomputed logits, step,
+    gradient and history."""
+    labels, sw, lam, w_ref = problem
+    direction, slope = _direction(st, g, gnorm)
+    dir_w, dir_b = direction[..., :-1], direction[..., -1]
+    dz = view.linear(dir_w, dir_b)  # logits move by t·dz along the direction
+    taken, new_f, pending = _line_search(st, dz, dir_w, slope, problem)
+    moved = st.active & ~pending
+    st.active &= ~pending  # a pair whose line search failed has converged to machine precision
+    f_prev = st.f
+    s_vec = direction * taken.unsqueeze(-1)
+    st.w, st.b = st.w + s_vec[..., :-1], st.b + s_vec[..., -1]
+    st.delta = st.w - w_ref
+    st.z = st.z + taken.unsqueeze(-1) * dz
+    ngw, ngb = _gradient(view, st.z, labels, sw, lam, st.delta)
+    y_vec = _cat(ngw - st.gw, ngb - st.gb) * moved.unsqueeze(-1)
+    sy = (s_vec * y_vec).sum(-1)
+    rho = torch.where(sy > 1e-12, 1.0 / sy.clamp(min=1e-12), torch.zeros_like(sy))
+    st.s_hist.append(s_vec * (sy > 1e-12).unsqueeze(-1))
+    st.y_hist.append(y_vec)
+    st.rho_hist.append(rho)
+    if len(st.s_hist) > history:
+        st.s_hist.pop(0), st.y_hist.pop(0), st.rho_hist.pop(0)
+    st.f, st.gw, st.gb = new_f, ngw, ngb
+    st.iters += moved.long()
+    tiny = (f_prev - st.f).abs() <= 1e-12 * f_prev.abs().clamp(min=1.0)
+    st.active &= ~(moved & tiny)
 
 
 REDUCE_AT = 0.5  # a gathered block with at most this share of d rows is solved in the span of its rows
@@ -212,39 +293,38 @@ class RowSpanView:
         return self._w_ref + torch.bmm(torch.bmm(u, self._to_rows.transpose(1, 2)), self._rows)
 
 
-def solve_in_row_span(view, w_ref, b0, lam, sample_weight, **solver) -> tuple[torch.Tensor, ...]:
+def solve_in_row_span(view, w_ref, b0, lam, sample_weight, solver: Solver = Solver()) -> tuple[torch.Tensor, ...]:
     """:func:`solve_logistic` started from ``w_ref``, solved through :class:`RowSpanView` when that is cheaper."""
     n_cat, n_lam = b0.shape
     d = w_ref.shape[-1]
     if not isinstance(view, GatheredView) or view.length > REDUCE_AT * d:
         w0 = w_ref.expand(n_cat, n_lam, d).contiguous()
-        return solve_logistic(view, w0, b0, lam, w_ref, sample_weight, **solver)
+        return solve_logistic(view, w0, b0, lam, w_ref, sample_weight, solver)
     span = RowSpanView(view, w_ref)
     u0 = torch.zeros(n_cat, n_lam, span.length, dtype=w_ref.dtype, device=w_ref.device)
     zero = torch.zeros(n_cat, 1, span.length, dtype=w_ref.dtype, device=w_ref.device)
-    u, b, iters = solve_logistic(span, u0, b0, lam, zero, sample_weight, **solver)
+    u, b, iters = solve_logistic(span, u0, b0, lam, zero, sample_weight, solver)
     return span.weights(u), b, iters
 
 
-def run_refit(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker: BestTracker, config: CFTConfig,
-              seed: int = 0, progress=None, categories: list[int] | None = None) -> None:
-    """Solve every (category, λ) pair of the block; the λ grid is the trajectory the ``judge`` tracks (step p: λ_p)."""
+def run_refit(task: BlockTask) -> None:
+    """Solve every (category, λ) pair of the block; the λ grid is the trajectory the judge tracks (step p: λ_p)."""
+    weight, bias, fit, config = task.weight, task.bias, task.fit, task.options
     n_cat = weight.shape[0]
     dtype = weight.dtype
     lam = torch.tensor(config.refit_l2, dtype=dtype, device=weight.device).view(1, -1)
     n_lam = lam.shape[1]
     b0 = bias.unsqueeze(1).expand(n_cat, n_lam).contiguous()
     sw = _sample_weight(fit, config.refit_balanced)
-    solver = dict(max_iter=config.refit_max_iter, tol=config.refit_tol)
+    solver = Solver(max_iter=config.refit_max_iter, tol=config.refit_tol)
     # started at the penalty's centre (the trained row, or zero), so the row-span form applies
     centre = weight.unsqueeze(1) if config.refit_toward == "trained" else torch.zeros_like(weight.unsqueeze(1))
-    w, b, iters = solve_in_row_span(fit, centre, b0, lam, sw, **solver)
-    scores = judge(w, b)  # B × n_lam
+    w, b, iters = solve_in_row_span(fit, centre, b0, lam, sw, solver)
+    scores = task.judge(w, b)  # B × n_lam
     for p in range(n_lam):
-        tracker.update(p + 1, w[:, p], b[:, p], scores[:, p])
-    tracker.steps_run = iters.max(1).values
-    if progress is not None:
-        progress(int(iters.max()))
+        task.tracker.update(p + 1, w[:, p], b[:, p], scores[:, p])
+    task.tracker.steps_run = iters.max(1).values
+    task.report(int(iters.max()))
 
 
 def fit_logistic_rows(features, labels, mask, l2: list[float], max_iter: int = 300):
@@ -253,8 +333,6 @@ def fit_logistic_rows(features, labels, mask, l2: list[float], max_iter: int = 3
     For reporting (headroom rows of benchmarks and the recipe), never for choosing rows. Returns the weights
     (C × P × d) and biases (C × P) for the P strengths of ``l2``.
     """
-    from .data import Split, ViewFactory
-
     split = Split.from_arrays(np.asarray(features, dtype=np.float64), labels, mask, "training")
     n_cat, d = split.labels.shape[1], split.features.shape[1]
     view = ViewFactory(split, torch.device("cpu"), torch.float64, 0.0).view(list(range(n_cat)))
@@ -262,5 +340,13 @@ def fit_logistic_rows(features, labels, mask, l2: list[float], max_iter: int = 3
     start_w = torch.zeros(n_cat, len(l2), d, dtype=torch.float64)
     start_b = torch.zeros(n_cat, len(l2), dtype=torch.float64)
     w, b, _ = solve_logistic(view, start_w, start_b, lam, torch.zeros(n_cat, 1, d, dtype=torch.float64),
-                             _sample_weight(view, False), max_iter=max_iter)
+                             _sample_weight(view, False), Solver(max_iter=max_iter))
     return w, b
+
+
+register_variant(Variant(
+    name="refit", runner=run_refit, options=RefitOptions,
+    population=lambda o: len(o.refit_l2), max_steps=lambda o: len(o.refit_l2),
+    grid=True, detail=lambda o, step: f"l2={o.refit_l2[step - 1]:g}",
+    summary="L2 logistic regression solved to convergence, λ chosen on the selection split",
+))

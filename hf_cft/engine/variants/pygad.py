@@ -9,17 +9,41 @@ PyGAD runs one category at a time; this backend exists for faithfulness to the p
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from ..metrics.core import METRICS
-from .config import CFTConfig
-from .selection import BestTracker, Judge
+from ...metrics.core import METRICS
+from ..registry import BlockTask, Variant, check_fraction, check_minimum, register_variant
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["run_pygad"]
+__all__ = ["PyGADOptions", "run_pygad"]
+
+
+@dataclass
+class PyGADOptions:
+    """The PyGAD variant's options (``CFTConfig`` keywords): the paper's CheXpert configuration."""
+
+    pygad_generations: int = field(default=500, metadata={"help": "pygad: number of generations."})
+    pygad_population_size: int = field(default=30, metadata={"help": "pygad: individuals per category."})
+    pygad_num_parents_mating: int = field(default=14, metadata={"help": "pygad: parents chosen by roulette."})
+    pygad_keep_parents: int = field(default=10, metadata={"help": "pygad: parents kept in the next generation."})
+    pygad_crossover_probability: float = field(default=0.8, metadata={"help": "pygad: 2-point crossover chance."})
+    pygad_mutation_probability: float = field(default=0.02, metadata={"help": "pygad: per-gene mutation chance."})
+    pygad_mutation_range: float = field(
+        default=0.001, metadata={"help": "pygad: a mutated gene gets U(-r, r) added."}
+    )
+
+    def __post_init__(self) -> None:
+        check_minimum(self, "pygad_generations", 0)
+        check_fraction(self, "pygad_crossover_probability", "pygad_mutation_probability")
+        if self.pygad_num_parents_mating < 2 or self.pygad_num_parents_mating > self.pygad_population_size:
+            raise ValueError("`pygad_num_parents_mating` must be in [2, pygad_population_size]")
+        if not -1 <= self.pygad_keep_parents <= self.pygad_num_parents_mating:
+            raise ValueError(f"`pygad_keep_parents` must be in [-1, pygad_num_parents_mating] (-1: all of them), "
+                             f"got {self.pygad_keep_parents}")
 
 
 def _pygad():
@@ -30,13 +54,14 @@ def _pygad():
     return pygad
 
 
-def run_pygad(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, tracker: BestTracker, config: CFTConfig,
-              seed: int = 0, progress=None, categories: list[int] | None = None) -> None:
+def run_pygad(task: BlockTask) -> None:
     """Run one PyGAD instance per category of the block, seeded by ``config.seed`` and the category's index alone
-    (never by the block, ``seed``): a category's row does not depend on how categories were grouped."""
-    metric = METRICS[config.metric]  # the fitness; the judge selects by `config.judged_by`
-    cats = categories if categories is not None else list(range(weight.shape[0]))
-    seeds = [(int(config.seed) * 1_000_003 + int(c)) % (2**32) for c in cats]
+    (never by the block's seed): a category's row does not depend on how categories were grouped."""
+    weight, bias, fit, judge, tracker = task.weight, task.bias, task.fit, task.judge, task.tracker
+    config = task.options
+    metric = METRICS[task.config.metric]  # the fitness; the judge selects by `config.judged_by`
+    cats = list(task.categories) if task.categories else list(range(weight.shape[0]))
+    seeds = [(int(task.config.seed) * 1_000_003 + int(c)) % (2**32) for c in cats]
     pygad = _pygad()
     n_cat, d = weight.shape
     device, dtype = weight.device, weight.dtype
@@ -57,8 +82,7 @@ def run_pygad(weight: torch.Tensor, bias: torch.Tensor, fit, judge: Judge, track
             champ = torch.as_tensor(sol, device=device, dtype=dtype).unsqueeze(0)
             step = ga.generations_completed
             running = tracker.update_row(i, step, champ[0, :d], champ[0, d], judge.row(i, sel_scores(champ)))
-            if progress is not None:
-                progress(step)
+            task.report(step)
             return None if running else "stop"
 
         ga = pygad.GA(
@@ -100,3 +124,10 @@ def _row_scorer(view, i: int):
         def score(sols: torch.Tensor) -> torch.Tensor:
             return (sols[:, :d] @ x.T).unsqueeze(0) + sols[:, d].view(1, -1, 1)
     return score
+
+
+register_variant(Variant(
+    name="pygad", runner=run_pygad, options=PyGADOptions,
+    population=lambda o: o.pygad_population_size, max_steps=lambda o: o.pygad_generations,
+    summary="the same GA problem through PyGAD, the paper's CheXpert setup",
+))

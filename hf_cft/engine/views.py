@@ -1,4 +1,4 @@
-"""Input checks, the fit / selection split, and blocks of categories scored in one batched computation.
+"""Input checks, the fit / selection split, and the views that score a block of categories in one computation.
 
 A *view* holds what one block of ``B`` categories needs on one split and scores candidate rows:
 ``scores(weight (B, P, d), bias (B, P)) -> (B, P, L)``, with ``labels`` and ``mask`` of shape
@@ -22,7 +22,7 @@ import torch
 from ..labels import check_labels
 from ..sparse import KnownLabels, is_sparse, known_labels
 
-__all__ = ["DenseView", "GatheredView", "Rows", "Split", "as_features", "check_finite", "make_blocks"]
+__all__ = ["DenseView", "GatheredView", "Rows", "Split", "ViewFactory", "as_features", "check_finite"]
 
 _CHUNK_ROWS = 65536
 _GATHER_ROWS = 16384  # feature rows widened at once when a block is gathered
@@ -307,46 +307,3 @@ class ViewFactory:
             y[i, :k] = values
             m[i, :k] = True
         return GatheredView(x.to(self.device), y.to(self.device), m.to(self.device))
-
-
-PAD_RATIO, PAD_SLACK = 1.5, 16  # a gathered block's longest category is at most 1.5 × its shortest + 16 rows
-SOLVER_FLOATS = 24  # per candidate and feature: the solver's state (L-BFGS history of 10 pairs, Adam moments, …)
-
-
-def make_blocks(
-    cats: list[int], fit: ViewFactory, sel: ViewFactory, d: int, population: int, budget_bytes: float
-) -> list[list[int]]:
-    """Group categories into blocks of one kind and similar size within a memory budget.
-
-    Deterministic in its inputs, so every process of a sharded run computes the same partition.
-    A block's bytes: gathered features ``B·L·d`` plus candidate scores and sort buffers ``~6·B·P·L``
-    (4-byte floats) per split, and the solver's state ``SOLVER_FLOATS·P·(d+1)``, which dominates for the many
-    categories with few known labels of sparse data. Gathered categories are padded to their block's longest,
-    so a block spans known counts within ``PAD_RATIO`` (plus ``PAD_SLACK`` rows): with the skewed counts of
-    sparse labels (Open Images) padding stays under a third of the work. Linear in the number of categories.
-    """
-    groups: dict[tuple[bool, bool], list[int]] = {}
-    for c in cats:
-        groups.setdefault((fit.is_dense(c), sel.is_dense(c)), []).append(c)
-    blocks: list[list[int]] = []
-    for key in sorted(groups):
-        fit_cost = {c: fit.cost(c) for c in groups[key]}
-        sel_cost = {c: sel.cost(c) for c in groups[key]}
-        members = sorted(groups[key], key=lambda c: (fit_cost[c], c))
-        block: list[int] = []
-        fit_max = sel_max = 0
-        for c in members:
-            f_len, s_len = max(fit_max, fit_cost[c]), max(sel_max, sel_cost[c])
-            per_cat = (0 if key[0] else f_len * d) + 6 * population * f_len
-            per_cat += (0 if key[1] else s_len * d) + 6 * population * s_len + SOLVER_FLOATS * population * (d + 1)
-            too_big = 4.0 * per_cat * (len(block) + 1) > budget_bytes
-            too_ragged = not key[0] and fit_cost[c] > PAD_RATIO * fit_cost[block[0]] + PAD_SLACK if block else False
-            if block and (too_big or too_ragged):
-                blocks.append(block)
-                block, fit_max, sel_max = [c], fit_cost[c], sel_cost[c]
-            else:
-                block.append(c)
-                fit_max, sel_max = f_len, s_len
-        if block:
-            blocks.append(block)
-    return blocks
