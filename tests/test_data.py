@@ -241,7 +241,7 @@ def test_partial_csv_meanings_and_errors(tmp_path):
 
 
 def test_cache_key_follows_code_and_config(tmp_path, monkeypatch):
-    import hf_cft.data
+    import hf_cft.data.load
     from hf_cft.data import DigitsMosaic
 
     def cache(**kw):
@@ -250,7 +250,7 @@ def test_cache_key_follows_code_and_config(tmp_path, monkeypatch):
     assert cache(code_hash="aaa") != cache(code_hash="bbb")
     assert cache(code_hash="aaa", seed=1) != cache(code_hash="aaa", seed=2)
     ds = load_partial_dataset("digits_mosaic", cache_dir=str(tmp_path), n_train=20, n_test=5)
-    monkeypatch.setattr(hf_cft.data, "code_hash", lambda: "changed-code")
+    monkeypatch.setattr(hf_cft.data.load, "code_hash", lambda: "changed-code")
     changed = load_partial_dataset("digits_mosaic", cache_dir=str(tmp_path), n_train=20, n_test=5)
     assert ds["train"].cache_files[0]["filename"] != changed["train"].cache_files[0]["filename"]
 
