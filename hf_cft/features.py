@@ -27,7 +27,10 @@ from .atomic import write_atomic
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FeatureCache", "config_fingerprint", "extract_features", "model_fingerprint", "preprocessing_of"]
+__all__ = [
+    "ExtractionSettings", "FeatureCache", "config_fingerprint", "extract_features", "model_fingerprint",
+    "preprocessing_of",
+]
 
 FEATURES_NAME = "features.npy"
 PROGRESS_NAME = "progress.json"
@@ -127,7 +130,63 @@ def _atomic_json(path: str, data) -> None:
     write_atomic(path, json.dumps(data))
 
 
-# long: the public entry point: argument checks, then the resumable extraction loop over one cache
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """How :func:`extract_features` reads and stores one split (its keyword arguments past the model and data)."""
+
+    batch_size: int = 64
+    dtype: str = "float32"  # of the cache: float32 or float16
+    chunk_size: int = 4096  # rows per checksummed, resumable chunk
+    image_column: str = "image"
+    num_workers: int = 0
+    show_progress: bool = True
+    transform_id: str | None = None  # names a `transform` in the cache key instead of its repr
+    verify: bool = True  # re-read an earlier cache's finished chunks against their checksums
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "float16"):
+            raise ValueError(f"`dtype` must be 'float32' or 'float16', got {self.dtype!r}")
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The cache folder of one extraction and the N×d array it holds."""
+
+    folder: str
+    key: str
+    n: int
+    d: int
+    dtype: str
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.folder, FEATURES_NAME)
+
+    @property
+    def progress_path(self) -> str:
+        return os.path.join(self.folder, PROGRESS_NAME)
+
+    def progress(self, done: int, chunks: list[list[int]]) -> None:
+        _atomic_json(self.progress_path, {"n": self.n, "d": self.d, "done": done, "dtype": self.dtype,
+                                          "chunks": chunks})
+
+    def load(self) -> FeatureCache:
+        return FeatureCache(self.folder, self.key, np.load(self.path, mmap_mode="r"))
+
+
+@dataclass
+class _Extraction:
+    """One extraction in progress: what is read, how, and where it goes."""
+
+    head: object
+    dataset: object
+    preprocess: Callable
+    accelerator: object
+    settings: ExtractionSettings
+    target: _Target
+
+
+# the public entry point: keyword arguments as users call it, the steps below take an ExtractionSettings
 @torch.no_grad()
 def extract_features(
     head,
@@ -154,69 +213,97 @@ def extract_features(
     """
     from accelerate import Accelerator
 
-    if dtype not in ("float32", "float16"):
-        raise ValueError(f"`dtype` must be 'float32' or 'float16', got {dtype!r}")
+    settings = ExtractionSettings(batch_size=batch_size, dtype=dtype, chunk_size=chunk_size,
+                                  image_column=image_column, num_workers=num_workers, show_progress=show_progress,
+                                  transform_id=transform_id, verify=verify)
     accelerator = accelerator or Accelerator()
     preprocess, desc = preprocessing_of(head, image_processor, transform)
+    target = _target(head, dataset, cache_dir, settings, desc)
+    done, chunks = _resume_point(target, settings, accelerator)
+    if done >= target.n:
+        logger.info("feature cache %s is complete (%d×%d)", target.folder, target.n, target.d)
+        return target.load()
+    _extract_rest(_Extraction(head, dataset, preprocess, accelerator, settings, target), done, chunks)
+    return target.load()
+
+
+def _target(head, dataset, cache_dir: str, settings: ExtractionSettings, desc: str) -> _Target:
+    """The cache of this model, split, image column, preprocessing and dtype."""
     fingerprint = getattr(dataset, "_fingerprint", None)
     if fingerprint is None:
         raise ValueError("`dataset` must be a datasets.Dataset (its fingerprint keys the cache)")
     key = hashlib.sha256("|".join([
         # the classifier inputs do not depend on the head's rows: a calibrated model reuses the cache
         model_fingerprint(head.model, exclude=head.spec.paths), config_fingerprint(head.model, head.spec.paths),
-        fingerprint, f"column={image_column}", transform_id or desc, dtype, str(len(dataset)),
+        fingerprint, f"column={settings.image_column}", settings.transform_id or desc, settings.dtype,
+        str(len(dataset)),
     ]).encode()).hexdigest()[:24]
-    folder = os.path.join(cache_dir, key)
-    path = os.path.join(folder, FEATURES_NAME)
-    progress_path = os.path.join(folder, PROGRESS_NAME)
-    n, d = len(dataset), head.hidden_size
+    return _Target(os.path.join(cache_dir, key), key, len(dataset), head.hidden_size, settings.dtype)
+
+
+def _resume_point(target: _Target, settings: ExtractionSettings, accelerator) -> tuple[int, list[list[int]]]:
+    """The rows already done (every process agrees) and their chunk records; the main process prepares the file."""
     done, chunks = 0, []
+    n, d, dtype = target.n, target.d, settings.dtype
     if accelerator.is_main_process:
-        os.makedirs(folder, exist_ok=True)
-        done, chunks = _usable_rows(path, progress_path, n, d, np.dtype(dtype), verify)
+        os.makedirs(target.folder, exist_ok=True)
+        done, chunks = _usable_rows(target.path, target.progress_path, n, d, np.dtype(dtype), settings.verify)
         if done == 0:
-            np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=(n, d)).flush()
+            np.lib.format.open_memmap(target.path, mode="w+", dtype=np.dtype(dtype), shape=(n, d)).flush()
         if done < n:  # what is kept of an earlier run (nothing, a finished prefix): rows after it are redone
-            _atomic_json(progress_path, {"n": n, "d": d, "done": done, "dtype": dtype, "chunks": chunks})
-    done = int(_broadcast(accelerator, done))
-    if done >= n:
-        logger.info("feature cache %s is complete (%d×%d)", folder, n, d)
-        return FeatureCache(folder, key, np.load(path, mmap_mode="r"))
+            target.progress(done, chunks)
+    return int(_broadcast(accelerator, done)), chunks
 
-    model = head.model.eval()
+
+def _extract_rest(job: _Extraction, done: int, chunks: list[list[int]]) -> None:
+    """Extract rows ``done:`` chunk by chunk; after each, the main process writes it and its checksum."""
+    accelerator, settings, target = job.accelerator, job.settings, job.target
+    model = job.head.model.eval()
     model.to(accelerator.device)
-
-    def collate(rows):
-        return preprocess([r[image_column] for r in rows])
-
-    bar = tqdm(total=n, initial=done, desc="features", unit="img",
-               disable=not (show_progress and accelerator.is_main_process))
-    for start in range(done, n, chunk_size):
-        stop = min(start + chunk_size, n)
-        loader = torch.utils.data.DataLoader(dataset.select(range(start, stop)), batch_size=batch_size,
-                                             collate_fn=collate, num_workers=num_workers)
-        loader = accelerator.prepare(loader)
-        parts = []
-        for pixel_values in loader:
-            feats = head.features(pixel_values.to(accelerator.device))
-            feats = accelerator.gather_for_metrics(feats)
-            if accelerator.is_main_process:
-                parts.append(feats.float().cpu().numpy())
-                bar.update(len(feats))
+    bar = tqdm(total=target.n, initial=done, desc="features", unit="img",
+               disable=not (settings.show_progress and accelerator.is_main_process))
+    for start in range(done, target.n, settings.chunk_size):
+        stop = min(start + settings.chunk_size, target.n)
+        parts = _extract_chunk(job, start, stop, bar)
         if accelerator.is_main_process:
-            block = np.concatenate(parts) if parts else np.zeros((0, d), np.float32)
-            if block.shape != (stop - start, d):
-                raise RuntimeError(f"extracted {block.shape} for rows {start}:{stop}; expected {(stop - start, d)}")
-            block = np.ascontiguousarray(block, dtype=dtype)
-            mm = np.load(path, mmap_mode="r+")
-            mm[start:stop] = block
-            mm.flush()
-            del mm
-            chunks.append([start, stop, zlib.crc32(block)])
-            _atomic_json(progress_path, {"n": n, "d": d, "done": stop, "dtype": dtype, "chunks": chunks})
+            _write_chunk(target, start, stop, parts, chunks)
         accelerator.wait_for_everyone()
     bar.close()
-    return FeatureCache(folder, key, np.load(path, mmap_mode="r"))
+
+
+def _extract_chunk(job: _Extraction, start: int, stop: int, bar) -> list[np.ndarray]:
+    """Rows ``start:stop`` through the model, gathered on the main process (fp32 numpy batches)."""
+    accelerator, settings = job.accelerator, job.settings
+
+    def collate(rows):
+        return job.preprocess([r[settings.image_column] for r in rows])
+
+    loader = torch.utils.data.DataLoader(job.dataset.select(range(start, stop)), batch_size=settings.batch_size,
+                                         collate_fn=collate, num_workers=settings.num_workers)
+    loader = accelerator.prepare(loader)
+    parts = []
+    for pixel_values in loader:
+        feats = job.head.features(pixel_values.to(accelerator.device))
+        feats = accelerator.gather_for_metrics(feats)
+        if accelerator.is_main_process:
+            parts.append(feats.float().cpu().numpy())
+            bar.update(len(feats))
+    return parts
+
+
+def _write_chunk(target: _Target, start: int, stop: int, parts: list[np.ndarray], chunks: list[list[int]]) -> None:
+    """Rows ``start:stop`` into the memory map, then their checksum into the progress record."""
+    d = target.d
+    block = np.concatenate(parts) if parts else np.zeros((0, d), np.float32)
+    if block.shape != (stop - start, d):
+        raise RuntimeError(f"extracted {block.shape} for rows {start}:{stop}; expected {(stop - start, d)}")
+    block = np.ascontiguousarray(block, dtype=target.dtype)
+    mm = np.load(target.path, mmap_mode="r+")
+    mm[start:stop] = block
+    mm.flush()
+    del mm
+    chunks.append([start, stop, zlib.crc32(block)])
+    target.progress(stop, chunks)
 
 
 def _npy_layout(path: str) -> tuple[tuple[int, ...], np.dtype, bool, int] | None:

@@ -135,8 +135,6 @@ def known_labels(labels, label_mask, name: str = "labels") -> KnownLabels:
     Known entries must be 0 or 1; unknown entries may hold anything. A dense input is converted column by
     column, so no N×C temporary beyond the inputs is made.
     """
-    import scipy.sparse as sp
-
     mask_name = "label_mask" if name == "labels" else f"{name} mask"
     shape_y = getattr(labels, "shape", None)
     shape_m = getattr(label_mask, "shape", None)
@@ -152,14 +150,13 @@ def known_labels(labels, label_mask, name: str = "labels") -> KnownLabels:
         raise ValueError(f"`{name}` and `{mask_name}` must have the same shape, got {tuple(shape_y)} and "
                          f"{tuple(shape_m)}")
     n, c = (int(v) for v in shape_y)
-    mask = sp.csc_matrix(label_mask)
+    mask = _canonical(label_mask)
     if mask.nnz and not np.isin(mask.data, (0, 1)).all():
         raise ValueError(f"`{mask_name}` must be boolean (True = known); found values other than 0/1")
     mask = mask.astype(bool)
-    mask.eliminate_zeros()
-    mask.sort_indices()
+    mask.eliminate_zeros()  # explicitly stored False entries are unknown, as in the dense mask
     if is_sparse(labels):
-        y = sp.csc_matrix(labels)
+        y = _canonical(labels)
         if y.dtype == np.bool_:
             y = y.astype(np.int8)
         vals = np.asarray(y[mask.indices, np.repeat(np.arange(c), np.diff(mask.indptr))]).ravel() if mask.nnz \
@@ -172,3 +169,15 @@ def known_labels(labels, label_mask, name: str = "labels") -> KnownLabels:
         vals = vals.astype(np.int8)
     check_known_values(vals, name, mask_name)
     return KnownLabels(n, c, mask.indptr.astype(np.int64), mask.indices.astype(np.int64), vals.astype(np.int8))
+
+
+def _canonical(x):
+    """A CSC copy of ``x`` with duplicate entries summed and indices sorted: the matrix ``x.toarray()`` shows.
+
+    The caller's matrix is never changed (scipy may store explicit zeros, repeated entries, unsorted indices).
+    """
+    import scipy.sparse as sp
+
+    out = sp.csc_matrix(x, copy=True)
+    out.sum_duplicates()
+    return out

@@ -241,7 +241,7 @@ def test_partial_csv_meanings_and_errors(tmp_path):
 
 
 def test_cache_key_follows_code_and_config(tmp_path, monkeypatch):
-    import hf_cft.data
+    import hf_cft.data.load
     from hf_cft.data import DigitsMosaic
 
     def cache(**kw):
@@ -250,7 +250,7 @@ def test_cache_key_follows_code_and_config(tmp_path, monkeypatch):
     assert cache(code_hash="aaa") != cache(code_hash="bbb")
     assert cache(code_hash="aaa", seed=1) != cache(code_hash="aaa", seed=2)
     ds = load_partial_dataset("digits_mosaic", cache_dir=str(tmp_path), n_train=20, n_test=5)
-    monkeypatch.setattr(hf_cft.data, "code_hash", lambda: "changed-code")
+    monkeypatch.setattr(hf_cft.data.load, "code_hash", lambda: "changed-code")
     changed = load_partial_dataset("digits_mosaic", cache_dir=str(tmp_path), n_train=20, n_test=5)
     assert ds["train"].cache_files[0]["filename"] != changed["train"].cache_files[0]["filename"]
 
@@ -335,3 +335,47 @@ def test_coco_missing_images_are_counted_wherever_they_are(coco_dir, tmp_path):
     os.remove(coco_dir / "train2014" / f"COCO_train2014_{0:012d}.jpg")  # the lowest id
     ds = load_partial_dataset("coco2014", data_dir=str(coco_dir), cache_dir=str(tmp_path / "c"), known_ratio=0.3)
     assert ds["train"].num_rows == 399 and partial_info(ds["train"])["skipped"] == {"missing image file": 1}
+
+
+def test_a_registered_builder_of_your_own_loads_like_the_shipped_ones(tmp_path):
+    """The docs' "where to add a dataset" example: one PartialBuilder subclass, registered by name."""
+    import io
+
+    import datasets
+
+    from hf_cft.data import BUILDERS, PartialBuilder, register_builder
+
+    buf = io.BytesIO()
+    Image.new("L", (4, 4), 128).save(buf, format="PNG")
+
+    @register_builder("two_squares")
+    class TwoSquares(PartialBuilder):
+        """Two categories, generated: no `data_dir` (DATA_LAYOUT stays None)."""
+
+        CATEGORIES = ["red", "blue"]
+
+        def _split_generators(self, dl_manager):
+            return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"split": "train"})]
+
+        def _generate_examples(self, split):
+            for i in range(4):
+                labels, mask = np.array([i % 2, 1 - i % 2], np.int8), np.array([True, i < 2])
+                self._count(split, labels, mask)
+                yield i, {"image": {"bytes": buf.getvalue(), "path": None}, "labels": (labels * mask).tolist(),
+                          "label_mask": mask.tolist()}
+
+    try:
+        ds = load_partial_dataset("two_squares", cache_dir=str(tmp_path))
+        y, m = label_arrays(ds["train"])
+        assert y.tolist() == [[0, 1], [1, 0], [0, 0], [1, 0]] and m.sum() == 6
+        info = partial_info(ds["train"])
+        assert info["categories"] == ["red", "blue"] and info["known_per_category"] == [4, 2]
+        assert register_builder("two_squares")(TwoSquares) is TwoSquares  # the same class again: no change
+        with pytest.raises(ValueError, match="already registered"):
+            register_builder("two_squares")(type("Other", (PartialBuilder,), {}))
+        with pytest.raises(TypeError, match="PartialBuilder subclass"):
+            register_builder("not_a_builder")(dict)
+    finally:
+        BUILDERS.pop("two_squares", None)
+    with pytest.raises(ValueError, match="unknown dataset 'two_squares'"):
+        load_partial_dataset("two_squares")

@@ -332,11 +332,77 @@ def test_blocks_bound_padding_and_count_solver_state():
 
 
 def test_dense_labels_of_a_huge_pair_split_are_refused(tmp_path, monkeypatch):
-    import hf_cft.data.base as base
+    import hf_cft.data.columns as columns
 
     _oi_layout(tmp_path / "oi", n_train=10, c=8, n_test=2)
     ds = load_partial_dataset("openimages_v3", data_dir=str(tmp_path / "oi"), cache_dir=str(tmp_path / "c"))
-    monkeypatch.setattr(base, "DENSE_LIMIT", 50)
+    monkeypatch.setattr(columns, "DENSE_LIMIT", 50)
     with pytest.raises(ValueError, match="sparse=True"):
         label_arrays(ds["train"])
     assert label_arrays(ds["train"], sparse=True)[1].shape == (10, 8)
+
+
+# -- messy scipy matrices (issue 27) ------------------------------------------------------------------------
+def _messy(dense: np.ndarray, rng, fmt: str):
+    """``dense`` as a scipy matrix storing explicit zeros, repeated entries and unsorted indices.
+
+    A repeated entry adds nothing to what ``toarray()`` shows: a True of a boolean mask repeated, or a label
+    repeated as an explicit 0.
+    """
+    rows, cols, data = [], [], []
+    for i in range(dense.shape[0]):
+        entries = [(j, dense[i, j]) for j in np.flatnonzero(dense[i])]
+        zeros = rng.choice(dense.shape[1], size=2, replace=False)
+        entries += [(j, dense.dtype.type(0)) for j in zeros if not dense[i, j]]  # explicit zeros
+        entries += [(j, v if dense.dtype == np.bool_ else dense.dtype.type(0)) for j, v in entries[:2]]  # repeats
+        for k in rng.permutation(len(entries)):  # unsorted
+            rows.append(i)
+            cols.append(entries[k][0])
+            data.append(entries[k][1])
+    rows, cols, data = np.array(rows), np.array(cols, dtype=np.int32), np.array(data, dtype=dense.dtype)
+    if fmt == "coo":
+        return sp.coo_matrix((data, (rows, cols)), shape=dense.shape)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=dense.shape[0]))])
+    out = sp.csr_matrix((data, cols, indptr), shape=dense.shape)  # kept as given: not canonical
+    assert not out.has_canonical_format
+    return out if fmt == "csr" else out.tocsc()
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
+def test_sparse_masks_with_explicit_zeros_repeats_and_unsorted_indices_equal_the_dense_mask(fmt):
+    x, y, m, w0, b0 = _sparse_problem(n=500, d=8, c=5, known=0.3, seed=3)
+    rng = np.random.default_rng(0)
+    ys, ms = _messy((y * m).astype(np.int8), rng, fmt), _messy(m, rng, fmt)
+    assert np.array_equal(ms.toarray(), m) and np.array_equal(ys.toarray(), y * m)
+    assert (ms.data == 0).any()  # explicit False entries are stored
+    before = [(a.data.copy(), getattr(a, "indices", getattr(a, "col", None)).copy()) for a in (ys, ms)]
+    dense = known_labels(y, m)
+    messy = known_labels(ys, ms)
+    for k in ("indptr", "rows", "values"):
+        assert np.array_equal(getattr(dense, k), getattr(messy, k)), k
+    for a, (data, idx) in zip((ys, ms), before):  # the caller's matrices are left as they were
+        assert np.array_equal(a.data, data) and np.array_equal(getattr(a, "indices", getattr(a, "col", None)), idx)
+    s = x @ w0.T + b0
+    for fn in (partial_average_precision, partial_auroc):  # exactly the clean sparse path, and the dense one
+        d, c, q = fn(s, y, m), fn(s, sp.csr_matrix(y * m), sp.csr_matrix(m)), fn(s, ys, ms)
+        assert q.per_category == pytest.approx(c.per_category, nan_ok=True, abs=0) and q.excluded == d.excluded
+        assert q.per_category == pytest.approx(d.per_category, nan_ok=True, abs=1e-12)
+    cfg = CFTConfig(variant="refit", selection_rule="strict", patience=None, show_progress=False, device="cpu",
+                    refit_l2=[1e-3, 1e-1])
+    _assert_same(fit_cft(x, y, m, w0, b0, cfg), fit_cft(x, ys, ms, w0, b0, cfg))
+
+
+def test_a_pair_split_listing_a_category_twice_reads_like_its_dense_lists():
+    import datasets
+
+    from hf_cft.data import with_dense_labels
+
+    info = datasets.DatasetInfo(description=json.dumps({"categories": ["a", "b", "c", "d"]}))
+    ds = datasets.Dataset.from_dict({"image": ["x", "y", "z"],
+                                     "positive_categories": [[2, 0, 2], [], [1]],
+                                     "negative_categories": [[3, 3], [1, 0], [1, 2]]}, info=info)
+    dense = with_dense_labels(ds)[:]
+    y, m = label_arrays(ds, sparse=True, chunk_size=2)
+    assert np.array_equal(y.toarray(), dense["labels"]) and np.array_equal(m.toarray(), dense["label_mask"])
+    assert m.has_canonical_format and m.nnz == np.sum(dense["label_mask"]) and set(y.data) == {1}
+    assert np.array_equal(label_arrays(ds)[1], dense["label_mask"])

@@ -30,7 +30,10 @@ import datasets
 import numpy as np
 
 from ..labels import apply_uncertain_policy
-from .base import DataLayout, PartialBuilder, PartialConfig, open_text
+from .builder import PartialBuilder
+from .files import DataLayout, open_text
+from .registry import register_builder
+from .simulate import PartialConfig
 
 OBSERVATIONS = [
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -55,11 +58,11 @@ class ChexpertConfig(PartialConfig):
     frontal_only: bool = False
 
 
+@register_builder("chexpert")
 class Chexpert(PartialBuilder):
     """CheXpert with labels, known mask and uncertain mask."""
 
     BUILDER_CONFIG_CLASS = ChexpertConfig
-    VERSION = datasets.Version("1.0.0")
     CATEGORIES = OBSERVATIONS
     UNCERTAIN_MASK = True
     HOMEPAGE = "https://stanfordmlgroup.github.io/competitions/chexpert/"

@@ -25,7 +25,10 @@ import os
 import datasets
 import numpy as np
 
-from .base import DataLayout, PartialBuilder, PartialConfig, image_rng, simulate_known
+from .builder import PartialBuilder
+from .files import DataLayout
+from .registry import register_builder
+from .simulate import PartialConfig, image_rng, simulate_known
 
 LAYOUT = DataLayout(
     required=("annotations/instances_train2014.json", "annotations/instances_val2014.json", "train2014/",
@@ -42,13 +45,13 @@ class CocoConfig(PartialConfig):
     include_unannotated: bool = True
 
 
+@register_builder("coco2014")
 class Coco2014(PartialBuilder):
     """Partially labeled MS-COCO 2014."""
 
     FULL_LABELS_BEHIND_MASK = True  # partial labels are simulated from the full ones
 
     BUILDER_CONFIG_CLASS = CocoConfig
-    VERSION = datasets.Version("1.0.0")
     HOMEPAGE = "https://cocodataset.org"
     CITATION = "@inproceedings{lin2014coco, title={Microsoft COCO: Common Objects in Context}, year={2014}}"
     DATA_LAYOUT = LAYOUT

@@ -19,7 +19,9 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from .base import PROTOCOLS, PartialBuilder, PartialConfig, image_rng, simulate_known
+from .builder import PartialBuilder
+from .registry import register_builder
+from .simulate import PROTOCOLS, PartialConfig, image_rng, simulate_known
 
 CATEGORIES = [str(d) for d in range(10)]
 
@@ -52,13 +54,13 @@ class DigitsMosaicConfig(PartialConfig):
     test_pool_fraction: float = 0.3
 
 
+@register_builder("digits_mosaic")
 class DigitsMosaic(PartialBuilder):
     """Multi-label digit mosaics: 10 categories, no download."""
 
     FULL_LABELS_BEHIND_MASK = True  # partial labels are simulated from the full ones
 
     BUILDER_CONFIG_CLASS = DigitsMosaicConfig
-    VERSION = datasets.Version("1.0.0")
     CATEGORIES = CATEGORIES
     CITATION = "UCI ML hand-written digits (Alpaydin & Kaynak, 1998), as bundled with scikit-learn."
 

@@ -29,7 +29,10 @@ from collections.abc import Iterator
 import datasets
 import numpy as np
 
-from .base import DataLayout, PartialBuilder, PartialConfig, open_text
+from .builder import PartialBuilder
+from .files import DataLayout, open_text
+from .registry import register_builder
+from .simulate import PartialConfig
 
 SPLITS = {"train": datasets.Split.TRAIN, "validation": datasets.Split.VALIDATION, "test": datasets.Split.TEST}
 LAYOUT = DataLayout(
@@ -49,11 +52,11 @@ class OpenImagesConfig(PartialConfig):
     image_extension: str = ".jpg"
 
 
+@register_builder("openimages_v3")
 class OpenImagesV3(PartialBuilder):
     """Open Images V3 with its real partial labels."""
 
     BUILDER_CONFIG_CLASS = OpenImagesConfig
-    VERSION = datasets.Version("1.0.0")
     HOMEPAGE = "https://storage.googleapis.com/openimages/web/index.html"
     CITATION = "@misc{openimages2017, title={OpenImages: A public dataset for large-scale multi-label and " \
                "multi-class image classification}, year={2017}}"

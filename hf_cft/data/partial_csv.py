@@ -24,16 +24,10 @@ from typing import Any
 import datasets
 import numpy as np
 
-from .base import DataLayout, PartialBuilder, PartialConfig, open_text
-
-LAYOUT = DataLayout(
-    any_of=("train.csv", "validation.csv", "test.csv"),
-    shown=("<image paths listed in the CSVs, relative to `image_dir` (default: `data_dir`)> ...",),
-    how_to_get="partial_csv reads your own data, nothing to download: write one CSV per split with a header row, "
-               "an image-path column (`image_column`, default \"image\") and one column per category holding 1, 0, "
-               "-1 or blank (see the hf_cft.data.partial_csv docstring); name other files with "
-               "`splits={\"train\": \"mine.csv\"}`.",
-)
+from .builder import PartialBuilder
+from .files import DataLayout, open_text
+from .registry import register_builder
+from .simulate import PartialConfig
 
 
 @dataclasses.dataclass
@@ -46,11 +40,21 @@ class PartialCsvConfig(PartialConfig):
     splits: dict[str, str] | None = None
 
 
+LAYOUT = DataLayout(
+    any_of=("train.csv", "validation.csv", "test.csv"),
+    shown=("<image paths listed in the CSVs, relative to `image_dir` (default: `data_dir`)> ...",),
+    how_to_get="partial_csv reads your own data, nothing to download: write one CSV per split with a header row, "
+               "an image-path column (`image_column`, default \"image\") and one column per category holding 1, 0, "
+               "-1 or blank (see the hf_cft.data.partial_csv docstring); name other files with "
+               "`splits={\"train\": \"mine.csv\"}`.",
+)
+
+
+@register_builder("partial_csv")
 class PartialCsv(PartialBuilder):
     """Partially labeled images listed in CSV files."""
 
     BUILDER_CONFIG_CLASS = PartialCsvConfig
-    VERSION = datasets.Version("1.0.0")
     UNCERTAIN_MASK = True
     PAIRS = True
     DATA_LAYOUT = LAYOUT
