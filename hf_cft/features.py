@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .atomic import write_atomic
+from .io import write_atomic
 
 logger = logging.getLogger(__name__)
 

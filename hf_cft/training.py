@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .atomic import write_atomic
+from .io import write_atomic
 from .constants import PSEUDO_LABELS_NAME, TRAIN_REPORT_NAME, TRAINER_STATE_NAME
 from .losses import (
     assume_negative,

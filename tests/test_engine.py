@@ -423,7 +423,7 @@ def test_ga_buffers_equal_the_plain_generation_loop(planted):
     from hf_cft.engine.selection import BestTracker, Judge
     from hf_cft.engine.variants.ga import _breed, _Random, run_ga
     from hf_cft.engine.views import Split, ViewFactory
-    from hf_cft.metrics.core import METRICS
+    from hf_cft.metrics.ranking import METRICS
 
     x, y, m, w0, b0 = planted(n=400, d=8, c=4, known=0.5)
     cfg = CFTConfig(variant="ga", generations=12, population_size=7, elitism=2, mutation_range=0.05, **FAST)

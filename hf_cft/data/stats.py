@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import write_atomic
+from ..io import write_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..atomic import atomic_path
+from ..io import atomic_path
 from .config import CFTConfig
 from .selection import BlockOutcome
 from .views import Split

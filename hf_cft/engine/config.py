@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..atomic import write_atomic
+from ..io import write_atomic
 from ..constants import CFT_CONFIG_NAME
 from .registry import AUTO, SHARED_NAMES, VARIANTS, check_fraction, option_owner, variant_choices
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..metrics.core import METRICS, counted_metric
+from ..metrics.ranking import METRICS, counted_metric
 from .selection import listed_labels
 
 __all__ = ["CrossfitChoice", "Posterior", "bootstrap_diffs", "choose_crossfit", "crossfit_table", "fold_gains",
@@ -214,7 +214,7 @@ def fold_gains(new_rows: list[torch.Tensor], old_rows: list[torch.Tensor], n_pos
     taken in groups of similar size."""
     kinds = [next((k for k, f in METRICS.items() if f is m), None) for m in metrics]
     if None in kinds:
-        raise ValueError(f"the bootstrap scores {sorted(METRICS)} (hf_cft.metrics.core.METRICS), got {metrics!r}")
+        raise ValueError(f"the bootstrap scores {sorted(METRICS)} (hf_cft.metrics.ranking.METRICS), got {metrics!r}")
     sizes = [len(r) for r in new_rows]
     out = [(torch.full((len(sizes),), float("nan"), dtype=torch.float64),
             torch.full((len(sizes), n_boot), float("nan"), dtype=torch.float64)) for _ in metrics]
@@ -243,7 +243,7 @@ def bootstrap_diffs(new: torch.Tensor, old: torch.Tensor, n_pos: torch.Tensor, n
     A row (B × Lk, positives first) is one category's fold; each resample draws its known positives and known
     negatives with replacement, as many as it has of each, so the class balance is kept; the draws of a row
     depend on the seed, its key and its own size alone. A resample is a count per entry, and each row is sorted
-    once for all its resamples (:func:`~hf_cft.metrics.core.counted_metric`). Returns one B × n_boot per kind
+    once for all its resamples (:func:`~hf_cft.metrics.ranking.counted_metric`). Returns one B × n_boot per kind
     (NaN where the metric is undefined).
     """
     width = new.shape[1]

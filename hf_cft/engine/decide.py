@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..constants import IN_ANOTHER_SHARD
-from ..metrics.core import METRICS
+from ..metrics.ranking import METRICS
 from .config import CFTConfig
 from .crossfit import choose_crossfit, posterior_gains
 from .registry import VARIANTS

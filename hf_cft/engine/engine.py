@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..metrics.core import METRICS
+from ..metrics.ranking import METRICS
 from .blocks import FitCall, VariantPass, category_reports, make_blocks, record_outcome, run_block, shard_blocks
 from .checkpoint import block_path, fingerprint, load_block, policy_fingerprint, save_block
 from .config import CFTConfig

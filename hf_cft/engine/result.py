@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..atomic import write_atomic
+from ..io import write_atomic
 from ..constants import CFT_REPORT_NAME
 from .config import CFTConfig
 

@@ -25,7 +25,7 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from ...metrics.core import METRICS
+from ...metrics.ranking import METRICS
 from ..registry import BlockTask, Variant, check_fraction, check_minimum, register_variant
 
 __all__ = ["GAOptions", "run_ga"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ...metrics.core import METRICS
+from ...metrics.ranking import METRICS
 from ..registry import BlockTask, Variant, check_fraction, check_minimum, register_variant
 
 logger = logging.getLogger(__name__)
