@@ -107,6 +107,27 @@ def test_method_losses_agree_where_their_definitions_do():
     torch.testing.assert_close(loss("ll_r"), loss("an"))  # LL-R rejects nothing in the first epoch
 
 
+def test_a_method_added_to_the_registry_is_trained_with(monkeypatch):
+    """The recipe of docs/architecture.md for a new training method: one entry of METHOD_REGISTRY."""
+    from hf_cft.losses import asymmetric_loss
+    from hf_cft.training.methods import METHOD_REGISTRY, Method
+
+    def half_negatives(x):  # unknown labels count as negatives, at half weight
+        return torch.where(x.mask, x.labels, torch.zeros_like(x.labels)), torch.where(x.mask, 1.0, 0.5)
+
+    monkeypatch.setitem(METHOD_REGISTRY, "half_negatives", Method(half_negatives))
+    data = _data()
+    batch = _batch(data, range(12))
+    logits = torch.randn(12, 3)
+    got = T.method_loss(TrainArguments(method="half_negatives", loss="bce"), logits, batch, 1, T.initial_state(data))
+    known = batch["label_mask"]
+    per = asymmetric_loss(logits, torch.where(known, batch["labels"], 0.0), None, 0.0, 0.0, 0.0, reduce_dim=())
+    torch.testing.assert_close(got, (per * torch.where(known, 1.0, 0.5)).sum() / 12)
+    monkeypatch.delitem(METHOD_REGISTRY, "half_negatives")
+    with pytest.raises(ValueError, match="half_negatives"):
+        TrainArguments(method="half_negatives")
+
+
 def test_selective_with_common_classes_is_ignore():
     data = _data()
     batch = _batch(data, range(16))

@@ -6,9 +6,9 @@ labels) and chooses the best epoch; the test split is only evaluated at the end,
 
 One module per job, imported downward only (a module imports those above it in this list, never below)::
 
-    transforms       the image transforms (trainer and pretraining)
     methods          the training methods: per-batch targets and weights of the loss, per-epoch refresh
     arguments        TrainArguments (the command line)
+    transforms       the image transforms (trainer and pretraining)
     state            TrainData, TrainState, Run (a run's fixed context)
     model            the model built or loaded, its logits, the best model read back
     splits           the dataset, the validation hold-out, the metric categories, the loaders

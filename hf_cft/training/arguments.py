@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from .methods import METHODS
+from .methods import METHOD_REGISTRY, METHODS
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +87,8 @@ class TrainArguments:
     cpu: bool | None = field(default=None, metadata={"help": "Force the CPU (default: when no GPU)."})
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"`method` must be one of {METHODS}, got {self.method!r}")
+        if self.method not in METHOD_REGISTRY:  # the built-in METHODS and any registered later
+            raise ValueError(f"`method` must be one of {tuple(METHOD_REGISTRY)}, got {self.method!r}")
         if self.loss not in ("asl", "bce"):
             raise ValueError(f"`loss` must be 'asl' or 'bce', got {self.loss!r}")
         if self.uncertain_policy not in ("u_ignore", "u_ones", "u_zeros", "u_lsr"):
