@@ -41,9 +41,8 @@ from hf_cft.data import label_arrays, load_partial_dataset, partial_info  # noqa
 from hf_cft.head import CFTHead  # noqa: E402
 from hf_cft.metrics import partial_auroc, partial_average_precision  # noqa: E402
 from hf_cft.metrics.ranking import counted_metric  # noqa: E402
-from hf_cft.pretrain import pretrain_digits  # noqa: E402
 from hf_cft.recipe import ORACLE, UPPER_BOUND, headroom_rows  # noqa: E402
-from hf_cft.training import TrainArguments, train  # noqa: E402
+from hf_cft.training import TrainArguments, pretrain_digits, train  # noqa: E402
 
 
 def score(w, b, ze, ye, me):

@@ -62,15 +62,9 @@ def asymmetric_loss(
     return loss.sum(dim=reduce_dim)
 
 
-def asymmetric_loss_grad(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    mask: torch.Tensor | None = None,
-    gamma_neg: float = 4.0,
-    gamma_pos: float = 0.0,
-    clip: float = 0.05,
-    eps: float = 1e-8,
-) -> torch.Tensor:
+def asymmetric_loss_grad(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None,
+                         gamma_neg: float = 4.0, gamma_pos: float = 0.0, clip: float = 0.05,
+                         eps: float = 1e-8) -> torch.Tensor:
     """Gradient of :func:`asymmetric_loss` (summed) with respect to ``logits``, in closed form.
 
     The derivative autograd takes of the same expression, clamps included (a clamped value passes no

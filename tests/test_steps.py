@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from hf_cft import training as T
-from hf_cft.training import TrainArguments, TrainData
+from hf_cft.constants import TRAINER_STATE_NAME
+from hf_cft.training import TrainArguments, TrainData, checkpoints
+from hf_cft.training import pretrain as P
 
 
 class _Accelerator:
@@ -105,6 +107,27 @@ def test_method_losses_agree_where_their_definitions_do():
     torch.testing.assert_close(loss("ll_r"), loss("an"))  # LL-R rejects nothing in the first epoch
 
 
+def test_a_method_added_to_the_registry_is_trained_with(monkeypatch):
+    """The recipe of docs/architecture.md for a new training method: one entry of METHOD_REGISTRY."""
+    from hf_cft.losses import asymmetric_loss
+    from hf_cft.training.methods import METHOD_REGISTRY, Method
+
+    def half_negatives(x):  # unknown labels count as negatives, at half weight
+        return torch.where(x.mask, x.labels, torch.zeros_like(x.labels)), torch.where(x.mask, 1.0, 0.5)
+
+    monkeypatch.setitem(METHOD_REGISTRY, "half_negatives", Method(half_negatives))
+    data = _data()
+    batch = _batch(data, range(12))
+    logits = torch.randn(12, 3)
+    got = T.method_loss(TrainArguments(method="half_negatives", loss="bce"), logits, batch, 1, T.initial_state(data))
+    known = batch["label_mask"]
+    per = asymmetric_loss(logits, torch.where(known, batch["labels"], 0.0), None, 0.0, 0.0, 0.0, reduce_dim=())
+    torch.testing.assert_close(got, (per * torch.where(known, 1.0, 0.5)).sum() / 12)
+    monkeypatch.delitem(METHOD_REGISTRY, "half_negatives")
+    with pytest.raises(ValueError, match="half_negatives"):
+        TrainArguments(method="half_negatives")
+
+
 def test_selective_with_common_classes_is_ignore():
     data = _data()
     batch = _batch(data, range(16))
@@ -161,30 +184,31 @@ def test_a_kill_while_checkpointing_leaves_the_previous_epoch_to_resume_from(tmp
     root = tmp_path / "checkpoints"
     state.epoch, state.history = 1, [{"epoch": 1, "loss": 1.0}]
     T.checkpoint(acc, state, str(root))
-    real_save = T.save_file
+    real_save = checkpoints.save_file
 
     def killed(*a, **kw):  # dies after accelerate's state and trainer_state.json, before the pseudo-labels
         raise KeyboardInterrupt("killed")
 
     state.epoch, state.history = 2, [*state.history, {"epoch": 2, "loss": 0.5}]
-    monkeypatch.setattr(T, "save_file", killed)
+    monkeypatch.setattr(checkpoints, "save_file", killed)
     with pytest.raises(KeyboardInterrupt):
         T.checkpoint(acc, state, str(root))
-    monkeypatch.setattr(T, "save_file", real_save)
+    monkeypatch.setattr(checkpoints, "save_file", real_save)
     assert not (root / "epoch_2").exists()  # only a .tmp, never an incomplete epoch_2
     os.makedirs(root / "epoch_3")  # an incomplete folder of an older layout: no state files
-    (root / "epoch_3" / T.TRAINER_STATE_NAME).write_text("")
+    (root / "epoch_3" / TRAINER_STATE_NAME).write_text("")
     args = TrainArguments(output_dir=str(tmp_path), resume_from_checkpoint="latest")
     back = T.resume(args, acc, T.initial_state(data))
     assert acc.loaded == [str(root / "epoch_1")] and back.epoch == 1 and back.history == [{"epoch": 1, "loss": 1.0}]
     T.checkpoint(acc, state, str(root))  # the rerun epoch 2 replaces the stale .tmp
     assert sorted(os.listdir(root)) == ["epoch_1", "epoch_2", "epoch_3"]
     assert T.complete_checkpoints(str(root)) == [str(root / "epoch_1"), str(root / "epoch_2")]
-    assert json.loads((root / "epoch_2" / T.TRAINER_STATE_NAME).read_text())["epoch"] == 2
+    assert json.loads((root / "epoch_2" / TRAINER_STATE_NAME).read_text())["epoch"] == 2
 
 
 class _Processes:
-    """The accelerate calls of train_epoch and _refresh in one process; reduce averages with another process."""
+    """The accelerate calls of train_epoch and refresh_after_epoch in one process; reduce averages with another
+    process."""
 
     is_main_process = is_local_main_process = False
     sync_gradients = True
@@ -225,7 +249,8 @@ def test_train_epoch_records_the_loss_averaged_over_processes():
         local = np.mean([float(T.method_loss(args, model(b["pixel_values"]), b, 1, state)) for b in batches])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # the model stays as it is: the local mean is known
     acc = _Processes(other_loss=5.0)
-    loss = T.train_epoch(args, acc, model, optimizer, None, None, batches, state, 1, torch.Generator())
+    loss = T.train_epoch(T.Run(args, acc, data, None), T.TrainParts(model, optimizer), batches, state, 1,
+                         torch.Generator())
     np.testing.assert_allclose(acc.reduced, [local], rtol=1e-5)
     np.testing.assert_allclose(loss, (local + 5.0) / 2, rtol=1e-5)  # not the main process's own shard
 
@@ -255,11 +280,11 @@ def test_cl_pseudo_labels_accumulate_over_epochs():
                      dataset_config={})
     state = T.initial_state(data)
     args = TrainArguments(method="cl", batch_size=2, cl_threshold_pos=0.9, cl_threshold_neg=0.1)
-    fit_rows = np.arange(n)
+    data.fit_rows = np.arange(n)
+    run = T.Run(args, _Processes(), data, (4, [0.5] * 3, [0.5] * 3))
 
     def refresh(probs):
-        T._refresh(args, _Processes(), _RowModel(torch.tensor(probs)), images, fit_rows, 4, [0.5] * 3, [0.5] * 3,
-                   state.pseudo, state.prior, labels, mask)
+        T.refresh_after_epoch(run, _RowModel(torch.tensor(probs)), state)
 
     refresh([[0.95, 0.5], [0.5, 0.05], [0.5, 0.5], [0.01, 0.5]])  # round 1: (0, a) positive, (1, b) negative
     assert state.pseudo["mask"].tolist() == [[True, False], [False, True], [False, False], [True, True]]
@@ -280,20 +305,17 @@ class _OneProcess:
 
 
 def test_digit_pretraining_uses_the_datasets_own_pools(tmp_path, monkeypatch):
-    import hf_cft.pretrain as P
-
     calls = []
     monkeypatch.setattr(P, "pretrain_digits", lambda folder, **kw: calls.append(kw))
     for config, fraction in (({"seed": 3, "test_pool_fraction": 0.5}, 0.5), ({"seed": 3}, 0.3)):
         data = dict(_data().__dict__, dataset_config=config)
         args = TrainArguments(init_from="digits", output_dir=str(tmp_path), seed=1)
-        out = T.pretrain_backbone(args, _OneProcess(), TrainData(**data))
+        out = P.pretrain_backbone(args, _OneProcess(), TrainData(**data))
         assert out.init_from == str(tmp_path / "pretrained-digits")
         assert calls[-1]["pool_seed"] == 3 and calls[-1]["test_pool_fraction"] == fraction
 
 
 def test_pretrain_digits_draws_from_the_training_pool_of_its_fraction_and_caches_by_it(tmp_path, monkeypatch):
-    import hf_cft.pretrain as P
     from hf_cft.data.digits import digit_pools
 
     real, fractions = P.single_digit_canvases, []
@@ -333,7 +355,7 @@ def test_final_report_is_written_beside_the_best_model(tmp_path):
     state.best_epoch, state.best_score = 2, 0.7
     os.makedirs(tmp_path / "best")
     args = TrainArguments(output_dir=str(tmp_path), report_split=None, dataset="digits_mosaic")
-    report = T.final_report(args, _Accelerator(), data, state, (24, [0.5] * 3, [0.5] * 3))
+    report = T.final_report(T.Run(args, _Accelerator(), data, (24, [0.5] * 3, [0.5] * 3)), state)
     for folder in (tmp_path, tmp_path / "best"):
         saved = json.loads((folder / "train_report.json").read_text())
         assert saved == report

@@ -161,7 +161,7 @@ def test_bad_arguments_are_refused():
 
 
 class _MainProcess:
-    """The few accelerate calls `_save_model` makes, for one process."""
+    """The few accelerate calls `save_model` makes, for one process."""
 
     is_main_process = True
 
@@ -183,13 +183,13 @@ def _resnet(seed):
 
 def test_save_model_is_atomic_and_a_crash_leaves_a_loadable_model(tmp_path, monkeypatch):
     from hf_cft.head import CFTHead
-    from hf_cft.training import _save_model
+    from hf_cft.training import save_model
 
     best = str(tmp_path / "best")
     names = ["a", "b", "c"]
     prep = (32, [0.5] * 3, [0.5] * 3)
     first, second, third = _resnet(0), _resnet(1), _resnet(2)
-    _save_model(_MainProcess(), first, best, names, prep)
+    save_model(_MainProcess(), first, best, names, prep)
     rows = CFTHead(first).weight
     real_replace = os.replace
     calls = []
@@ -202,7 +202,7 @@ def test_save_model_is_atomic_and_a_crash_leaves_a_loadable_model(tmp_path, monk
 
     monkeypatch.setattr(os, "replace", killed_when_moving_in)
     with pytest.raises(KeyboardInterrupt):
-        _save_model(_MainProcess(), second, best, names, prep)
+        save_model(_MainProcess(), second, best, names, prep)
     monkeypatch.setattr(os, "replace", real_replace)
     back = CFTHead.from_pretrained(best)  # the last complete model is found again
     torch.testing.assert_close(back.weight, rows)
@@ -215,10 +215,10 @@ def test_save_model_is_atomic_and_a_crash_leaves_a_loadable_model(tmp_path, monk
 
     monkeypatch.setattr(os, "replace", killed_when_moving_aside)
     with pytest.raises(KeyboardInterrupt):
-        _save_model(_MainProcess(), second, best, names, prep)
+        save_model(_MainProcess(), second, best, names, prep)
     monkeypatch.setattr(os, "replace", real_replace)
     torch.testing.assert_close(CFTHead.from_pretrained(best).weight, rows)  # untouched
-    _save_model(_MainProcess(), third, best, names, prep)  # the stale .tmp is cleared, the new model in
+    save_model(_MainProcess(), third, best, names, prep)  # the stale .tmp is cleared, the new model in
     torch.testing.assert_close(CFTHead.from_pretrained(best).weight, CFTHead(third).weight)
     assert sorted(os.listdir(tmp_path)) == ["best"]
 
@@ -229,23 +229,23 @@ def test_trainer_saves_the_preprocessing_it_evaluated_with(tmp_path):
     from PIL import Image
 
     from hf_cft.head import CFTHead
-    from hf_cft.training import _save_model, _transforms
+    from hf_cft.training import image_transforms, save_model
 
     mean, std = [0.4, 0.45, 0.5], [0.2, 0.25, 0.3]
-    _save_model(_MainProcess(), _resnet(0), str(tmp_path / "hf"), ["a", "b", "c"], (40, mean, std))
+    save_model(_MainProcess(), _resnet(0), str(tmp_path / "hf"), ["a", "b", "c"], (40, mean, std))
     proc = CFTHead.from_pretrained(str(tmp_path / "hf")).image_processor
     assert isinstance(proc, transformers.ViTImageProcessor) and proc.size == {"height": 40, "width": 40}
     np.testing.assert_allclose(proc.image_mean, mean)
     np.testing.assert_allclose(proc.image_std, std)
 
     model = timm.create_model("test_resnet", num_classes=3, pretrained=False).eval()
-    _save_model(_MainProcess(), model, str(tmp_path / "timm"), ["a", "b", "c"], (48, mean, std))
+    save_model(_MainProcess(), model, str(tmp_path / "timm"), ["a", "b", "c"], (48, mean, std))
     back = timm.create_model(f"local-dir:{tmp_path / 'timm'}", pretrained=True)
     cfg = timm.data.resolve_data_config({}, model=back)
     assert cfg["input_size"] == (3, 48, 48)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 61, 3), dtype=np.uint8))
     # the data config a timm user (and hf_cft's feature extraction) gets is the trainer's evaluation transform
-    trained_with = _transforms(48, mean, std, False, False)(image)
+    trained_with = image_transforms(48, mean, std, False, False)(image)
     torch.testing.assert_close(timm.data.create_transform(**cfg)(image), trained_with)
     wrapped = transformers.AutoModelForImageClassification.from_pretrained(str(tmp_path / "timm"))
     assert wrapped.config.id2label == {0: "a", 1: "b", 2: "c"}
@@ -258,15 +258,17 @@ def test_a_kill_while_checkpointing_resumes_from_the_last_complete_epoch_exactly
     from safetensors.torch import load_file
 
     from hf_cft import training as T
+    from hf_cft.constants import TRAINER_STATE_NAME
+    from hf_cft.training import checkpoints, loop
 
-    real_load = T.load_training_data
+    real_load = loop.load_training_data
 
     def with_uncertain(args, accelerator):  # CheXpert-like uncertain entries on the digits
         data = real_load(args, accelerator)
         data.uncertain = ~data.mask & (np.random.default_rng(0).random(data.mask.shape) < 0.3)
         return data
 
-    monkeypatch.setattr(T, "load_training_data", with_uncertain)
+    monkeypatch.setattr(loop, "load_training_data", with_uncertain)
 
     def args(out, **kw):
         return T.TrainArguments(output_dir=str(tmp_path / out), max_train_samples=64, batch_size=32, epochs=2,
@@ -274,7 +276,7 @@ def test_a_kill_while_checkpointing_resumes_from_the_last_complete_epoch_exactly
                                 uncertain_policy="u_lsr", report_split=None, cpu=True, **kw)
 
     T.train(args("full"))
-    real_save, calls = T.save_file, []
+    real_save, calls = checkpoints.save_file, []
 
     def killed_at_the_second(tensors, path, *a, **kw):  # epoch 2: after save_state and trainer_state.json
         calls.append(path)
@@ -282,12 +284,12 @@ def test_a_kill_while_checkpointing_resumes_from_the_last_complete_epoch_exactly
             raise KeyboardInterrupt("killed while checkpointing epoch 2")
         return real_save(tensors, path, *a, **kw)
 
-    monkeypatch.setattr(T, "save_file", killed_at_the_second)
+    monkeypatch.setattr(checkpoints, "save_file", killed_at_the_second)
     with pytest.raises(KeyboardInterrupt):
         T.train(args("cut"))
-    monkeypatch.setattr(T, "save_file", real_save)
+    monkeypatch.setattr(checkpoints, "save_file", real_save)
     ckpts = tmp_path / "cut" / T.CHECKPOINTS
-    assert not (ckpts / "epoch_2").exists() and (ckpts / "epoch_1" / T.TRAINER_STATE_NAME).is_file()
+    assert not (ckpts / "epoch_2").exists() and (ckpts / "epoch_1" / TRAINER_STATE_NAME).is_file()
     report = T.train(args("cut", resume_from_checkpoint="latest"))
     assert [h["epoch"] for h in report["history"]] == [1, 2]
     assert sorted(os.listdir(ckpts)) == ["epoch_1", "epoch_2"]  # the half-written folder is gone
@@ -313,15 +315,15 @@ def test_chexpert_metrics_average_over_the_five_competition_categories():
 def test_flip_rotation_and_scaling_augment_training_images_only():
     from PIL import Image
 
-    from hf_cft.training import TrainArguments, _transforms
+    from hf_cft.training import TrainArguments, image_transforms
 
     image = Image.fromarray(np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3))
     args = TrainArguments(hflip=True, rotate_degrees=20.0, scale_range=[0.8, 1.2])
     torch.manual_seed(0)
-    train = _transforms(16, [0.5] * 3, [0.5] * 3, True, False, args)
+    train = image_transforms(16, [0.5] * 3, [0.5] * 3, True, False, args)
     views = [train(image) for _ in range(4)]
     assert views[0].shape == (3, 16, 16) and any(not torch.equal(views[0], v) for v in views[1:])
-    plain = _transforms(16, [0.5] * 3, [0.5] * 3, False, False, args)  # evaluation: never augmented
+    plain = image_transforms(16, [0.5] * 3, [0.5] * 3, False, False, args)  # evaluation: never augmented
     assert torch.equal(plain(image), plain(image))
     for bad in (dict(rotate_degrees=-1.0), dict(scale_range=[1.2, 0.8]), dict(scale_range=[1.0])):
         with pytest.raises(ValueError, match="rotate_degrees|scale_range"):
