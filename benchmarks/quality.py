@@ -36,9 +36,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hf_cft import CFTConfig, choose_per_category, fit_cft  # noqa: E402
-from hf_cft.io import write_atomic  # noqa: E402
 from hf_cft.data import label_arrays, load_partial_dataset, partial_info  # noqa: E402
 from hf_cft.head import CFTHead  # noqa: E402
+from hf_cft.io import write_atomic  # noqa: E402
 from hf_cft.metrics import partial_auroc, partial_average_precision  # noqa: E402
 from hf_cft.metrics.ranking import counted_metric  # noqa: E402
 from hf_cft.recipe import ORACLE, UPPER_BOUND, headroom_rows  # noqa: E402

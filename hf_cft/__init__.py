@@ -24,8 +24,8 @@ _LAZY = {
     "partial_auroc": ".metrics",
     "partial_average_precision": ".metrics",
 }
-_SUBMODULES = ("card", "constants", "data", "engine", "evaluation", "features", "head", "hub", "io", "labels", "losses",
-               "metrics", "modeling", "recipe", "training")
+_SUBMODULES = ("card", "constants", "data", "engine", "evaluation", "features", "head", "hub", "io", "labels",
+               "losses", "metrics", "modeling", "recipe", "training")
 
 __all__ = [
     "CFTConfig",

@@ -20,11 +20,11 @@ from torch import nn
 from .card import CFTModelCardData, calibration_files
 from .data import label_arrays
 from .engine import CFTConfig, CFTResult, fit_cft
+from .evaluation import evaluate_rows
 from .features import extract_features
 from .hub import DEFAULT_COMMIT_MESSAGE, push_folder
 from .labels import to_code
 from .metrics import PARTIAL_MAP_PATH, PARTIAL_MAUC_PATH
-from .metrics.pairs import evaluate_rows
 from .modeling import heads
 from .modeling.load import load_classifier, read_calibration
 from .modeling.preprocessing import has_timm_data_config, missing_preprocessing_message, processor_from_values

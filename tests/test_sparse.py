@@ -17,8 +17,8 @@ from hf_cft.data import label_arrays, load_partial_dataset, partial_info
 from hf_cft.engine import CFTConfig, fit_cft
 from hf_cft.engine.views import Rows, Split, as_features
 from hf_cft.metrics import partial_auroc, partial_average_precision
-from hf_cft.metrics.partial import compute_partial_metric
 from hf_cft.metrics.pairs import scores_at_known
+from hf_cft.metrics.partial import compute_partial_metric
 from hf_cft.sparse import known_labels
 
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from ..io import write_atomic
 from ..constants import CFT_CONFIG_NAME
+from ..io import write_atomic
 from .registry import AUTO, SHARED_NAMES, VARIANTS, check_fraction, option_owner, variant_choices
 
 logger = logging.getLogger(__name__)

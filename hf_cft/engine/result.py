@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from ..io import write_atomic
 from ..constants import CFT_REPORT_NAME
+from ..io import write_atomic
 from .config import CFTConfig
 
 __all__ = ["CFT_REPORT_NAME", "CFTResult", "CategoryReport"]

@@ -35,4 +35,4 @@ class Outcome:
     kept: str  # the variant written to the model
     selection_on_eval: bool  # rows were selected on the evaluation split (stated in the card)
     table: list[dict]  # the before / after rows
-    scores: dict  # method -> {"map", "mauc"} metric results
+    scores: dict  # method -> its hf_cft.evaluation.SplitScores on the evaluation split

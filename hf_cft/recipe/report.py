@@ -9,7 +9,7 @@ import os
 
 from ..constants import CFT_RESULTS_NAME
 from .job import Job, Outcome
-from .scoring import UPPER_BOUND, _card_scores
+from .scoring import UPPER_BOUND
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +20,8 @@ def save_outputs(job: Job, outcome: Outcome) -> None:
     """The calibrated model, report, plot and card in ``output_dir`` (main process), then the Hub if asked."""
     recipe, head, kept, scores = job.recipe, job.head, outcome.kept, outcome.scores
     base_model = recipe.model_name_or_path or job.model_path
-    evaluation = {recipe.eval_split: {"before": _card_scores(scores["baseline"]),
-                                      "after": _card_scores(scores[kept])}}
+    evaluation = {recipe.eval_split: {"before": scores["baseline"].to_dict(),
+                                      "after": scores[kept].to_dict()}}
     head.apply(outcome.results[kept])
     results_json = json.dumps({"eval_split": recipe.eval_split, "kept": kept, "table": outcome.table}, indent=2)
     head.save_pretrained(recipe.output_dir, category_names=job.names, repo_id=recipe.hub_model_id,

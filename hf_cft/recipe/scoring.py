@@ -1,6 +1,6 @@
 """The recipe's scoring: the before / after table on the evaluation split, the headroom rows, the card's scores.
 
-Moved here unchanged from ``hf_cft/recipe.py`` (to be served by :mod:`hf_cft.evaluation`).
+Every figure comes from :mod:`hf_cft.evaluation`, the package's one scoring of a split.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import numpy as np
 
 from ..data import label_arrays, partial_info
 from ..engine.variants.refit import fit_logistic_rows
-from ..metrics import partial_auroc, partial_average_precision
-from ..metrics.pairs import scores_at_known
-from ..sparse import is_sparse, known_labels
+from ..evaluation import score_rows, score_split
+from ..sparse import is_sparse
 from ..training import eval_columns
 from .arguments import RecipeArguments
 
@@ -23,26 +22,17 @@ __all__ = ["HEADROOM_L2", "ORACLE", "UPPER_BOUND", "evaluate", "evaluate_results
 
 
 def evaluate_results(features, labels, mask, weight0, bias0, results: dict) -> tuple[list[dict], dict]:
-    """Masked mAP / mAUC of the trained rows and of every result: the table and the per-result scores."""
-    known = known_labels(labels, mask) if is_sparse(mask) else None  # sparse: scores at the known pairs only
-    features = features if known is not None else np.asarray(features, dtype=np.float32)
-
-    def score(w, b):
-        if known is not None:
-            s = scores_at_known(features, w, b, known)
-        else:
-            s = features @ np.asarray(w, dtype=np.float32).T + np.asarray(b, dtype=np.float32)
-        return {"map": partial_average_precision(s, labels, mask), "mauc": partial_auroc(s, labels, mask)}
-
-    scores = {"baseline": score(weight0, bias0)}
-    table = [{"method": "baseline", "map": scores["baseline"]["map"].value, "mauc": scores["baseline"]["mauc"].value,
+    """Masked mAP / mAUC of the trained rows and of every result (:func:`hf_cft.evaluation.score_rows`): the
+    table and the per-result :class:`~hf_cft.evaluation.SplitScores`."""
+    rows = {"baseline": (weight0, bias0), **{name: (res.weight, res.bias) for name, res in results.items()}}
+    scores = score_rows(features, rows, labels, mask)
+    table = [{"method": "baseline", "map": scores["baseline"].ap.value, "mauc": scores["baseline"].auroc.value,
               "improved": 0, "degraded": 0}]
-    ref = np.array(scores["baseline"]["map"].per_category, dtype=float)
+    ref = scores["baseline"].per_category("ap")
     for name, res in results.items():
-        scores[name] = score(res.weight, res.bias)
-        per = np.array(scores[name]["map"].per_category, dtype=float)
+        per = scores[name].per_category("ap")
         ok = ~np.isnan(per) & ~np.isnan(ref)
-        table.append({"method": f"CFT-{name}", "map": scores[name]["map"].value, "mauc": scores[name]["mauc"].value,
+        table.append({"method": f"CFT-{name}", "map": scores[name].ap.value, "mauc": scores[name].auroc.value,
                       "changed": res.n_changed, "improved": int((per[ok] > ref[ok] + 1e-12).sum()),
                       "degraded": int((per[ok] < ref[ok] - 1e-12).sum())})
     return table, scores
@@ -61,11 +51,9 @@ def headroom_rows(train_features, labels, mask, eval_features, eval_labels, eval
     rows = []
     for name, m in ((UPPER_BOUND, mask), (ORACLE, np.ones_like(mask))):
         w, b = fit_logistic_rows(train_features, labels, m, HEADROOM_L2)
-        per_ap, per_auc = [], []
-        for p in range(len(HEADROOM_L2)):
-            s = ze @ w[:, p].numpy().T + b[:, p].numpy()
-            per_ap.append(np.array(partial_average_precision(s, eval_labels, eval_mask).per_category, dtype=float))
-            per_auc.append(np.array(partial_auroc(s, eval_labels, eval_mask).per_category, dtype=float))
+        scored = [score_split(ze @ w[:, p].numpy().T + b[:, p].numpy(), eval_labels, eval_mask)
+                  for p in range(len(HEADROOM_L2))]
+        per_ap, per_auc = [x.per_category("ap") for x in scored], [x.per_category("auroc") for x in scored]
         per_ap, per_auc = np.array(per_ap), np.array(per_auc)
         key = np.nan_to_num(per_ap if metric == "ap" else per_auc, nan=-1.0)
         pick = key.argmax(0)
@@ -73,11 +61,6 @@ def headroom_rows(train_features, labels, mask, eval_features, eval_labels, eval
         rows.append({"method": name, "map": float(np.nanmean(per_ap[pick, cols])),
                      "mauc": float(np.nanmean(per_auc[pick, cols])), "reporting_only": True})
     return rows
-
-
-def _card_scores(scores: dict) -> dict:
-    return {"map": scores["map"].value, "mauc": scores["mauc"].value,
-            "per_category_ap": scores["map"].per_category, "per_category_auroc": scores["mauc"].per_category}
 
 
 def evaluate(recipe: RecipeArguments, ds, features_of, rows, results: dict, train, metric: str,

@@ -1,5 +1,4 @@
-"""Masked mAP / mAUC of a model on a loader. Moved unchanged from the trainer; to be replaced by the shared
-:mod:`hf_cft.evaluation`."""
+"""Masked mAP / mAUC of a model on a loader, scored by :func:`hf_cft.evaluation.score_split`."""
 
 from __future__ import annotations
 
@@ -7,7 +6,7 @@ import logging
 
 import torch
 
-from ..metrics import partial_auroc, partial_average_precision
+from ..evaluation import score_split
 from .model import model_logits
 
 logger = logging.getLogger(__name__)
@@ -26,6 +25,5 @@ def evaluate_loader(accelerator, loader, model, columns: list[int] | None = None
             logits, y, m = accelerator.gather_for_metrics((logits, batch["labels"], batch["label_mask"]))
             outs.append(logits.float().cpu()), ys.append(y.cpu()), ms.append(m.cpu())
     s, y, m = torch.cat(outs), torch.cat(ys), torch.cat(ms)
-    if columns is not None:
-        s, y, m = s[:, columns], y[:, columns], m[:, columns]
-    return {"map": partial_average_precision(s, y, m).value, "mauc": partial_auroc(s, y, m).value, "n": len(s)}
+    scores = score_split(s, y, m, columns)
+    return {"map": scores.ap.value, "mauc": scores.auroc.value, "n": len(s)}

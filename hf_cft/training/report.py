@@ -9,9 +9,9 @@ import os
 import numpy as np
 import torch
 
-from ..io import write_atomic
 from ..constants import TRAIN_REPORT_NAME
 from ..data import label_arrays
+from ..io import write_atomic
 from .arguments import TrainArguments
 from .evaluation_loop import evaluate_loader
 from .model import BEST, load_best
