@@ -72,8 +72,9 @@ def one_thread():
 
 # tiny settings of every variant (a variant registered later runs with its defaults)
 TINY = dict(epochs=24, lr=1e-2, generations=12, population_size=6, mutation_range=0.05, pygad_generations=5,
-            pygad_population_size=6, pygad_num_parents_mating=4, pygad_keep_parents=2, pygad_mutation_range=0.05,
-            refit_l2=[1e-2, 1.0], show_progress=False, device="cpu")
+            pygad_population_size=6, pygad_num_parents_mating=4, pygad_keep_parents=2,
+            pygad_mutation_probability=0.5, pygad_mutation_range=0.2, refit_l2=[1e-2, 1.0], show_progress=False,
+            device="cpu")
 
 
 def _problem(seed=0, n=120, n_sel=60, d=6, c=3, known=0.8):
@@ -180,3 +181,57 @@ def test_resume_with_a_setting_that_changes_nothing_reuses_the_blocks(tmp_path, 
         other = dataclasses.replace(cfg, **change)
         resumed = CFTEngine(other).fit(*train, w0, b0, selection=sel, checkpoint_dir=str(tmp_path))
         _assert_same_result(resumed, CFTEngine(other).fit(*train, w0, b0, selection=sel))
+
+
+# --- 2. the candidates never see the selection labels -----------------------------------------------------
+
+def _random_labels(split, seed=1):
+    """The split with random labels on the same known pairs (each category keeps a known positive and negative,
+    so no category is skipped where it was fitted before)."""
+    x, y, m = split
+    rng = np.random.default_rng(seed)
+    r = (rng.random(y.shape) < 0.5).astype(np.int8)
+    for c in range(y.shape[1]):
+        rows = np.flatnonzero(m[:, c])
+        r[rows[0], c], r[rows[1], c] = 1, 0
+    return x, r, m
+
+
+def _trajectories(name, train, sel, w0, b0, cfg):
+    with recorded_trajectories(name) as log:
+        result = fit_cft(*train, w0, b0, cfg, selection=sel)
+    return dict(log), result
+
+
+def _same_trajectory(a, b) -> bool:
+    return [s for s, _, _ in a] == [s for s, _, _ in b] and all(
+        torch.equal(wa, wb) and torch.equal(ba, bb) for (_, wa, ba), (_, wb, bb) in zip(a, b))
+
+
+@pytest.mark.parametrize("known", [0.8, 0.3], ids=["dense", "gathered"])
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_candidates_do_not_depend_on_the_selection_labels(name, known):
+    """Every variant's candidate rows, at every recorded step and for every category, are the same when the
+    selection split's labels are replaced by random ones: selection labels choose among candidates, never make
+    them. (Mostly known labels are scored as masked columns, few known ones gathered per category.)"""
+    train, sel, w0, b0 = _problem(known=known)
+    cfg = CFTConfig(variant=name, selection_rule="strict", patience=None, **TINY)
+    real, kept = _trajectories(name, train, sel, w0, b0, cfg)
+    rand, kept_rand = _trajectories(name, train, _random_labels(sel), w0, b0, cfg)
+    n_cat = w0.shape[0]
+    assert sorted(real) == sorted(rand) == list(range(n_cat)) and all(real[c] for c in real)
+    for c in range(n_cat):
+        assert _same_trajectory(real[c], rand[c]), f"{name}: category {c}'s candidates follow the selection labels"
+    # the selection labels did change, and with them what the selection saw
+    assert [r.original_score for r in kept.report] != [r.original_score for r in kept_rand.report]
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_candidates_depend_on_the_fit_labels(name):
+    """The reverse: other fit labels give other candidates, for every category (the candidates are fitted on them)."""
+    train, sel, w0, b0 = _problem()
+    cfg = CFTConfig(variant=name, selection_rule="strict", patience=None, **TINY)
+    real, _ = _trajectories(name, train, sel, w0, b0, cfg)
+    other, _ = _trajectories(name, _random_labels(train), sel, w0, b0, cfg)
+    for c in range(w0.shape[0]):
+        assert not _same_trajectory(real[c], other[c]), f"{name}: category {c}'s candidates ignore its fit labels"
