@@ -235,3 +235,91 @@ def test_candidates_depend_on_the_fit_labels(name):
     other, _ = _trajectories(name, _random_labels(train), sel, w0, b0, cfg)
     for c in range(w0.shape[0]):
         assert not _same_trajectory(real[c], other[c]), f"{name}: category {c}'s candidates ignore its fit labels"
+
+
+# --- 3. what a scipy.sparse mask means ---------------------------------------------------------------------
+
+def _messy(dense: np.ndarray, rng, fmt: str, dtype):
+    """``dense`` as a scipy matrix holding what scipy allows besides its plain form: explicit zeros (at unknown
+    entries, and paired with a stored one at known entries), duplicate entries (summed by scipy, as ``toarray``
+    does) and unsorted indices. Its ``toarray()`` is ``dense``."""
+    n, c = dense.shape
+    rows, cols, data = [], [], []
+    for i in range(n):
+        entries = []
+        for j in range(c):
+            if dense[i, j]:
+                entries.append((j, 1))
+                if rng.random() < 0.3:
+                    entries.append((j, 0))  # a stored zero beside the one: still the one
+                if dtype == np.bool_ and rng.random() < 0.3:
+                    entries.append((j, 1))  # a duplicate: True twice is True
+            elif rng.random() < 0.4:
+                entries.extend([(j, 0)] * (1 + int(rng.random() < 0.3)))  # explicit zeros, some duplicated
+        order = rng.permutation(len(entries))  # unsorted within the row
+        for k in order:
+            rows.append(i)
+            cols.append(entries[k][0])
+            data.append(entries[k][1])
+    data = np.asarray(data, dtype=dtype)
+    import scipy.sparse as sp
+
+    if fmt == "coo":
+        out = sp.coo_matrix((data, (rows, cols)), shape=(n, c))
+    else:  # CSR (or CSC) built from its arrays, so nothing is summed, sorted or dropped on the way
+        major, minor = (np.asarray(rows), np.asarray(cols)) if fmt == "csr" else (np.asarray(cols), np.asarray(rows))
+        order = np.argsort(major, kind="stable")
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(major, minlength=n if fmt == "csr" else c))])
+        cls = sp.csr_matrix if fmt == "csr" else sp.csc_matrix
+        out = cls((data[order], minor[order], indptr), shape=(n, c))
+        assert not out.has_sorted_indices or fmt == "csc"
+    assert np.array_equal(out.toarray().astype(dense.dtype), dense)
+    assert (out.data == 0).any()  # explicit zeros are there
+    return out
+
+
+MESSY = [("csr", np.bool_), ("csr", np.int8), ("csc", np.bool_), ("coo", np.bool_), ("coo", np.float32)]
+
+
+def _messy_problem(fmt, dtype, seed=3, n=160, c=4, known=0.35):
+    rng = np.random.default_rng(seed)
+    (x, y, m), _, w0, b0 = _problem(seed=seed, n=n, c=c, known=known)
+    y = (y * m).astype(np.int8)  # the known positives (a sparse label matrix stores nothing else but zeros)
+    return (x, y, m), (_messy(y, rng, fmt, dtype if dtype != np.bool_ else np.int8), _messy(m, rng, fmt, dtype)), \
+        w0, b0
+
+
+@pytest.mark.parametrize("fmt,dtype", MESSY, ids=[f"{f}-{np.dtype(t).name}" for f, t in MESSY])
+def test_a_messy_sparse_mask_gives_the_known_pairs_of_its_dense_form(fmt, dtype):
+    """Explicit zeros are unknown labels, duplicates one label, unsorted indices the same pairs."""
+    from hf_cft.sparse import known_labels
+
+    (_, y, m), (ys, ms), _, _ = _messy_problem(fmt, dtype)
+    want, got = known_labels(y, m), known_labels(ys, ms)
+    for k in ("indptr", "rows", "values"):
+        assert np.array_equal(getattr(got, k), getattr(want, k)), k
+    assert int(got.known_counts().sum()) == int(m.sum())
+
+
+@pytest.mark.parametrize("fmt,dtype", MESSY, ids=[f"{f}-{np.dtype(t).name}" for f, t in MESSY])
+def test_a_messy_sparse_mask_gives_the_metrics_of_its_dense_form(fmt, dtype):
+    from hf_cft.metrics import partial_auroc, partial_average_precision
+
+    (x, y, m), (ys, ms), w0, b0 = _messy_problem(fmt, dtype)
+    s = x @ w0.T + b0
+    for fn in (partial_average_precision, partial_auroc):
+        want, got = fn(s, y, m), fn(s, ys, ms)
+        np.testing.assert_allclose(got.per_category, want.per_category, rtol=0, atol=1e-12)
+        assert got.value == pytest.approx(want.value, abs=1e-12) and got.excluded == want.excluded
+
+
+@pytest.mark.parametrize("variant", ["refit", "ga"])
+def test_a_messy_sparse_mask_gives_the_engine_results_of_its_dense_form(variant):
+    """fit_cft on a messy sparse training split and selection split equals fit_cft on their dense forms."""
+    (x, y, m), (ys, ms), w0, b0 = _messy_problem("csr", np.bool_)
+    (xs, sy, sm), (sys_, sms), _, _ = _messy_problem("coo", np.bool_, seed=4)
+    cfg = CFTConfig(variant=variant, selection_rule="strict", patience=None, **TINY)
+    want = fit_cft(x, y, m, w0, b0, cfg, selection=(xs, sy, sm))
+    got = fit_cft(x, ys, ms, w0, b0, cfg, selection=(xs, sys_, sms))
+    _assert_same_result(got, want)
+    assert want.n_changed > 0
