@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 from collections import defaultdict
 
@@ -64,9 +65,12 @@ def recorded_trajectories(name: str):
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny problems run fastest on one thread (and unharmed by other processes on a shared machine)."""
+    from threadpoolctl import threadpool_limits
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):  # numpy / scikit-learn BLAS too
+        yield
     torch.set_num_threads(before)
 
 
@@ -323,3 +327,84 @@ def test_a_messy_sparse_mask_gives_the_engine_results_of_its_dense_form(variant)
     got = fit_cft(x, ys, ms, w0, b0, cfg, selection=(xs, sys_, sms))
     _assert_same_result(got, want)
     assert want.n_changed > 0
+
+
+# --- 4. the headroom rows -----------------------------------------------------------------------------------
+
+HEADROOM_TOL = 1e-6  # mAP / mAUC: both fits reach the same optimum to ~1e-6, which moves no rank of the fixture
+
+
+@functools.lru_cache(maxsize=1)
+def _sklearn_fits(seed: int) -> dict:
+    """Per row kind, category and λ of :func:`_headroom_problem` (``seed``): the (AP, AUROC) on the evaluation
+    split's known labels and on the training split's known labels of a scikit-learn LogisticRegression fitted on
+    the training images whose labels are known (all images for the oracle row).
+
+    hf_cft's objective is mean BCE + λ/2·||w||² (bias free), scikit-learn's C·ΣBCE + ½||w||²: C = 1 / (n·λ)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import average_precision_score, roc_auc_score
+    from threadpoolctl import threadpool_limits
+
+    from hf_cft.recipe import HEADROOM_L2
+
+    z, full, mask, ze, ye, me = _headroom_problem(seed)
+
+    def scores(clf, x, y, known):
+        s = x.astype(np.float64) @ clf.coef_[0] + clf.intercept_[0]
+        return average_precision_score(y[known], s[known]), roc_auc_score(y[known], s[known])
+
+    out = {}
+    with threadpool_limits(1):  # scikit-learn's and scipy's thread pools (loaded by the imports above)
+        for kind, m in (("upper", mask), ("oracle", np.ones_like(mask))):
+            for c in range(full.shape[1]):
+                rows = m[:, c]
+                for lam in HEADROOM_L2:
+                    clf = LogisticRegression(C=1.0 / (rows.sum() * lam), tol=1e-10, max_iter=10_000)
+                    clf.fit(z[rows].astype(np.float64), full[rows, c])
+                    out[kind, c, lam] = {"eval": scores(clf, ze, ye[:, c], me[:, c]),
+                                         "train": scores(clf, z, full[:, c], mask[:, c])}
+    return out
+
+
+def _sklearn_headroom(seed: int, metric: str, tuned_on: str = "eval") -> dict:
+    """The headroom rows, independently: per category the λ whose ``metric`` is best on the ``tuned_on`` split's
+    known labels (the first of equals), and the mean evaluation AP and AUROC at those λ."""
+    from hf_cft.recipe import HEADROOM_L2
+
+    fits, at = _sklearn_fits(seed), (0 if metric == "ap" else 1)
+    out = {}
+    for kind in ("upper", "oracle"):
+        picked = []
+        for c in range(_headroom_problem(seed)[1].shape[1]):
+            key = [fits[kind, c, lam][tuned_on][at] for lam in HEADROOM_L2]
+            picked.append(fits[kind, c, HEADROOM_L2[int(np.argmax(key))]]["eval"])
+        out[kind] = tuple(float(v) for v in np.mean(picked, axis=0))
+    return out
+
+
+HEADROOM_SEED = 5
+
+
+def _headroom_problem(seed: int, n=90, n_eval=120, d=30, c=3):
+    rng = np.random.default_rng(seed)
+    w_true = rng.normal(size=(c, d)) / np.sqrt(d) * 2
+    z, ze = rng.normal(size=(n, d)).astype(np.float32), rng.normal(size=(n_eval, d)).astype(np.float32)
+    full = (z @ w_true.T + rng.normal(size=(n, c)) > 0).astype(np.int8)
+    ye = (ze @ w_true.T + rng.normal(size=(n_eval, c)) > 0).astype(np.int8)
+    mask, me = rng.random((n, c)) < 0.5, rng.random((n_eval, c)) < 0.7
+    return z, full, mask, ze, ye, me
+
+
+@pytest.mark.parametrize("metric", ["ap", "auroc"])
+def test_headroom_rows_equal_an_independent_sklearn_fit_tuned_on_the_evaluation_split(metric):
+    from hf_cft.recipe import ORACLE, UPPER_BOUND, headroom_rows
+
+    rows = {r["method"]: r for r in headroom_rows(*_headroom_problem(HEADROOM_SEED), metric)}
+    assert set(rows) == {UPPER_BOUND, ORACLE} and all(r["reporting_only"] for r in rows.values())
+    want = _sklearn_headroom(HEADROOM_SEED, metric)
+    for name, kind in ((UPPER_BOUND, "upper"), (ORACLE, "oracle")):
+        assert rows[name]["map"] == pytest.approx(want[kind][0], abs=HEADROOM_TOL), name
+        assert rows[name]["mauc"] == pytest.approx(want[kind][1], abs=HEADROOM_TOL), name
+    # the fixture tells the splits apart: λ tuned on the training labels would report other numbers
+    wrong = _sklearn_headroom(HEADROOM_SEED, metric, tuned_on="train")
+    assert abs(wrong["upper"][0] - want["upper"][0]) + abs(wrong["upper"][1] - want["upper"][1]) > 100 * HEADROOM_TOL
