@@ -44,6 +44,7 @@ def recorded_trajectories(name: str):
 
         class Recording(base):
             def update(self, step, w, b, score):
+                assert w.shape[0] == len(cats), "a tracker of part of the block: map its rows to categories here"
                 for j, c in enumerate(cats):
                     log[c].append((int(step), w[j].detach().clone(), b[j].detach().clone()))
                 return base.update(self, step, w, b, score)
@@ -65,13 +66,17 @@ def recorded_trajectories(name: str):
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny problems run fastest on one thread (and unharmed by other processes on a shared machine)."""
-    from threadpoolctl import threadpool_limits
-
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # installed with scikit-learn; without it only torch is limited
+        threadpool_limits = contextlib.nullcontext
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    with threadpool_limits(1):  # numpy / scikit-learn BLAS too
-        yield
-    torch.set_num_threads(before)
+    try:
+        with threadpool_limits(1):  # numpy's BLAS too
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # tiny settings of every variant (a variant registered later runs with its defaults)
@@ -128,7 +133,8 @@ RESULT_CHANGES = [
     ("bp", {"bp_loss": "wmw"}),
     ("ga", {"generations": 20}),
     ("ga", {"seed": 7}),  # the seed (the GA's stream; the selection split is given)
-    ("ga", {"metric": "auroc"}),  # the metric (the GA's fitness and, under the strict rule, the selection)
+    ("ga", {"metric": "auroc"}),
+    ("pygad", {"pygad_generations": 8}),  # the metric (the GA's fitness and, under the strict rule, the selection)
     ("refit", {"selection_rule": "crossfit"}),  # the selection rule
     ("bp", {"selection_metric": "auroc"}),
     ("refit", _flip_fit_labels),  # the data
