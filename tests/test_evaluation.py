@@ -144,8 +144,6 @@ def test_explicit_zeros_and_unsorted_indices_give_the_dense_known_pairs_and_scor
     _assert_same_scores(score_split(s, labels, mask), score_split(s, y, m), 1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="hf_cft.sparse.known_labels keeps a duplicated mask entry as two known "
-                                       "pairs (it needs mask.sum_duplicates()); reported, sparse.py is not metrics")
 def test_duplicate_mask_entries_are_one_known_pair():
     s, y, m = _split(5, n=120, c=6)
     per_row = [np.repeat(np.flatnonzero(row), 2) for row in m]  # every known entry stored twice

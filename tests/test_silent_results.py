@@ -32,14 +32,14 @@ from hf_cft.engine.variants import VARIANTS, get_variant
 def recorded_trajectories(name: str):
     """While open, variant ``name`` records every candidate it hands its tracker: ``{category: [(step, w, b)]}``.
 
-    The one internal hook of this file (the runner signature and the tracker's ``update`` / ``update_row``,
-    see :mod:`hf_cft.engine.variants`); adapt here if the engine's internals move.
+    The one internal hook of this file (a runner's :class:`~hf_cft.engine.registry.BlockTask` and the tracker's
+    ``update`` / ``update_row``); adapt here if the engine's internals move.
     """
     real = get_variant(name)
     log: dict[int, list] = defaultdict(list)
 
-    def runner(weight, bias, fit, judge, tracker, config, seed=0, progress=None, categories=None):
-        cats = list(categories)
+    def runner(task):
+        cats, tracker = list(task.categories), task.tracker
         base = type(tracker)
 
         class Recording(base):
@@ -54,7 +54,7 @@ def recorded_trajectories(name: str):
                 return base.update_row(self, i, step, w, b, score)
 
         tracker.__class__ = Recording
-        real.runner(weight, bias, fit, judge, tracker, config, seed=seed, progress=progress, categories=categories)
+        real.runner(task)
 
     VARIANTS[name] = dataclasses.replace(real, runner=runner)
     try:

@@ -11,7 +11,8 @@ import numpy as np
 
 from ..constants import TRAIN_REPORT_NAME
 from ..data import label_arrays, load_partial_dataset, partial_info
-from ..head import CFTHead, recover_model_dir
+from ..head import CFTHead
+from ..io import recover_model_dir
 from ..training import TrainArguments, dataset_options, train
 from .arguments import RecipeArguments
 
