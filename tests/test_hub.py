@@ -212,11 +212,11 @@ def test_card_names_the_actual_skip_reasons(tmp_path):
     card = " ".join(open(os.path.join(out, "README.md"), encoding="utf-8").read().split())
     assert "2 were skipped and kept as they were (1: not requested; 1: no known positive in the fit split)" in card
     assert "no known positive or negative to fit or select on" not in card
-    from hf_cft.card import CardData, render_card
+    from hf_cft.card import CFTModelCardData, render_card
 
     full = fit_cft(z, y, np.ones_like(m), head.weight, head.bias, CFTConfig(variant="refit", show_progress=False))
     assert full.n_skipped == 0
-    card = " ".join(str(render_card(CardData(result=full), "m")).split())
+    card = " ".join(str(render_card(CFTModelCardData(result=full), "m")).split())
     assert f"{full.n_changed} of 3 category rows changed." in card and "skipped" not in card
 
 

@@ -10,8 +10,6 @@ from .merge import CARD_END, CARD_START, merge_cards
 from .plot import gains_plot_png
 from .render import TEMPLATE_NAME, calibration_files, render_card, template_path
 
-CardData = CFTModelCardData  # the name hf_cft.model_card gave it
-
 __all__ = ["CARD_END", "CARD_FIELDS", "CARD_START", "CROSSFIT_CARD_FIELDS", "TEMPLATE_NAME", "CFTModelCardData",
-           "CardData", "calibration_files", "card_hyperparameters", "gains_plot_png", "merge_cards", "render_card",
+           "calibration_files", "card_hyperparameters", "gains_plot_png", "merge_cards", "render_card",
            "skip_reasons", "template_path"]

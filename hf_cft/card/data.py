@@ -121,7 +121,7 @@ class CFTModelCardData(ModelCardData):
         """The variables of the card template (``model_cards/cft_model_card.md``)."""
         result = self.result
         if result is None:
-            raise ValueError("a model card needs the applied CFTResult (CardData.result)")
+            raise ValueError("a model card needs the applied CFTResult (CFTModelCardData.result)")
         summary = result.summary()
         return {
             "model_name": self.card_repo_id.split("/")[-1],

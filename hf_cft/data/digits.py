@@ -30,7 +30,7 @@ def digit_pools(seed: int, test_pool_fraction: float = 0.3) -> tuple[np.ndarray,
     """scikit-learn's 8×8 digits in [0, 1], their targets, and the disjoint source pools of ``train`` and ``test``.
 
     The same ``seed`` gives the same pools everywhere (the builder, and the single-digit pretraining of
-    :mod:`hf_cft.pretrain`, which must never see a digit of the test pool).
+    :mod:`hf_cft.training.pretrain`, which must never see a digit of the test pool).
     """
     try:
         from sklearn.datasets import load_digits
