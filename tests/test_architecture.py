@@ -1,4 +1,4 @@
-"""The shape of the code: one variant registry, named constants, no ad-hoc state, short functions."""
+"""The shape of the code: one variant registry, named constants, no ad-hoc state (sizes and layers: test_layout.py)."""
 
 import ast
 import dataclasses
@@ -174,29 +174,3 @@ def test_writes_are_atomic(tmp_path):
     assert path.read_text() == "old\n" and os.listdir(tmp_path) == ["a.json"]
     write_atomic(path, b"\x00new")
     assert path.read_bytes() == b"\x00new"
-
-
-MAX_LINES = 60
-REASON = "# long:"  # written on the line above a longer function: why it stays in one piece
-
-
-def _long_functions():
-    out = []
-    for dirpath, _, files in os.walk(os.path.join(ROOT, "hf_cft")):
-        for f in sorted(files):
-            if not f.endswith(".py"):
-                continue
-            path = os.path.join(dirpath, f)
-            lines = open(path, encoding="utf-8").read().splitlines()
-            for node in ast.walk(ast.parse("\n".join(lines))):
-                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-                    size = node.end_lineno - node.lineno + 1
-                    if size > MAX_LINES and REASON not in lines[first - 2]:
-                        out.append(f"{os.path.relpath(path, ROOT)}:{node.lineno} {node.name} ({size} lines)")
-    return out
-
-
-def test_no_long_function_without_a_reason():
-    """Functions over 60 lines are split into named steps, or say why not (``# long: <reason>`` above them)."""
-    assert not _long_functions(), "split these or write `# long: <reason>` above them"
