@@ -34,8 +34,9 @@ BLOCK_FORMAT = 2  # what a block checkpoint holds; a new format never reads an o
 def block_key(config: CFTConfig, variant: str, block: list[int], inputs: str | None) -> str:
     """The key of a finished block: everything its rows depend on. The variant, the config's result settings
     (:meth:`CFTConfig.to_dict`: the shared settings such as the rule, seed and metrics, and the options of the
-    chosen variants; without the runtime settings, which change nothing in the rows), the block's categories and
-    the inputs' fingerprint (:func:`fingerprint`)."""
+    chosen variants; without the runtime settings: progress bars and the memory budget change nothing in a block's
+    rows), the block's categories and ``inputs``: the inputs' :func:`fingerprint` and the kind of device the block
+    runs on."""
     return hashlib.sha256(json.dumps([BLOCK_FORMAT, variant, config.to_dict(), block, inputs],
                                      sort_keys=True).encode()).hexdigest()[:24]
 

@@ -41,6 +41,13 @@ logger = logging.getLogger(__name__)
 __all__ = ["CFTEngine", "choose_per_category", "fit_cft"]
 
 
+def _block_inputs(fit, sel, weight, bias, device: torch.device) -> str:
+    """What a finished block depends on besides the config: the inputs by content (never by object identity: an
+    array changed in place gets new blocks) and the kind of device it ran on (a GPU rounds differently and draws
+    the GA's numbers from torch). ``device="auto"`` and ``"cpu"`` on a machine without a GPU share blocks."""
+    return f"{fingerprint(fit, sel, weight, bias)}-{device.type}"
+
+
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -91,15 +98,15 @@ class CFTEngine:
             raise ValueError(f"`shard` must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
         n_cat, d = fit.n_categories, fit.features.shape[1]
         weight0, bias0 = trained_rows(weight, bias, n_cat, d)
+        device = _resolve_device(cfg.device)
         call = FitCall(
             wanted=wanted_categories(categories, n_cat),
             category_names=check_names(category_names, n_cat),
-            device=_resolve_device(cfg.device),
+            device=device,
             dtype=torch.float64 if weight0.dtype == torch.float64 else torch.float32,
             shard=shard,
             checkpoint_dir=checkpoint_dir,
-            # keyed by content, never by object identity: an array changed in place gets new blocks
-            fingerprint=None if checkpoint_dir is None else fingerprint(fit, sel, weight, bias),
+            fingerprint=None if checkpoint_dir is None else _block_inputs(fit, sel, weight, bias, device),
         )
         if shard is None or shard[0] == 0:
             warn_thin_evidence(sel, call.wanted, cfg, explicit=selection is not None)
