@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .io import write_atomic
+from .io import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -126,10 +126,6 @@ def preprocessing_of(head, image_processor=None, transform=None) -> tuple[Callab
                      "AutoImageProcessor.from_pretrained(model_id)) or `transform=`")
 
 
-def _atomic_json(path: str, data) -> None:
-    write_atomic(path, json.dumps(data))
-
-
 @dataclass(frozen=True)
 class ExtractionSettings:
     """How :func:`extract_features` reads and stores one split (its keyword arguments past the model and data)."""
@@ -167,7 +163,7 @@ class _Target:
         return os.path.join(self.folder, PROGRESS_NAME)
 
     def progress(self, done: int, chunks: list[list[int]]) -> None:
-        _atomic_json(self.progress_path, {"n": self.n, "d": self.d, "done": done, "dtype": self.dtype,
+        write_json(self.progress_path, {"n": self.n, "d": self.d, "done": done, "dtype": self.dtype,
                                           "chunks": chunks})
 
     def load(self) -> FeatureCache:
@@ -330,8 +326,7 @@ def _usable_rows(path: str, progress_path: str, n: int, d: int, dtype: np.dtype,
     if not (os.path.exists(progress_path) and os.path.exists(path)):
         return 0, []
     try:
-        with open(progress_path, encoding="utf-8") as f:
-            state = json.load(f)
+        state = read_json(progress_path)
         done = int(state["done"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         logger.warning("feature cache %s: unreadable %s (%s); extracting again", path, PROGRESS_NAME, err)
