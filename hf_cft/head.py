@@ -13,7 +13,6 @@ import logging
 import os
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -23,13 +22,10 @@ from .engine import CFTConfig, CFTResult, fit_cft
 from .evaluation import evaluate_rows
 from .features import extract_features
 from .hub import DEFAULT_COMMIT_MESSAGE, push_folder
-from .labels import to_code
-from .metrics import PARTIAL_MAP_PATH, PARTIAL_MAUC_PATH
 from .modeling import heads
 from .modeling.load import load_classifier, read_calibration
 from .modeling.preprocessing import has_timm_data_config, missing_preprocessing_message, processor_from_values
 from .modeling.save import SaveOptions, save_model
-from .sparse import is_sparse
 
 logger = logging.getLogger(__name__)
 
@@ -168,37 +164,20 @@ class CFTHead:
 
     def evaluate(self, dataset, result=None, cache_dir: str | None = None, groups: int | None = None,
                  categories=None, split: str | None = None, **extract_kwargs) -> dict:
-        """Masked mAP and mAUC (the ``evaluate`` modules) of the current rows and, if given, of ``result``'s.
+        """Masked mAP and mAUC of the current rows and, if given, of ``result``'s
+        (:func:`hf_cft.evaluation.evaluate_rows`: the ``evaluate`` modules' figures, dense or by known pairs).
 
         Returns ``{"before": {...}, "after": {...}}`` (``after`` only with ``result``). With ``result``, the
         figures also go to :attr:`card_data` under ``split`` (default: the dataset's own split name), so that
         the model card saved next shows them.
         """
-        import evaluate
-
         features = self.extract(dataset, cache_dir, **extract_kwargs).features
         labels, mask = label_arrays(dataset, sparse=None)  # sparse for pair-stored splits (Open Images)
-        names = self.label_names()
         rows = {"before": (self.weight, self.bias)}
         if result is not None:
             rows["after"] = (result.weight, result.bias)
-        if is_sparse(mask):
-            return evaluate_rows(features, rows, labels, mask, groups=groups, categories=categories,
-                                 category_names=names)
-        z = np.asarray(features, dtype=np.float32)
-        codes = to_code(labels, mask)
-        modules = [(evaluate.load(PARTIAL_MAP_PATH), "map", "ap"), (evaluate.load(PARTIAL_MAUC_PATH), "mauc", "auroc")]
-        out = {}
-        for tag, (w, b) in rows.items():
-            scores = z @ w.float().numpy().T + b.float().numpy()
-            out[tag] = {}
-            for module, key, per in modules:
-                res = module.compute(predictions=scores, references=codes, groups=groups,
-                                                  categories=categories, category_names=names)
-                out[tag][key] = res[key]
-                out[tag][f"per_category_{per}"] = res["per_category"]
-                out[tag]["n_excluded"] = res["n_excluded"]
-                out[tag].update({f"{key}_{g}": v for g, v in res.items() if g.startswith("G")})
+        out = evaluate_rows(features, rows, labels, mask, groups=groups, categories=categories,
+                            category_names=self.label_names())
         if result is not None:
             name = split or getattr(dataset, "split", None) or "evaluation"  # a datasets.Dataset knows its split
             self.card_data.evaluation[str(name)] = out

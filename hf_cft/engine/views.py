@@ -1,4 +1,5 @@
-"""Input checks, the fit / selection split, and the views that score a block of categories in one computation.
+"""A split as the engine holds it (:class:`Split`, :class:`Rows`, feature checks) and the views that score a block
+of categories in one computation (the fit / selection split itself is made by :mod:`hf_cft.engine.inputs`).
 
 A *view* holds what one block of ``B`` categories needs on one split and scores candidate rows:
 ``scores(weight (B, P, d), bias (B, P)) -> (B, P, L)``, with ``labels`` and ``mask`` of shape

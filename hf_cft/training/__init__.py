@@ -12,8 +12,8 @@ One module per job, imported downward only (a module imports those above it in t
     state            TrainData, TrainState, Run (a run's fixed context)
     model            the model built or loaded, its logits, the best model read back
     splits           the dataset, the validation hold-out, the metric categories, the loaders
-    saving           the model folders written (to become hf_cft.modeling.save)
-    evaluation_loop  masked mAP / mAUC on a loader (to become hf_cft.evaluation)
+    saving           the model folders written (through hf_cft.modeling.save.save_model)
+    evaluation_loop  masked mAP / mAUC on a loader (scored by hf_cft.evaluation.score_split)
     checkpoints      per-epoch checkpoints and resume
     pretrain         the digits pretraining (``--init_from digits``)
     refresh          after an epoch: the model's scores handed to the method's refresh

@@ -26,7 +26,7 @@ def checkpoint(accelerator, state: TrainState, root: str) -> str:
     """Save accelerate's state and ours as ``<root>/epoch_<n>``, atomically; every process waits for it.
 
     Everything is written to ``epoch_<n>.tmp``; once every process has written its part, the main process moves
-    it in place (:func:`hf_cft.hub.swap_in`). A kill at any point leaves no incomplete ``epoch_<n>``, so
+    it in place (:func:`hf_cft.io.swap_in`). A kill at any point leaves no incomplete ``epoch_<n>``, so
     ``--resume_from_checkpoint latest`` resumes from the last complete epoch. Returns the path.
     """
     path = os.path.join(root, f"epoch_{state.epoch}")
