@@ -253,6 +253,11 @@ def test_config_keeps_flat_keywords_and_saves_result_settings_only(tmp_path):
     assert cfg.options["bp"] is not auto.options["bp"]  # copies: changing one config leaves the other
     auto.epochs = 20
     assert auto.options["bp"].epochs == 20 and cfg.epochs == 10 and "epochs" not in vars(auto)
+    import copy
+
+    twin = copy.copy(cfg)
+    twin.epochs = 30  # a copy's options are its own
+    assert cfg.epochs == 10 and twin.epochs == 30 and twin.device == cfg.device == "cpu"
     with pytest.raises(AttributeError):
         _ = cfg.no_such_setting
 

@@ -1,10 +1,10 @@
 """Block checkpoints: each finished block of a run kept as a safetensors file, named by what it depends on.
 
 A file is named by :func:`block_key`: a hash of the variant, the config's result settings
-(:meth:`CFTConfig.to_dict`: never the runtime settings such as the device, the memory budget or progress bars),
-the block's categories and a SHA-256 of the inputs (features, labels, masks, trained rows), so a run started again
-computes only the missing blocks and different inputs or settings never reuse a stale one. Files are written
-atomically; an unreadable one is recomputed.
+(:meth:`CFTConfig.to_dict`: never the runtime settings such as the memory budget or progress bars), the block's
+categories, a SHA-256 of the inputs (features, labels, masks, trained rows) and the kind of device the block runs on
+(see :func:`block_key`), so a run started again computes only the missing blocks and different inputs or settings
+never reuse a stale one. Files are written atomically; an unreadable one is recomputed.
 """
 
 from __future__ import annotations

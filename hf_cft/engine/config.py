@@ -223,6 +223,11 @@ class CFTConfig(SharedSettings):
 
     __hash__ = None  # mutable, like a dataclass
 
+    def __copy__(self) -> CFTConfig:
+        """A copy with options of its own (a plain shallow copy would share ``options``: setting an option on the
+        copy would change the original)."""
+        return dataclasses.replace(self)
+
     @property
     def judged_by(self) -> str:
         """The metric rows are selected by: ``selection_metric``, or its rule's default."""
