@@ -37,9 +37,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hf_cft import CFTConfig, choose_per_category, fit_cft  # noqa: E402
 from hf_cft.data import label_arrays, load_partial_dataset, partial_info  # noqa: E402
+from hf_cft.evaluation import score_split  # noqa: E402
 from hf_cft.head import CFTHead  # noqa: E402
 from hf_cft.io import write_atomic  # noqa: E402
-from hf_cft.metrics import partial_auroc, partial_average_precision  # noqa: E402
+from hf_cft.metrics import partial_auroc  # noqa: E402
 from hf_cft.metrics.ranking import counted_metric  # noqa: E402
 from hf_cft.recipe import ORACLE, UPPER_BOUND, headroom_rows  # noqa: E402
 from hf_cft.training import TrainArguments, pretrain_digits, train  # noqa: E402
@@ -47,8 +48,8 @@ from hf_cft.training import TrainArguments, pretrain_digits, train  # noqa: E402
 
 def score(w, b, ze, ye, me):
     s = ze @ np.asarray(w, dtype=np.float32).T + np.asarray(b, dtype=np.float32)
-    ap = partial_average_precision(s, ye, me)
-    return ap.value, partial_auroc(s, ye, me).value, np.array(ap.per_category, dtype=float)
+    scores = score_split(s, ye, me)
+    return scores.ap.value, scores.auroc.value, scores.per_category("ap")
 
 
 CELLS = "b5_cells.json"

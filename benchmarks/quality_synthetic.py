@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from hf_cft import CFTConfig, choose_per_category, fit_cft  # noqa: E402
 from hf_cft.engine.variants.refit import Solver, _sample_weight, solve_logistic  # noqa: E402
 from hf_cft.engine.views import Split, ViewFactory  # noqa: E402
-from hf_cft.metrics import partial_auroc, partial_average_precision  # noqa: E402
+from hf_cft.evaluation import score_split  # noqa: E402
 
 
 def make_problem(seed: int, ratio: float, protocol: str, n: int, n_test: int, d: int, c: int, signal: int):
@@ -73,8 +73,8 @@ def fit_lr(x, y, mask, lam=1e-3):
 
 def evaluate(w, b, xt, yt):
     s = xt @ np.asarray(w).T + np.asarray(b)
-    ap = partial_average_precision(s, yt)
-    return ap.value, partial_auroc(s, yt).value, np.array(ap.per_category)
+    scores = score_split(s, yt)
+    return scores.ap.value, scores.auroc.value, scores.per_category("ap")
 
 
 LAMBDAS = [1e-5, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
