@@ -7,14 +7,13 @@ read back into each split's info (:func:`~hf_cft.data.columns.partial_info`).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any
 
 import numpy as np
 
-from ..io import write_atomic
+from ..io import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ def write_stats(folder: str, stats: dict[str, dict[str, Any]], c: int) -> None:
             "achieved_known_ratio": s["known"] / (n * c),
             "known_per_category": [int(v) for v in s.get("known_per_category", np.zeros(c))],
         }
-    write_atomic(os.path.join(folder, STATS_NAME), json.dumps(out))
+    write_json(os.path.join(folder, STATS_NAME), out)
 
 
 def read_stats(folder: str) -> dict[str, dict[str, Any]]:
@@ -92,5 +91,4 @@ def read_stats(folder: str) -> dict[str, dict[str, Any]]:
     path = os.path.join(folder, STATS_NAME)
     if not os.path.exists(path):
         return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return read_json(path)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..constants import CFT_CONFIG_NAME
-from ..io import write_atomic
+from ..io import read_json, write_atomic
 from .registry import AUTO, SHARED_NAMES, VARIANTS, check_fraction, option_owner, variant_choices
 
 logger = logging.getLogger(__name__)
@@ -276,8 +276,7 @@ class CFTConfig(SharedSettings):
         """Read a ``cft_config.json`` file, or the one inside a folder."""
         if os.path.isdir(path):
             path = os.path.join(path, CFT_CONFIG_NAME)
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
+        return cls.from_dict(read_json(path))
 
 
 def _build_options(given: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:

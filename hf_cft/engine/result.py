@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields
@@ -11,7 +10,7 @@ from typing import Any
 import torch
 
 from ..constants import CFT_REPORT_NAME
-from ..io import write_atomic
+from ..io import read_json, write_json
 from .config import CFTConfig
 
 __all__ = ["CFT_REPORT_NAME", "CFTResult", "CategoryReport"]
@@ -163,7 +162,7 @@ class CFTResult:
 
     def to_json(self, path: str | os.PathLike) -> None:
         """Write the report as JSON, atomically."""
-        write_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+        write_json(path, self.to_dict(), indent=2, end="\n")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], weight=None, bias=None) -> CFTResult:
@@ -194,8 +193,7 @@ class CFTResult:
         """
         if os.path.isdir(path):
             path = os.path.join(path, CFT_REPORT_NAME)
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f), weight=weight, bias=bias)
+        return cls.from_dict(read_json(path), weight=weight, bias=bias)
 
     def to_markdown(self) -> str:
         """A per-category markdown table (selection scores and gains in points)."""

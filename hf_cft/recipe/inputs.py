@@ -3,7 +3,6 @@ and where rows are chosen."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -12,7 +11,7 @@ import numpy as np
 from ..constants import TRAIN_REPORT_NAME
 from ..data import label_arrays, load_partial_dataset, partial_info
 from ..head import CFTHead
-from ..io import recover_model_dir
+from ..io import read_json, recover_model_dir
 from ..training import TrainArguments, dataset_options, train
 from .arguments import RecipeArguments
 
@@ -43,8 +42,7 @@ def load_or_train_model(recipe: RecipeArguments, seed: int, accelerator) -> str:
 
 def _check_baseline(recipe: RecipeArguments, report: str, seed: int) -> None:
     """A baseline found in ``baseline_dir`` is reused only if it was trained on this dataset with these options."""
-    with open(report, encoding="utf-8") as f:
-        tr = json.load(f)
+    tr = read_json(report)
     wanted = {"dataset": recipe.dataset,
               "dataset_config": dataset_options(recipe.dataset, recipe.dataset_config, recipe.known_ratio,
                                                 recipe.protocol, seed)}
@@ -96,8 +94,7 @@ def resolve_selection(recipe: RecipeArguments, model_path: str, ds, train_featur
         rows = None
         report_path = os.path.join(model_path, TRAIN_REPORT_NAME)
         if os.path.exists(report_path):
-            with open(report_path, encoding="utf-8") as f:
-                tr = json.load(f)
+            tr = read_json(report_path)
             if tr.get("dataset") == recipe.dataset and tr.get("train_rows") == n:
                 rows = np.asarray(tr.get("validation_rows") or [], dtype=np.int64)
         if rows is not None and len(rows):

@@ -11,7 +11,7 @@ import re
 from safetensors.torch import load_file, save_file
 
 from ..constants import PSEUDO_LABELS_NAME, TRAINER_STATE_NAME
-from ..io import recover_model_dir, swap_in
+from ..io import read_json, recover_model_dir, swap_in
 from .arguments import TrainArguments
 from .state import TrainState
 
@@ -60,8 +60,7 @@ def resume(args: TrainArguments, accelerator, state: TrainState) -> TrainState:
             raise FileNotFoundError(f"no checkpoint in {root} to resume from (incomplete ones are skipped)")
         path = done[-1]
     accelerator.load_state(path)
-    with open(os.path.join(path, TRAINER_STATE_NAME), encoding="utf-8") as f:
-        progress = json.load(f)
+    progress = read_json(os.path.join(path, TRAINER_STATE_NAME))
     extra = load_file(os.path.join(path, PSEUDO_LABELS_NAME))
     accelerator.print(f"resumed from {path} (epoch {progress['epoch']})")
     return TrainState(progress["epoch"], progress["best_score"], progress["best_epoch"], progress["history"],

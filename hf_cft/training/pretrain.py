@@ -12,7 +12,6 @@ canvas, 10-way softmax. The saved model (transformers, with its image processor)
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from ..data.digits import DigitsMosaicConfig, digit_pools
+from ..io import read_json
 from .arguments import TrainArguments
 from .model import IMAGE_SIZE, MEAN, STD, tiny_resnet
 from .saving import save_backbone
@@ -111,8 +111,7 @@ def pretrain_digits(output_dir: str, *, show_progress: bool = True, **settings: 
     cfg = PretrainSettings(**settings)
     report_path = os.path.join(output_dir, PRETRAIN_REPORT_NAME)
     if os.path.exists(report_path):
-        with open(report_path, encoding="utf-8") as f:
-            done = json.load(f)
+        done = read_json(report_path)
         if done.get("settings") == cfg.as_report():
             return done
     torch.manual_seed(cfg.seed)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -11,7 +10,7 @@ import torch
 
 from ..constants import TRAIN_REPORT_NAME
 from ..data import label_arrays
-from ..io import write_atomic
+from ..io import write_json
 from .arguments import TrainArguments
 from .evaluation_loop import evaluate_loader
 from .model import BEST, load_best
@@ -57,7 +56,7 @@ def final_report(run: Run, state: TrainState) -> dict:
                           f"{100 * report[split]['mauc']:.2f}")
     if accelerator.is_main_process:
         for folder in (args.output_dir, os.path.join(args.output_dir, BEST)):
-            write_atomic(os.path.join(folder, TRAIN_REPORT_NAME), json.dumps(report, indent=2))
+            write_json(os.path.join(folder, TRAIN_REPORT_NAME), report, indent=2)
     return report
 
 
