@@ -250,7 +250,7 @@ def test_cache_key_follows_code_and_config(tmp_path, monkeypatch):
     assert cache(code_hash="aaa") != cache(code_hash="bbb")
     assert cache(code_hash="aaa", seed=1) != cache(code_hash="aaa", seed=2)
     ds = load_partial_dataset("digits_mosaic", cache_dir=str(tmp_path), n_train=20, n_test=5)
-    monkeypatch.setattr(hf_cft.data.load, "code_hash", lambda: "changed-code")
+    monkeypatch.setattr(hf_cft.data.load, "code_hash", lambda builder=None: "changed-code")
     changed = load_partial_dataset("digits_mosaic", cache_dir=str(tmp_path), n_train=20, n_test=5)
     assert ds["train"].cache_files[0]["filename"] != changed["train"].cache_files[0]["filename"]
 
@@ -343,7 +343,7 @@ def test_a_registered_builder_of_your_own_loads_like_the_shipped_ones(tmp_path):
 
     import datasets
 
-    from hf_cft.data import BUILDERS, PartialBuilder, register_builder
+    from hf_cft.data import BUILDERS, DigitsMosaic, PartialBuilder, code_hash, register_builder
 
     buf = io.BytesIO()
     Image.new("L", (4, 4), 128).save(buf, format="PNG")
@@ -370,6 +370,7 @@ def test_a_registered_builder_of_your_own_loads_like_the_shipped_ones(tmp_path):
         assert y.tolist() == [[0, 1], [1, 0], [0, 0], [1, 0]] and m.sum() == 6
         info = partial_info(ds["train"])
         assert info["categories"] == ["red", "blue"] and info["known_per_category"] == [4, 2]
+        assert code_hash(TwoSquares) != code_hash() == code_hash(DigitsMosaic)  # its own source keys its cache
         assert register_builder("two_squares")(TwoSquares) is TwoSquares  # the same class again: no change
         with pytest.raises(ValueError, match="already registered"):
             register_builder("two_squares")(type("Other", (PartialBuilder,), {}))

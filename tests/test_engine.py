@@ -235,7 +235,7 @@ def test_config_json_round_trip_and_unknown_keys(tmp_path, caplog):
 
 def test_config_keeps_flat_keywords_and_saves_result_settings_only(tmp_path):
     """Every variant's options are flat keywords and attributes; the saved config holds the shared result settings
-    and the chosen variants' options, never the runtime settings (device, memory budget, progress bars)."""
+    and the chosen variants' options, never the runtime settings (device, progress bars)."""
     import dataclasses
 
     cfg = CFTConfig(variant="bp", epochs=10, refit_l2=[0.5], pygad_generations=3, wmw_gamma=0.5, device="cpu",
@@ -244,7 +244,8 @@ def test_config_keeps_flat_keywords_and_saves_result_settings_only(tmp_path):
     assert cfg.options["bp"].epochs == 10 and cfg.options["refit"].refit_l2 == [0.5]
     saved = cfg.to_dict()
     assert saved["epochs"] == 10 and saved["wmw_gamma"] == 0.5 and saved["selection_rule"] == "crossfit"
-    assert not {"device", "block_memory_mb", "show_progress", "refit_l2", "pygad_generations", "options"} & set(saved)
+    assert not {"device", "show_progress", "refit_l2", "pygad_generations", "options"} & set(saved)
+    assert saved["block_memory_mb"] == 64.0  # it decides the blocks, and with them a block's seed and rounding
     cfg.save_pretrained(tmp_path)
     back = CFTConfig.from_pretrained(tmp_path)
     assert back == cfg and back.to_dict() == saved and back.device == "auto"  # runtime: not saved, not compared
@@ -285,10 +286,11 @@ def test_block_keys_hold_result_settings_not_runtime_ones():
 
     base = CFTConfig(variant="refit", refit_l2=[0.1, 1.0])
     key = block_key(base, "refit", [0, 1], "inputs")
-    for runtime in (dict(device="cpu"), dict(block_memory_mb=1.0), dict(show_progress=False), dict(epochs=3)):
+    for runtime in (dict(device="cpu"), dict(show_progress=False), dict(epochs=3)):
         assert block_key(dataclasses.replace(base, **runtime), "refit", [0, 1], "inputs") == key, runtime
     for change in (dict(refit_l2=[1.0]), dict(refit_toward="trained"), dict(selection_rule="strict"), dict(seed=1),
-                   dict(metric="auroc"), dict(selection_metric="ap"), dict(dense_threshold=0.2)):
+                   dict(metric="auroc"), dict(selection_metric="ap"), dict(dense_threshold=0.2),
+                   dict(block_memory_mb=1.0)):
         assert block_key(dataclasses.replace(base, **change), "refit", [0, 1], "inputs") != key, change
     assert block_key(base, "refit", [0, 1], "other inputs") != key and block_key(base, "refit", [0], "inputs") != key
 

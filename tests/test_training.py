@@ -161,7 +161,7 @@ def test_bad_arguments_are_refused():
 
 
 class _MainProcess:
-    """The few accelerate calls `save_model` makes, for one process."""
+    """The few accelerate calls `save_best` makes, for one process."""
 
     is_main_process = True
 
@@ -183,13 +183,13 @@ def _resnet(seed):
 
 def test_save_model_is_atomic_and_a_crash_leaves_a_loadable_model(tmp_path, monkeypatch):
     from hf_cft.head import CFTHead
-    from hf_cft.training import save_model
+    from hf_cft.training import save_best
 
     best = str(tmp_path / "best")
     names = ["a", "b", "c"]
     prep = (32, [0.5] * 3, [0.5] * 3)
     first, second, third = _resnet(0), _resnet(1), _resnet(2)
-    save_model(_MainProcess(), first, best, names, prep)
+    save_best(_MainProcess(), first, best, names, prep)
     rows = CFTHead(first).weight
     real_replace = os.replace
     calls = []
@@ -202,7 +202,7 @@ def test_save_model_is_atomic_and_a_crash_leaves_a_loadable_model(tmp_path, monk
 
     monkeypatch.setattr(os, "replace", killed_when_moving_in)
     with pytest.raises(KeyboardInterrupt):
-        save_model(_MainProcess(), second, best, names, prep)
+        save_best(_MainProcess(), second, best, names, prep)
     monkeypatch.setattr(os, "replace", real_replace)
     back = CFTHead.from_pretrained(best)  # the last complete model is found again
     torch.testing.assert_close(back.weight, rows)
@@ -215,10 +215,10 @@ def test_save_model_is_atomic_and_a_crash_leaves_a_loadable_model(tmp_path, monk
 
     monkeypatch.setattr(os, "replace", killed_when_moving_aside)
     with pytest.raises(KeyboardInterrupt):
-        save_model(_MainProcess(), second, best, names, prep)
+        save_best(_MainProcess(), second, best, names, prep)
     monkeypatch.setattr(os, "replace", real_replace)
     torch.testing.assert_close(CFTHead.from_pretrained(best).weight, rows)  # untouched
-    save_model(_MainProcess(), third, best, names, prep)  # the stale .tmp is cleared, the new model in
+    save_best(_MainProcess(), third, best, names, prep)  # the stale .tmp is cleared, the new model in
     torch.testing.assert_close(CFTHead.from_pretrained(best).weight, CFTHead(third).weight)
     assert sorted(os.listdir(tmp_path)) == ["best"]
 
@@ -229,17 +229,17 @@ def test_trainer_saves_the_preprocessing_it_evaluated_with(tmp_path):
     from PIL import Image
 
     from hf_cft.head import CFTHead
-    from hf_cft.training import image_transforms, save_model
+    from hf_cft.training import image_transforms, save_best
 
     mean, std = [0.4, 0.45, 0.5], [0.2, 0.25, 0.3]
-    save_model(_MainProcess(), _resnet(0), str(tmp_path / "hf"), ["a", "b", "c"], (40, mean, std))
+    save_best(_MainProcess(), _resnet(0), str(tmp_path / "hf"), ["a", "b", "c"], (40, mean, std))
     proc = CFTHead.from_pretrained(str(tmp_path / "hf")).image_processor
     assert isinstance(proc, transformers.ViTImageProcessor) and proc.size == {"height": 40, "width": 40}
     np.testing.assert_allclose(proc.image_mean, mean)
     np.testing.assert_allclose(proc.image_std, std)
 
     model = timm.create_model("test_resnet", num_classes=3, pretrained=False).eval()
-    save_model(_MainProcess(), model, str(tmp_path / "timm"), ["a", "b", "c"], (48, mean, std))
+    save_best(_MainProcess(), model, str(tmp_path / "timm"), ["a", "b", "c"], (48, mean, std))
     back = timm.create_model(f"local-dir:{tmp_path / 'timm'}", pretrained=True)
     cfg = timm.data.resolve_data_config({}, model=back)
     assert cfg["input_size"] == (3, 48, 48)

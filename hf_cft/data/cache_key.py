@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import os
 import stat
@@ -13,14 +14,19 @@ logger = logging.getLogger(__name__)
 __all__ = ["code_hash", "files_hash"]
 
 
-def code_hash() -> str:
-    """A short hash of the data package's source, part of every cache key: a code change never reuses a cache."""
+def code_hash(builder: type | None = None) -> str:
+    """A short hash of the data package's source and of ``builder``'s own module when it lives elsewhere (a
+    builder of your own), part of every cache key: a code change never reuses a cache."""
     h = hashlib.sha1()
     here = os.path.dirname(os.path.abspath(__file__))
     for name in sorted(os.listdir(here)):
         if name.endswith(".py"):
             with open(os.path.join(here, name), "rb") as f:
                 h.update(name.encode() + f.read())
+    source = inspect.getsourcefile(builder) if builder is not None else None
+    if source and os.path.dirname(os.path.abspath(source)) != here:
+        with open(source, "rb") as f:
+            h.update(b"builder\0" + f.read())
     return h.hexdigest()[:12]
 
 

@@ -50,7 +50,7 @@ def load_partial_dataset(name: str, data_dir: str | None = None, cache_dir: str 
         folder = cls.check_data_dir(data_dir, config, name)
     if data_dir is not None:
         data_dir = os.path.abspath(os.path.expanduser(data_dir))
-    builder = cls(cache_dir=cache_dir, data_dir=data_dir, dataset_name=name, code_hash=code_hash(),
+    builder = cls(cache_dir=cache_dir, data_dir=data_dir, dataset_name=name, code_hash=code_hash(cls),
                   input_hash=cls.input_hash(folder, config), **config)
     try:
         builder.download_and_prepare(download_mode=datasets.DownloadMode.FORCE_REDOWNLOAD if rebuild else None)

@@ -5,7 +5,9 @@ variant's options (its own dataclass, in ``config.options[name]``, checked by it
 flat keyword and attribute of the config (``CFTConfig(variant="bp", epochs=10).epochs``), so the recipe's flags
 and the shipped YAML files name them as before. Only the settings a result depends on are saved and compared
 (:meth:`CFTConfig.to_dict`: the shared settings and the options of the chosen variants); the runtime settings
-(:data:`RUNTIME_FIELDS`: device, memory budget, progress bars) say how a run ran and are not.
+(:data:`RUNTIME_FIELDS`: the device and progress bars) say how a run ran and are not. The memory budget is a
+result setting: it decides how categories are grouped into blocks, and a block's seed (the GA's draws) and
+rounding follow its grouping.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ __all__ = ["CFT_CONFIG_NAME", "COMMON_FIELDS", "RUNTIME_FIELDS", "CFTConfig", "S
 POLICIES = ("u_ignore", "u_ones", "u_zeros")
 METRICS = ("ap", "auroc")
 SELECTION_RULES = ("crossfit", "strict")
-RUNTIME_FIELDS = ("device", "block_memory_mb", "show_progress")
-"""Settings that say how a run ran, never what it gives: not saved, not compared, not in a checkpoint's key."""
+RUNTIME_FIELDS = ("device", "show_progress")
+"""Settings that say how a run ran: not saved, not compared. A block checkpoint's key holds the kind of device its
+rows were computed on (a GPU rounds differently), not the setting."""
 
 
 @dataclass(eq=False)
@@ -202,6 +205,10 @@ class CFTConfig(SharedSettings):
 
     def __init__(self, *args: Any, options: dict[str, Any] | None = None, **kwargs: Any) -> None:
         flat = {k: kwargs.pop(k) for k in list(kwargs) if k not in SHARED_NAMES and option_owner(k) is not None}
+        unknown = sorted(set(kwargs) - set(SHARED_NAMES))
+        if unknown:
+            raise TypeError(f"CFTConfig got unknown setting(s) {unknown}: neither a shared setting nor an option of a "
+                            f"registered variant ({sorted(VARIANTS)}); see `hf_cft.engine.config.keyword_fields()`")
         super().__init__(*args, **kwargs)
         self.options = _build_options(options or {}, flat)
 
@@ -219,7 +226,9 @@ class CFTConfig(SharedSettings):
             object.__setattr__(self, name, value)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, CFTConfig) and self.to_dict() == other.to_dict()
+        if not isinstance(other, CFTConfig):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
 
     __hash__ = None  # mutable, like a dataclass
 

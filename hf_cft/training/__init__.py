@@ -32,9 +32,8 @@ from .model import BEST, build_model, load_best, model_logits
 from .pretrain import pretrain_backbone, pretrain_digits
 from .refresh import refresh_after_epoch
 from .report import final_report, push_best, score_best, validate
-from .saving import save_model
+from .saving import save_best
 from .splits import (
-    SIMULATED_DATASETS,
     SplitDataset,
     build_loaders,
     dataset_options,
@@ -50,7 +49,6 @@ __all__ = [
     "CHECKPOINTS",
     "METHODS",
     "METHOD_REGISTRY",
-    "SIMULATED_DATASETS",
     "LossInputs",
     "Method",
     "Run",
@@ -82,7 +80,7 @@ __all__ = [
     "push_best",
     "refresh_after_epoch",
     "resume",
-    "save_model",
+    "save_best",
     "score_best",
     "train",
     "train_epoch",

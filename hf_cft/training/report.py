@@ -14,7 +14,7 @@ from ..io import write_json
 from .arguments import TrainArguments
 from .evaluation_loop import evaluate_loader
 from .model import BEST, load_best
-from .saving import save_model
+from .saving import save_best
 from .splits import SplitDataset
 from .state import Run, TrainState
 from .transforms import image_transforms
@@ -34,7 +34,7 @@ def validate(run: Run, model, loader, state: TrainState, epoch: int, loss: float
     state.history.append({"epoch": epoch, "loss": loss, **val})
     if improved:
         state.best_score, state.best_epoch = score, epoch
-        save_model(accelerator, model, os.path.join(args.output_dir, BEST), names, preprocessing)
+        save_best(accelerator, model, os.path.join(args.output_dir, BEST), names, preprocessing)
     state.epoch = epoch
     accelerator.print(f"epoch {epoch}: validation mAP {100 * val['map']:.2f} mAUC {100 * val['mauc']:.2f}"
                       + (" (best)" if improved else ""))

@@ -1,4 +1,4 @@
-"""Model folders the trainer writes — the best model (:func:`save_model`) and the pretrained digits backbone
+"""Model folders the trainer writes — the best model (:func:`save_best`) and the pretrained digits backbone
 (:func:`save_backbone`) — both through the package's one folder writer, :func:`hf_cft.modeling.save.save_model`
 (written to ``<directory>.tmp``, then swapped in whole: a complete model is on disk at every instant)."""
 
@@ -11,10 +11,10 @@ from ..modeling import save as model_folder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["save_backbone", "save_model"]
+__all__ = ["save_backbone", "save_best"]
 
 
-def save_model(accelerator, model, directory: str, names: list[str], preprocessing=None) -> None:
+def save_best(accelerator, model, directory: str, names: list[str], preprocessing=None) -> None:
     """Save the model (main process) as a multi-label classifier with its labels and evaluation preprocessing
     ``(size, mean, std)``, atomically (a kill at any point leaves a complete model that the next save, or
     ``CFTHead.from_pretrained``, recovers)."""

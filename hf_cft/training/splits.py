@@ -9,17 +9,16 @@ import logging
 import numpy as np
 import torch
 
-from ..data import CHEXPERT_COMPETITION, label_arrays, load_partial_dataset, partial_info
+from ..data import BUILDERS, CHEXPERT_COMPETITION, label_arrays, load_partial_dataset, partial_info
 from .arguments import TrainArguments
 from .state import TrainData
 from .transforms import image_transforms
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SIMULATED_DATASETS", "SplitDataset", "build_loaders", "dataset_options", "eval_columns",
+__all__ = ["SplitDataset", "build_loaders", "dataset_options", "eval_columns",
            "load_training_data", "prepare_splits"]
 
-SIMULATED_DATASETS = ("coco2014", "digits_mosaic")  # builders whose partial labels are simulated (known_ratio, …)
 
 
 class SplitDataset(torch.utils.data.Dataset):
@@ -44,7 +43,8 @@ def dataset_options(dataset: str, dataset_config: str | None, known_ratio: float
                     seed: int) -> dict:
     """The builder options of a run: ``dataset_config`` (JSON) with the simulation settings where they apply."""
     config = json.loads(dataset_config) if dataset_config else {}
-    if dataset in SIMULATED_DATASETS:
+    builder = BUILDERS.get(dataset)
+    if builder is not None and builder.FULL_LABELS_BEHIND_MASK:  # partial labels simulated: known_ratio, …
         config.setdefault("known_ratio", known_ratio)
         config.setdefault("protocol", protocol)
         config.setdefault("seed", seed)
