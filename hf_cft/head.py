@@ -210,18 +210,23 @@ class CFTHead:
 
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
                     commit_message: str = DEFAULT_COMMIT_MESSAGE, category_names: Sequence[str] | None = None,
-                    extra_files: dict[str, str | bytes] | None = None, card_data=None, **card_fields) -> str:
+                    extra_files: dict[str, str | bytes] | None = None, card_data=None, revision: str | None = None,
+                    create_pr: bool = False, **card_fields) -> str:
         """Upload the calibrated model in one commit, merging an existing card (:func:`hf_cft.hub.push_folder`).
 
-        ``card_data`` / ``card_fields`` as in :meth:`save_pretrained`. Returns the commit URL.
+        ``revision``: the branch to commit to (default: main); ``create_pr=True`` opens a pull request with the
+        commit instead, leaving the branch as it was. ``card_data`` / ``card_fields`` as in
+        :meth:`save_pretrained`. Returns the commit URL (with ``create_pr``, the pull request's URL).
         """
         data = (self.card_data if card_data is None else card_data).updated(**card_fields).updated(repo_id=repo_id)
         return push_folder(repo_id, lambda folder: self.save_pretrained(folder, category_names, extra_files, data),
-                           private=private, token=token, commit_message=commit_message)
+                           private=private, token=token, commit_message=commit_message, revision=revision,
+                           create_pr=create_pr)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, category_names: Sequence[str] | None = None,
-                        image_processor=None, **kwargs) -> CFTHead:
+                        image_processor=None, revision: str | None = None, token: str | None = None,
+                        **kwargs) -> CFTHead:
         """Load a transformers or timm classifier from the Hub or a local folder and wrap it.
 
         Refuses a model whose head was (re)initialized at load time (``ignore_mismatched_sizes``, a changed
@@ -229,14 +234,17 @@ class CFTHead:
         trained, and CFT would calibrate noise. A truncated or corrupt ``.safetensors`` file raises an
         ``OSError`` that names it. ``image_processor`` sets the preprocessing of :meth:`extract`; by default the
         one saved with a transformers model is loaded (timm models use their data config). A calibrated model
-        gives back how it was made: :attr:`cft_config` and :attr:`cft_report`.
+        gives back how it was made: :attr:`cft_config` and :attr:`cft_report`. From the Hub, every file read (the
+        weights, configs, image processor, ``cft_config.json``, ``cft_report.json``) is read at ``revision`` (a
+        branch, tag, commit or ``refs/pr/<n>``; default: main) with ``token`` (default: the saved login).
         """
         name_or_path = os.fspath(name_or_path)
-        model = load_classifier(name_or_path, kwargs.pop("library", None), **kwargs)
+        hub = {k: v for k, v in (("revision", revision), ("token", token)) if v is not None}
+        model = load_classifier(name_or_path, kwargs.pop("library", None), revision, token, **kwargs)
         head = cls(model.eval(), category_names=category_names)
         head.name_or_path = name_or_path
         head.card_data.base_model = name_or_path
-        config, report = read_calibration(name_or_path)
+        config, report = read_calibration(name_or_path, revision, token)
         head.cft_config = None if config is None else CFTConfig.from_dict(config)
         head.cft_report = None if report is None else CFTResult.from_dict(report, head.weight, head.bias)
         if image_processor is not None:
@@ -245,7 +253,7 @@ class CFTHead:
             try:
                 from transformers import AutoImageProcessor
 
-                head.image_processor = AutoImageProcessor.from_pretrained(name_or_path)
+                head.image_processor = AutoImageProcessor.from_pretrained(name_or_path, **hub)
             except (OSError, ValueError) as err:
                 if not has_timm_data_config(head.model):
                     logger.warning("%s (%s)", head._missing_preprocessing_message(), err)

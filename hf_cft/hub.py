@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 
 from huggingface_hub import HfApi
-from huggingface_hub.utils import EntryNotFoundError
+from huggingface_hub.utils import EntryNotFoundError, RevisionNotFoundError
 
 from .card import merge_cards
 from .constants import MODEL_CARD_NAME
@@ -26,13 +26,19 @@ DEFAULT_COMMIT_MESSAGE = "Calibrated with hf_cft (category-wise fine-tuning)"
 
 
 def push_folder(repo_id: str, write: Callable[[str], str], private: bool | None = None, token: str | None = None,
-                commit_message: str = DEFAULT_COMMIT_MESSAGE) -> str:
-    """Create ``repo_id`` if needed and upload the folder ``write(path)`` writes, in one commit; the commit URL.
+                commit_message: str = DEFAULT_COMMIT_MESSAGE, revision: str | None = None,
+                create_pr: bool = False) -> str:
+    """Create ``repo_id`` if needed and upload the folder ``write(path)`` writes, in one commit; the commit URL
+    (with ``create_pr``, the pull request's URL).
 
     ``write`` is given a path inside a temporary folder and returns the folder it wrote (e.g. a model's
     ``save_pretrained``). An existing model card is merged, not destroyed: its text is kept, the hf_cft section
     (between ``<!-- hf_cft:start -->`` and ``<!-- hf_cft:end -->``) is added or replaced, and the metadata are
     merged (tags united, the rest updated).
+
+    ``revision``: the branch to commit to (default: main); ``create_pr``: open a pull request with the commit
+    instead of committing to the branch, for a reviewer to merge (both as ``HfApi.upload_folder`` takes them).
+    The card merged is the one at ``revision``.
     """
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
@@ -40,22 +46,23 @@ def push_folder(repo_id: str, write: Callable[[str], str], private: bool | None 
         folder = write(os.path.join(tmp, "model"))
         readme = os.path.join(folder, MODEL_CARD_NAME)
         if os.path.exists(readme):
-            existing = existing_card(api, repo_id)
+            existing = existing_card(api, repo_id, revision)
             if existing is not None:
                 with open(readme, encoding="utf-8") as f:
                     ours = f.read()
                 with open(readme, "w", encoding="utf-8") as f:
                     f.write(merge_cards(existing, ours))
         info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
-                                 repo_type="model")
-    return str(getattr(info, "commit_url", info))
+                                 repo_type="model", revision=revision, create_pr=create_pr)
+    pr_url = getattr(info, "pr_url", None)
+    return str(pr_url or getattr(info, "commit_url", info))
 
 
-def existing_card(api: HfApi, repo_id: str) -> str | None:
-    """The text of ``repo_id``'s model card, or None when it has none."""
+def existing_card(api: HfApi, repo_id: str, revision: str | None = None) -> str | None:
+    """The text of ``repo_id``'s model card at ``revision`` (default: main), or None when it has none."""
     try:
-        path = api.hf_hub_download(repo_id, MODEL_CARD_NAME, repo_type="model")
-    except EntryNotFoundError:
+        path = api.hf_hub_download(repo_id, MODEL_CARD_NAME, repo_type="model", revision=revision)
+    except (EntryNotFoundError, RevisionNotFoundError):
         return None
     with open(path, encoding="utf-8") as f:
         return f.read()

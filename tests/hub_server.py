@@ -2,7 +2,10 @@
 
 It implements the endpoints huggingface_hub and transformers use for model repos: create a repo,
 pre-upload (every file "regular", sent inline), commit (NDJSON), resolve a file (HEAD / GET with the
-headers the client checks), and repo info. Files are kept in memory per repo and revision "main".
+headers the client checks), and repo info. Files are kept in memory per repo: ``repos`` holds "main", ``refs``
+the other revisions (a commit with ``create_pr=1`` opens the pull-request ref ``refs/pr/<n>``, a copy of the
+revision it was based on with the commit's files, and answers its ``pullRequestUrl``; a file or repo info is
+served from the revision asked for).
 """
 
 from __future__ import annotations
@@ -12,15 +15,18 @@ import hashlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 
 class _State:
     def __init__(self):
         self.repos: dict[str, dict[str, bytes]] = {}
         self.commits: dict[str, list[str]] = {}
+        self.refs: dict[str, dict[str, dict[str, bytes]]] = {}  # repo -> revision other than main -> files
+        self.ref_commits: dict[tuple[str, str], str] = {}
         self.lock = threading.Lock()
         self.log: list[str] = []
+        self.auth: list[tuple[str, str | None]] = []  # (request, its Authorization header) of every download
 
 
 def _handler(state: _State):
@@ -46,9 +52,25 @@ def _handler(state: _State):
             n = int(self.headers.get("Content-Length") or 0)
             return self.rfile.read(n) if n else b""
 
-        def _commit_id(self, repo: str) -> str:
+        def _commit_id(self, repo: str, revision: str = "main") -> str:
+            """The commit ``revision`` names: a branch's or ref's last commit, or the commit itself."""
+            if revision in state.commits.get(repo, []) or revision in state.ref_commits.values():
+                return revision
+            if revision != "main":
+                return state.ref_commits.get((repo, revision), "0" * 40)
             commits = state.commits.get(repo) or ["0" * 40]
             return commits[-1]
+
+        def _files(self, repo: str, revision: str) -> dict[str, bytes] | None:
+            """The files of ``repo`` at ``revision`` (a branch name, a ref or a commit of main), or None."""
+            if revision in ("main", *state.commits.get(repo, [])):
+                return state.repos[repo]
+            refs = state.refs.get(repo, {})
+            by_commit = {oid: ref for (r, ref), oid in state.ref_commits.items() if r == repo}
+            return refs.get(by_commit.get(revision, revision))
+
+        def _parts(self) -> list[str]:
+            return [unquote(p) for p in urlparse(self.path).path.strip("/").split("/")]  # revisions hold "/"
 
         # -- routes ------------------------------------------------------------------------------------------
         def do_POST(self):
@@ -68,7 +90,7 @@ def _handler(state: _State):
                 return self._json(200, {"url": f"http://{self.headers['Host']}/{repo}", "name": repo})
             if path == "/api/validate-yaml":
                 return self._json(200, {"errors": [], "warnings": []})
-            parts = path.strip("/").split("/")
+            parts = self._parts()
             if len(parts) >= 6 and parts[0] == "api" and parts[1] == "models" and parts[4] == "preupload":
                 data = json.loads(body)
                 return self._json(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
@@ -91,27 +113,50 @@ def _handler(state: _State):
                         deleted.append(item["value"]["path"])
                     elif item["key"] == "lfsFile":
                         return self._json(400, {"error": "this test server takes regular uploads only"})
-                with state.lock:
-                    for p in deleted:
-                        state.repos[repo].pop(p, None)
-                    state.repos[repo].update(files)
-                    oid = hashlib.sha1(json.dumps(sorted(state.repos[repo])).encode()
-                                       + str(len(state.commits[repo])).encode()).hexdigest()
-                    state.commits[repo].append(oid)
-                return self._json(200, {"commitUrl": f"http://{self.headers['Host']}/{repo}/commit/{oid}",
-                                        "commitOid": oid, "success": True})
+                revision = "/".join(parts[5:]) or "main"
+                create_pr = parse_qs(urlparse(self.path).query).get("create_pr") == ["1"]
+                return self._commit(repo, revision, create_pr, files, deleted)
             return self._json(404, {"error": f"no route POST {path}"})
+
+        def _commit(self, repo: str, revision: str, create_pr: bool, files: dict, deleted: list):
+            host = self.headers["Host"]
+            with state.lock:
+                base = self._files(repo, revision)
+                if base is None:
+                    return self._json(404, {"error": f"Invalid rev id: {revision}"},
+                                      {"X-Error-Code": "RevisionNotFound"})
+                pr_url = None
+                if create_pr:
+                    number = len(state.refs.setdefault(repo, {})) + 1
+                    revision, base = f"refs/pr/{number}", dict(base)
+                    state.refs[repo][revision] = base
+                    pr_url = f"http://{host}/{repo}/discussions/{number}"
+                for p in deleted:
+                    base.pop(p, None)
+                base.update(files)
+                count = len(state.commits[repo]) + len(state.ref_commits)
+                oid = hashlib.sha1(json.dumps(sorted(base)).encode() + str(count).encode()).hexdigest()
+                if revision == "main":
+                    state.commits[repo].append(oid)
+                else:
+                    state.ref_commits[(repo, revision)] = oid
+            return self._json(200, {"commitUrl": f"http://{host}/{repo}/commit/{oid}", "commitOid": oid,
+                                    "success": True, "pullRequestUrl": pr_url})
 
         def _resolve(self, head: bool):
             path = unquote(urlparse(self.path).path)
             state.log.append(f"{'HEAD' if head else 'GET'} {path}")
-            parts = path.strip("/").split("/")
+            state.auth.append((f"{'HEAD' if head else 'GET'} {path}", self.headers.get("Authorization")))
+            parts = self._parts()
             if len(parts) >= 5 and parts[2] == "resolve":
-                repo, filename = f"{parts[0]}/{parts[1]}", "/".join(parts[4:])
+                repo, revision, filename = f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:])
                 if repo not in state.repos:
                     return self._send(404, b"", {"X-Error-Code": "RepoNotFound"}, head)
-                data = state.repos[repo].get(filename)
-                commit = self._commit_id(repo)
+                tree = self._files(repo, revision)
+                if tree is None:
+                    return self._send(404, b"", {"X-Error-Code": "RevisionNotFound"}, head)
+                data = tree.get(filename)
+                commit = self._commit_id(repo, revision)
                 if data is None:
                     return self._send(404, b"", {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit}, head)
                 etag = f'"{hashlib.sha1(data).hexdigest()}"'
@@ -121,8 +166,13 @@ def _handler(state: _State):
                 repo = f"{parts[2]}/{parts[3]}" if len(parts) >= 4 else parts[2]
                 if repo not in state.repos:
                     return self._json(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
-                files = state.repos[repo]
-                return self._json(200, {"id": repo, "modelId": repo, "sha": self._commit_id(repo), "private": False,
+                revision = "/".join(parts[5:]) if len(parts) >= 6 and parts[4] == "revision" else "main"
+                files = self._files(repo, revision)
+                if files is None:
+                    return self._json(404, {"error": f"Invalid rev id: {revision}"},
+                                      {"X-Error-Code": "RevisionNotFound"})
+                return self._json(200, {"id": repo, "modelId": repo, "sha": self._commit_id(repo, revision),
+                                        "private": False,
                                         "siblings": [{"rfilename": f} for f in sorted(files)], "tags": []})
             return self._json(404, {"error": f"no route {path}"})
 

@@ -278,3 +278,91 @@ def test_card_data_is_a_model_card_data_whose_metadata_are_the_plain_ones():
     assert data.to_dict()["repo_id"] == "model" and data.updated(repo_id="me/m").to_dict()["model_name"] == "m"
     with pytest.raises(TypeError, match="unknown model card field"):
         data.updated(licence="mit")
+
+
+def _many(c, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(300, 8)).astype(np.float32)
+    y = (z @ rng.normal(size=(8, c)) + rng.normal(size=(300, c)) > 0).astype(np.int8)
+    m = rng.random((300, c)) < 0.6
+    w0, b0 = rng.normal(size=(c, 8)).astype(np.float32), np.zeros(c, np.float32)
+    return fit_cft(z, y, m, w0, b0, CFTConfig(variant="refit", show_progress=False),
+                   category_names=[f"cat{i}" for i in range(c)])
+
+
+def _evaluation(c, seed=1):
+    rng = np.random.default_rng(seed)
+    before, after = rng.random(c).tolist(), rng.random(c).tolist()
+    return {"test": {"before": {"map": 0.4784, "mauc": 0.61, "per_category_ap": before, "per_category_auroc": before},
+                     "after": {"map": 0.5372, "mauc": 0.6543, "per_category_ap": after,
+                               "per_category_auroc": after}}}
+
+
+def _table_rows(card: str) -> list[str]:
+    section = card.split("## Per category", 1)[1].split("\n## ", 1)[0]
+    return [ln for ln in section.splitlines() if ln.startswith("| ") and not ln.startswith("| # |")]
+
+
+def test_model_index_holds_only_this_models_results_and_the_card_shows_the_plot(tmp_path):
+    from huggingface_hub import ModelCard, metadata_load
+
+    from hf_cft.card import CFTModelCardData, render_card
+
+    data = CFTModelCardData(dataset_name="digits_mosaic", evaluation=_evaluation(3), result=_result())
+    card = render_card(data, "m")
+    card.save(tmp_path / "README.md")
+    index = metadata_load(tmp_path / "README.md")["model-index"]
+    metrics = [m for entry in index for r in entry["results"] for m in r["metrics"]]
+    assert len(metrics) == 2 and not any("before" in m["name"].lower() for m in metrics)
+    assert {m["type"]: m["value"] for m in metrics} == {"map": 53.72, "mauc": 65.43}  # the after-CFT figures
+    results = ModelCard.load(tmp_path / "README.md").data.eval_results
+    assert sorted(r.metric_value for r in results) == [53.72, 65.43]
+    text = str(card)
+    assert "| test | mAP | 47.84 | 53.72 | +5.88 |" in text  # the comparison stays in the text
+    assert "![Per-category gains](cft_gains.png)" in text
+    caption = " ".join(text.split("](cft_gains.png)", 1)[1].split("##", 1)[0].split())
+    assert "AP per category (points) on the test split" in caption and "sorted by gain" in caption
+    assert "chosen by AUROC on the selection split" in caption  # crossfit selects by AUROC
+    no_eval = " ".join(str(render_card(CFTModelCardData(result=_result()), "m")).split())
+    assert "AUROC per category (points) on the selection split" in no_eval and "model-index" not in no_eval
+
+
+def test_card_table_lists_every_category_up_to_50_else_the_extremes(tmp_path):
+    from hf_cft.card import CFTModelCardData, render_card
+
+    small = _many(10)
+    card = str(render_card(CFTModelCardData(result=small), "m"))
+    assert len(_table_rows(card)) == 10 and "largest losses" not in card
+    big = _many(60)
+    card = str(render_card(CFTModelCardData(result=big), "m"))
+    rows = _table_rows(card)
+    assert len(rows) == 40
+    assert "The 20 largest gains and the 20 largest losses of the 60" in card
+    assert "full table of every category is in `cft_report.json`" in " ".join(card.split())
+    gains = [r.gain or 0.0 for r in big.report]
+    order = sorted(range(60), key=lambda i: (-gains[i], i))
+    listed = [int(row.split("|")[1]) for row in rows]
+    assert listed == [big.report[i].index for i in order[:20] + order[-20:]]
+
+
+def test_gains_plot_bars_are_sorted_by_gain(monkeypatch):
+    import matplotlib.axes
+
+    from hf_cft.card import gains_plot_png, plotted_gains
+
+    drawn = {}
+    bar = matplotlib.axes.Axes.bar
+
+    def spy(self, x, height, *args, **kw):
+        drawn["heights"] = list(height)
+        return bar(self, x, height, *args, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "bar", spy)
+    res, ev = _many(10), _evaluation(10)["test"]
+    after, before = ev["after"]["per_category_ap"], ev["before"]["per_category_ap"]
+    assert gains_plot_png(res, after, before)[:4] == b"\x89PNG"
+    want = sorted((100 * (a - b) for a, b in zip(after, before)), reverse=True)
+    assert drawn["heights"] == pytest.approx(want)
+    assert plotted_gains(res, after, before)[1:] == ("ap", "evaluation")
+    gains_plot_png(res)
+    assert drawn["heights"] == sorted(drawn["heights"], reverse=True)

@@ -81,7 +81,11 @@ head = CFTHead.from_pretrained("user/timm-tiny")  # no library given: read from 
 x = torch.randn(1, 3, 40, 40)
 with torch.no_grad():
     diff = float((head.model(x) - model(x)).abs().max())
-print(json.dumps({"library": head.library, "paths": list(head.spec.paths), "diff": diff}))
+pinned = CFTHead.from_pretrained("user/timm-tiny", revision="main", token="hf_x")  # timm, through a snapshot
+with torch.no_grad():
+    pinned_diff = float((pinned.model(x) - model(x)).abs().max())
+print(json.dumps({"library": head.library, "paths": list(head.spec.paths), "diff": diff,
+                  "pinned": [pinned.library, pinned_diff]}))
 '''
 
 
@@ -94,3 +98,108 @@ def test_a_timm_model_on_the_hub_loads_as_timm(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["library"] == "timm" and out["paths"] == ["fc"] and out["diff"] < 1e-5
+    assert out["pinned"][0] == "timm" and out["pinned"][1] < 1e-5
+
+
+PR_SCRIPT = r'''
+import json, numpy as np, torch, transformers
+from hf_cft import CFTConfig, fit_cft
+from hf_cft.head import CFTHead
+token = "hf_secret_token_456"
+torch.manual_seed(0)
+cfg = transformers.ViTConfig(image_size=24, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=32, num_labels=3, id2label={0: "a", 1: "b", 2: "c"},
+                             label2id={"a": 0, "b": 1, "c": 2})
+head = CFTHead(transformers.ViTForImageClassification(cfg).eval())
+head.image_processor = transformers.ViTImageProcessor(size={"height": 24, "width": 24})
+w0, b0 = head.weight.clone(), head.bias.clone()
+results = []
+for seed in (0, 1):  # two calibrations of the same model: the first on main, the second proposed in a PR
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(300, 16)).astype(np.float32)
+    y = (z @ rng.normal(size=(16, 3)) > 0).astype(np.int8)
+    m = rng.random((300, 3)) < 0.7
+    results.append(fit_cft(z, y, m, w0, b0, CFTConfig(variant="refit", seed=seed, show_progress=False)))
+head.apply(results[0])
+main_url = head.push_to_hub("user/cft-pr", token=token)
+head.apply(results[1])
+pr_url = head.push_to_hub("user/cft-pr", token=token, create_pr=True, commit_message="CFT: please review")
+pr = CFTHead.from_pretrained("user/cft-pr", revision="refs/pr/1", token=token)
+main = CFTHead.from_pretrained("user/cft-pr", token=token)
+print(json.dumps({
+    "main_url": main_url, "pr_url": pr_url,
+    "pr_report": pr.cft_report.to_dict() == results[1].to_dict(),
+    "main_report": main.cft_report.to_dict() == results[0].to_dict(),
+    "pr_rows": bool(torch.allclose(pr.weight, results[1].weight, atol=1e-6)),
+    "main_rows": bool(torch.allclose(main.weight, results[0].weight, atol=1e-6)),
+    "differ": results[0].to_dict() != results[1].to_dict(),
+}))
+'''
+
+
+def test_push_with_create_pr_leaves_main_and_load_reads_the_revision(tmp_path):
+    """The local server keeps refs: a create_pr push opens refs/pr/1 and main stays as it was; loading with
+    revision= and token= reads every file (the CFT JSON files included) at that revision, with the token."""
+    with HubServer() as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "0",
+               "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+        env.pop("HF_TOKEN", None)
+        proc = subprocess.run([sys.executable, "-c", PR_SCRIPT], capture_output=True, text=True, env=env,
+                              cwd=str(tmp_path), timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        main, refs, commits = hub.state.repos["user/cft-pr"], hub.state.refs["user/cft-pr"], hub.state.commits
+        auth = list(hub.state.auth)
+        pr_commit = hub.state.ref_commits[("user/cft-pr", "refs/pr/1")]
+    assert out["differ"] and out["pr_report"] and out["main_report"] and out["pr_rows"] and out["main_rows"]
+    assert out["pr_url"].endswith("/user/cft-pr/discussions/1") and "/commit/" in out["main_url"]
+    assert list(refs) == ["refs/pr/1"] and len(commits["user/cft-pr"]) == 1  # main got the first push only
+    assert main["cft_report.json"] != refs["refs/pr/1"]["cft_report.json"]
+    seeds = [json.loads(files["cft_config.json"])["seed"] for files in (main, refs["refs/pr/1"])]
+    assert seeds == [0, 1]
+    at_pr = {req.rsplit("/", 1)[-1] for req, _ in auth if f"/resolve/{pr_commit}/" in req or "/refs/pr/1/" in req}
+    assert {"config.json", "model.safetensors", "cft_config.json", "cft_report.json",
+            "preprocessor_config.json"} <= at_pr  # every file of the PR load read at its revision
+    assert {header for _, header in auth} == {"Bearer hf_secret_token_456"}  # every download with the token
+
+
+class _Recorder:
+    def __init__(self):
+        self.pushed = None
+
+    def apply(self, result):
+        return self
+
+    def save_pretrained(self, *args, **kwargs):
+        return "out"
+
+    def push_to_hub(self, repo_id, **kwargs):
+        self.pushed = (repo_id, kwargs)
+
+
+class _Scores:
+    def to_dict(self):
+        return {"map": 0.5, "mauc": 0.5}
+
+
+def test_the_recipe_passes_hub_revision_and_create_pr_to_the_push(tmp_path):
+    from transformers import HfArgumentParser
+
+    from hf_cft.recipe.arguments import RecipeArguments
+    from hf_cft.recipe.job import Job, Outcome
+    from hf_cft.recipe.report import save_outputs
+
+    (recipe,) = HfArgumentParser(RecipeArguments).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path / "out"), "--push_to_hub", "--hub_model_id", "me/m", "--hub_revision", "dev",
+         "--hub_create_pr"], look_for_args_file=False)
+    head = _Recorder()
+    job = Job(recipe=recipe, accelerator=type("A", (), {"print": staticmethod(lambda *a: None)})(),
+              model_path="m", ds=None, names=["a"], head=head, features_of=None)
+    outcome = Outcome(results={"refit": None}, kept="refit", selection_on_eval=False, table=[],
+                      scores={"baseline": _Scores(), "refit": _Scores()})
+    save_outputs(job, outcome)
+    assert head.pushed[0] == "me/m"
+    assert head.pushed[1]["revision"] == "dev" and head.pushed[1]["create_pr"] is True
+    (plain,) = HfArgumentParser(RecipeArguments).parse_args_into_dataclasses(["--output_dir", "o"],
+                                                                             look_for_args_file=False)
+    assert plain.hub_revision is None and plain.hub_create_pr is False

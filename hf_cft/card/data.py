@@ -17,17 +17,22 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
 
+from ..constants import CFT_REPORT_NAME, GAINS_PLOT_NAME
 from ..engine.variants import AUTO, VARIANTS
+from .plot import METRIC_LABELS, plotted_gains
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CARD_FIELDS", "CROSSFIT_CARD_FIELDS", "CFTModelCardData", "card_hyperparameters", "skip_reasons"]
+__all__ = ["CARD_FIELDS", "CARD_ROWS_ALL", "CARD_ROWS_EACH_END", "CROSSFIT_CARD_FIELDS", "CFTModelCardData",
+           "card_hyperparameters", "card_table_rows", "skip_reasons"]
 
 # CFTConfig fields every card lists; a variant adds its own (hf_cft.engine.variants), crossfit its settings
 CARD_FIELDS = ("variant", "metric", "seed", "selection_fraction", "patience", "selection_rule")
 CROSSFIT_CARD_FIELDS = ("selection_metric", "selection_alphas", "selection_bootstrap", "selection_confidence")
 _METRIC_NAMES = {"map": ("mAP", "mean average precision (known labels)"),
                  "mauc": ("mAUC", "mean AUROC (known labels)")}
+CARD_ROWS_ALL = 50  # up to this many categories the card's table lists them all
+CARD_ROWS_EACH_END = 20  # above: the largest gains and the largest losses, this many each
 _VERSIONED = ("hf_cft", "torch", "transformers", "timm", "datasets", "accelerate", "huggingface-hub")
 
 
@@ -94,14 +99,28 @@ class CFTModelCardData(ModelCardData):
         """The Hub id the card names: ``repo_id``, else the folder's name, else "model"."""
         return self.repo_id or self.folder_name or "model"
 
+    def plot_caption(self) -> str:
+        """What the gains plot shows: its metric and split, and the metric the rows were chosen by."""
+        after, before = self.per_category_scores()
+        _, metric, split = plotted_gains(self.result, after, before)
+        where = f"the {next(iter(self.evaluation))} split" if split == "evaluation" else "the selection split"
+        chosen = self.result.config.judged_by
+        return (f"Change in {METRIC_LABELS.get(metric, metric)} per category (points) on {where}, from before to "
+                f"after CFT, bars sorted by gain; the rows were chosen by "
+                f"{METRIC_LABELS.get(chosen, chosen)} on the selection split.")
+
     def metadata(self) -> ModelCardData:
-        """The card's metadata block (the YAML front matter) as a plain ``ModelCardData``."""
+        """The card's metadata block (the YAML front matter) as a plain ``ModelCardData``.
+
+        Its ``model-index`` holds this model's own results only (after CFT): the Hub reads every entry as a result
+        of the model. The before / after comparison is the card's text table.
+        """
         eval_results = [
             EvalResult(task_type="image-classification", dataset_type=self.dataset_name or "custom",
                        dataset_name=self.dataset_name or "custom", dataset_split=row["split"],
-                       metric_type=row["key"], metric_name=f"{_METRIC_NAMES[row['key']][1]}, {when} CFT",
-                       metric_value=round(100 * row[when], 4))
-            for row in self.eval_rows() for when in ("before", "after")
+                       metric_type=row["key"], metric_name=_METRIC_NAMES[row["key"]][1],
+                       metric_value=round(100 * row["after"], 4))
+            for row in self.eval_rows()
         ]
         base = self.base_model
         return ModelCardData(
@@ -123,6 +142,7 @@ class CFTModelCardData(ModelCardData):
         if result is None:
             raise ValueError("a model card needs the applied CFTResult (CFTModelCardData.result)")
         summary = result.summary()
+        rows = card_table_rows(result)
         return {
             "model_name": self.card_repo_id.split("/")[-1],
             "repo_id": self.card_repo_id,
@@ -137,7 +157,12 @@ class CFTModelCardData(ModelCardData):
             "skip_reasons": skip_reasons(result),
             "selection": result.selection[0].upper() + result.selection[1:] if result.selection else "",
             "selection_on_eval": self.selection_on_eval,
-            "per_category": result.to_markdown(),
+            "per_category": result.to_markdown(rows),
+            "per_category_listed": len(result.report) if rows is None else len(rows),
+            "rows_each_end": CARD_ROWS_EACH_END,
+            "report_name": CFT_REPORT_NAME,
+            "gains_plot": GAINS_PLOT_NAME,
+            "plot_caption": self.plot_caption(),
             "hyperparameters": card_hyperparameters(result.config),
             "versions": _versions(),
         }
@@ -155,6 +180,17 @@ def card_hyperparameters(config) -> dict[str, Any]:
     keep |= {"uncertain_policies"} if config.uncertain_policies else set()
     cfg["selection_metric"] = config.judged_by  # what rows were selected by, even where left to its default
     return {k: cfg[k] for k in sorted(keep)}
+
+
+def card_table_rows(result) -> list[int] | None:
+    """The categories the card's table lists: all (None) up to :data:`CARD_ROWS_ALL`; above, positions in the
+    report of the :data:`CARD_ROWS_EACH_END` largest gains (largest first), then of as many largest losses (on the
+    selection split; a category without a gain counts 0)."""
+    if len(result.report) <= CARD_ROWS_ALL:
+        return None
+    gains = [r.gain or 0.0 for r in result.report]
+    order = sorted(range(len(gains)), key=lambda i: (-gains[i], i))
+    return order[:CARD_ROWS_EACH_END] + order[-CARD_ROWS_EACH_END:]
 
 
 def skip_reasons(result) -> list[tuple[str, int]]:

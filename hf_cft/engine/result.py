@@ -195,8 +195,11 @@ class CFTResult:
             path = os.path.join(path, CFT_REPORT_NAME)
         return cls.from_dict(read_json(path), weight=weight, bias=bias)
 
-    def to_markdown(self) -> str:
-        """A per-category markdown table (selection scores and gains in points)."""
+    def to_markdown(self, rows: list[int] | None = None) -> str:
+        """A per-category markdown table (selection scores and gains in points).
+
+        ``rows``: positions in :attr:`report` to list, in that order (default: every category).
+        """
         metric = self.config.judged_by.upper()
         crossfit = self.config.selection_rule == "crossfit"
         head = f"| # | category | fit (pos) | selection (pos) | {metric} before | {metric} after | gain |"
@@ -205,7 +208,7 @@ class CFTResult:
             head += " cross-fitted gain (95%) | P(gain > 0) | α |"
             rule += "---:|---:|---:|"
         lines = [head + " kept |", rule + "---|"]
-        for r in self.report:
+        for r in (self.report if rows is None else [self.report[i] for i in rows]):
             gain = r.gain
             kept = f"skipped: {r.skipped}" if r.skipped else " ".join(
                 x for x in (r.variant, r.policy, r.detail and f"({r.detail})") if x)

@@ -1,6 +1,7 @@
 """Loading a classifier for CFT: transformers or timm, from the Hub or a folder, refusing a random head.
 
-Also reads what a calibrated folder says about itself (``cft_config.json``, ``cft_report.json``).
+Also reads what a calibrated folder says about itself (``cft_config.json``, ``cft_report.json``). From the Hub,
+every file is read at the ``revision`` and with the ``token`` given (a private or pinned repo loads whole).
 """
 
 from __future__ import annotations
@@ -23,23 +24,26 @@ logger = logging.getLogger(__name__)
 __all__ = ["library_of", "load_classifier", "read_calibration"]
 
 
-def load_classifier(name_or_path: str, library: str | None = None, **kwargs) -> nn.Module:
+def load_classifier(name_or_path: str, library: str | None = None, revision: str | None = None,
+                    token: str | None = None, **kwargs) -> nn.Module:
     """The classifier at ``name_or_path`` (``library``: "transformers" or "timm"; default: detected).
 
-    Refuses a model whose head was (re)initialized at load time; a truncated or corrupt ``.safetensors`` file
-    raises an ``OSError`` that names it. A folder whose save was interrupted is repaired first.
+    From the Hub, every file is read at ``revision`` (a branch, tag, commit or ``refs/pr/<n>``; default: main)
+    with ``token``. Refuses a model whose head was (re)initialized at load time; a truncated or corrupt
+    ``.safetensors`` file raises an ``OSError`` that names it. A folder whose save was interrupted is repaired
+    first.
     """
     if interrupted_save(name_or_path):
         recover_model_dir(name_or_path)  # a save was killed half-way: restore or finish it
     detected = library is None
-    library = library or library_of(name_or_path)
+    library = library or library_of(name_or_path, revision, token)
     try:
         if library == "timm":
-            return _load_timm(name_or_path, **kwargs)
+            return _load_timm(name_or_path, revision, token, **kwargs)
         try:
-            return _load_transformers(name_or_path, **kwargs)
+            return _load_transformers(name_or_path, **_hub_kwargs(revision, token), **kwargs)
         except (TypeError, ValueError, KeyError, AttributeError, ImportError) as err:
-            cfg = _config_of(name_or_path) if detected else None
+            cfg = _config_of(name_or_path, revision, token) if detected else None
             if cfg is None or "architecture" not in cfg:
                 raise
             raise ValueError(
@@ -48,18 +52,27 @@ def load_classifier(name_or_path: str, library: str | None = None, **kwargs) -> 
                 f'CFTHead.from_pretrained({name_or_path!r}, library="timm")'
             ) from err
     except SafetensorError as err:
-        raise _corrupt_weights_error(name_or_path, err) from err
+        raise _corrupt_weights_error(name_or_path, err, revision) from err
 
 
-def read_calibration(name_or_path: str) -> tuple[dict | None, dict | None]:
+def read_calibration(name_or_path: str, revision: str | None = None,
+                     token: str | None = None) -> tuple[dict | None, dict | None]:
     """The saved ``cft_config.json`` and ``cft_report.json`` of a calibrated model (None for a missing file).
 
-    A local folder is read directly; a Hub repo through the Hub cache (a repo without them gives None).
+    A local folder is read directly; a Hub repo through the Hub cache, at ``revision`` with ``token`` (a repo
+    without them gives None).
     """
-    return _read_json(name_or_path, CFT_CONFIG_NAME), _read_json(name_or_path, CFT_REPORT_NAME)
+    return (_read_json(name_or_path, CFT_CONFIG_NAME, revision, token),
+            _read_json(name_or_path, CFT_REPORT_NAME, revision, token))
 
 
-def _read_json(name_or_path: str, filename: str) -> dict | None:
+def _hub_kwargs(revision: str | None, token: str | None) -> dict[str, str]:
+    """``revision`` / ``token`` as keywords of a Hub download, the ones given only."""
+    return {k: v for k, v in (("revision", revision), ("token", token)) if v is not None}
+
+
+def _read_json(name_or_path: str, filename: str, revision: str | None = None,
+               token: str | None = None) -> dict | None:
     if os.path.isdir(name_or_path):
         path = os.path.join(name_or_path, filename)
         if not os.path.isfile(path):
@@ -69,7 +82,7 @@ def _read_json(name_or_path: str, filename: str) -> dict | None:
         from huggingface_hub.utils import HfHubHTTPError
 
         try:
-            path = hf_hub_download(name_or_path, filename)
+            path = hf_hub_download(name_or_path, filename, **_hub_kwargs(revision, token))
         except (OSError, ValueError, HfHubHTTPError):  # not in the repo, offline, or not a repo id
             return None
     return read_json(path)
@@ -97,9 +110,11 @@ def _load_transformers(name_or_path: str, **kwargs) -> nn.Module:
     return model
 
 
-def _load_timm(name_or_path: str, **kwargs) -> nn.Module:
+def _load_timm(name_or_path: str, revision: str | None = None, token: str | None = None, **kwargs) -> nn.Module:
     import timm
 
+    if not os.path.isdir(name_or_path) and (revision is not None or token is not None):
+        name_or_path = _hub_snapshot(name_or_path, revision, token)  # timm's hf-hub: takes neither
     local = os.path.isdir(name_or_path)
     src = f"local-dir:{name_or_path}" if local else f"hf-hub:{name_or_path}"
     try:
@@ -140,6 +155,23 @@ def _load_timm(name_or_path: str, **kwargs) -> nn.Module:
     return model
 
 
+def _hub_snapshot(repo_id: str, revision: str | None, token: str | None) -> str:
+    """The folder (in the Hub cache) of Hub repo ``repo_id``'s ``config.json`` and weights at ``revision``,
+    downloaded with ``token``; the weights at the same commit as the config."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError
+
+    config = hf_hub_download(repo_id, "config.json", revision=revision, token=token)
+    commit = os.path.basename(os.path.dirname(config))  # snapshots/<commit>/config.json
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        try:
+            hf_hub_download(repo_id, name, revision=commit, token=token)
+            break
+        except EntryNotFoundError:
+            continue
+    return os.path.dirname(config)
+
+
 def _timm_weights_file(name_or_path: str) -> str | None:
     """The checkpoint file timm loads a local folder or Hub repo from (its order of preference), or None."""
     names = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth")
@@ -175,12 +207,12 @@ def _checkpoint_tensors(path: str, keys: Sequence[str]) -> dict[str, torch.Tenso
     return {k: state[k] for k in keys if k in state}
 
 
-def _safetensors_files(name_or_path: str) -> list[str]:
+def _safetensors_files(name_or_path: str, revision: str | None = None) -> list[str]:
     if os.path.isdir(name_or_path):
         return sorted(os.path.join(name_or_path, f) for f in os.listdir(name_or_path) if f.endswith(".safetensors"))
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(name_or_path, "model.safetensors")
+    found = try_to_load_from_cache(name_or_path, "model.safetensors", revision=revision)
     return [found] if isinstance(found, str) else []
 
 
@@ -193,8 +225,8 @@ def _readable_safetensors(path: str) -> bool:
     return True
 
 
-def _corrupt_weights_error(name_or_path: str, err: Exception) -> OSError:
-    files = _safetensors_files(name_or_path)
+def _corrupt_weights_error(name_or_path: str, err: Exception, revision: str | None = None) -> OSError:
+    files = _safetensors_files(name_or_path, revision)
     bad = [f for f in files if not _readable_safetensors(f)] or files
     which = ", ".join(bad) if bad else f"the .safetensors weights of {name_or_path}"
     if os.path.isdir(name_or_path):
@@ -207,21 +239,22 @@ def _corrupt_weights_error(name_or_path: str, err: Exception) -> OSError:
     return OSError(f"{which} is truncated or corrupt and cannot be read ({err}). {fix}")
 
 
-def library_of(name_or_path: str) -> str:
+def library_of(name_or_path: str, revision: str | None = None, token: str | None = None) -> str:
     """"timm" for a model saved by timm (``save_for_hf``: ``architecture``, no ``model_type``), else "transformers".
 
-    A local folder's ``config.json`` is read directly, a Hub repo's through the Hub cache.
+    A local folder's ``config.json`` is read directly, a Hub repo's through the Hub cache (at ``revision``, with
+    ``token``).
     """
-    cfg = _config_of(name_or_path)
+    cfg = _config_of(name_or_path, revision, token)
     if cfg is not None and "architecture" in cfg and "model_type" not in cfg:
         return "timm"
     return "transformers"
 
 
-def _config_of(name_or_path: str) -> dict | None:
+def _config_of(name_or_path: str, revision: str | None = None, token: str | None = None) -> dict | None:
     """The ``config.json`` of a folder or Hub repo as a dict, or None (missing, unreadable, offline)."""
     try:
-        cfg = _read_json(name_or_path, "config.json")
+        cfg = _read_json(name_or_path, "config.json", revision, token)
     except (OSError, ValueError):
         return None
     return cfg if isinstance(cfg, dict) else None

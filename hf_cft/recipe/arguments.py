@@ -63,6 +63,10 @@ class RecipeArguments:
                 "five competition categories, as the paper reports."})
     push_to_hub: bool = field(default=False, metadata={"help": "Push the calibrated model."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Repo id for --push_to_hub."})
+    hub_revision: str | None = field(default=None, metadata={
+        "help": "Branch --push_to_hub commits to (default: main)."})
+    hub_create_pr: bool = field(default=False, metadata={
+        "help": "--push_to_hub opens a pull request with the commit instead of committing to the branch."})
 
     def __post_init__(self):
         if self.dataset not in BUILDERS:

@@ -31,7 +31,8 @@ def save_outputs(job: Job, outcome: Outcome) -> None:
     if recipe.push_to_hub:
         head.push_to_hub(recipe.hub_model_id or os.path.basename(os.path.normpath(recipe.output_dir)),
                          base_model=base_model, dataset_name=recipe.dataset,
-                         evaluation=evaluation, selection_on_eval=outcome.selection_on_eval)
+                         evaluation=evaluation, selection_on_eval=outcome.selection_on_eval,
+                         revision=recipe.hub_revision, create_pr=recipe.hub_create_pr)
     job.accelerator.print(f"calibrated model, report, plot and card: {recipe.output_dir}")
 
 
