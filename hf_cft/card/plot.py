@@ -45,7 +45,9 @@ def gains_plot_png(result, per_category_after: list[float | None] | None = None,
            color=["#2a9d8f" if g > 0 else "#e76f51" if g < 0 else "#999999" for g in gains])
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric.upper())} gain (points)")
-    ax.set_title(f"CFT-{result.config.variant}: per-category gain on the {split} split, sorted by gain")
+    ax.set_title(f"CFT-{result.config.variant}: per-category gain on the {split} split\n(sorted by gain)", fontsize=10)
+    if not any(gains):
+        ax.text(0.5, 0.75, "no category changed", transform=ax.transAxes, ha="center", va="center", color="#555555")
     if len(names) <= 100:
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=90, fontsize=6)
