@@ -7,17 +7,31 @@ import sys
 
 from hub_server import HubServer
 
-SCRIPT = r'''
-import json, os, sys, numpy as np, torch, transformers
+
+def _hub_env(hub: HubServer, tmp_path, logged_out: bool = False) -> dict:
+    """A subprocess environment that talks to the local Hub server only (``logged_out``: no HF_TOKEN)."""
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "0",
+           "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    if logged_out:
+        env.pop("HF_TOKEN", None)
+    return env
+
+
+# a tiny ViT classifier in a CFTHead, the start of the scripts below
+TINY_VIT = r'''
+import json, numpy as np, torch, transformers
 from hf_cft import CFTConfig, fit_cft
 from hf_cft.head import CFTHead
-from huggingface_hub import HfApi
-token = "hf_secret_token_123"
 torch.manual_seed(0)
 cfg = transformers.ViTConfig(image_size=24, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                              intermediate_size=32, num_labels=3, id2label={0: "a", 1: "b", 2: "c"},
                              label2id={"a": 0, "b": 1, "c": 2})
 head = CFTHead(transformers.ViTForImageClassification(cfg).eval())
+'''
+
+SCRIPT = TINY_VIT + r'''
+from huggingface_hub import HfApi
+token = "hf_secret_token_123"
 rng = np.random.default_rng(0)
 z = rng.normal(size=(300, 16)).astype(np.float32)
 y = (rng.random((300, 3)) < 0.4).astype(np.int8)
@@ -44,9 +58,7 @@ print(json.dumps({"max_diff": float((got - expected).abs().max()), "readme": rea
 
 def test_push_merge_and_reload(tmp_path):
     with HubServer() as hub:
-        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "0",
-               "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-        env.pop("HF_TOKEN", None)
+        env = _hub_env(hub, tmp_path, logged_out=True)
         proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env,
                               cwd=str(tmp_path), timeout=600)
         assert proc.returncode == 0, proc.stderr[-4000:]
@@ -91,8 +103,7 @@ print(json.dumps({"library": head.library, "paths": list(head.spec.paths), "diff
 
 def test_a_timm_model_on_the_hub_loads_as_timm(tmp_path):
     with HubServer() as hub:
-        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "0",
-               "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+        env = _hub_env(hub, tmp_path)
         proc = subprocess.run([sys.executable, "-c", TIMM_SCRIPT], capture_output=True, text=True, env=env,
                               cwd=str(tmp_path), timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -101,16 +112,8 @@ def test_a_timm_model_on_the_hub_loads_as_timm(tmp_path):
     assert out["pinned"][0] == "timm" and out["pinned"][1] < 1e-5
 
 
-PR_SCRIPT = r'''
-import json, numpy as np, torch, transformers
-from hf_cft import CFTConfig, fit_cft
-from hf_cft.head import CFTHead
+PR_SCRIPT = TINY_VIT + r'''
 token = "hf_secret_token_456"
-torch.manual_seed(0)
-cfg = transformers.ViTConfig(image_size=24, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                             intermediate_size=32, num_labels=3, id2label={0: "a", 1: "b", 2: "c"},
-                             label2id={"a": 0, "b": 1, "c": 2})
-head = CFTHead(transformers.ViTForImageClassification(cfg).eval())
 head.image_processor = transformers.ViTImageProcessor(size={"height": 24, "width": 24})
 w0, b0 = head.weight.clone(), head.bias.clone()
 results = []
@@ -141,9 +144,7 @@ def test_push_with_create_pr_leaves_main_and_load_reads_the_revision(tmp_path):
     """The local server keeps refs: a create_pr push opens refs/pr/1 and main stays as it was; loading with
     revision= and token= reads every file (the CFT JSON files included) at that revision, with the token."""
     with HubServer() as hub:
-        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "0",
-               "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-        env.pop("HF_TOKEN", None)
+        env = _hub_env(hub, tmp_path, logged_out=True)
         proc = subprocess.run([sys.executable, "-c", PR_SCRIPT], capture_output=True, text=True, env=env,
                               cwd=str(tmp_path), timeout=600)
         assert proc.returncode == 0, proc.stderr[-4000:]
