@@ -21,6 +21,7 @@ from typing import Any
 from torch import nn
 
 from ..io import read_json, write_folder, write_plain
+from .preprocessing import processor_from_values
 
 logger = logging.getLogger(__name__)
 
@@ -94,11 +95,7 @@ def _save_transformers(model: nn.Module, folder: str, options: SaveOptions) -> N
         model.config = original
     processor = options.image_processor
     if processor is None and options.preprocessing is not None:
-        import transformers
-
-        size, mean, std = options.preprocessing
-        processor = transformers.ViTImageProcessor(size={"height": size, "width": size}, image_mean=list(mean),
-                                                   image_std=list(std))
+        processor = processor_from_values(*options.preprocessing)
     if processor is not None:
         processor.save_pretrained(folder)  # the pipeline needs it beside the weights
 
@@ -157,5 +154,4 @@ def _edit_timm_config(path: str, preprocessing, problem_type: str | None) -> Non
                     std=[float(v) for v in std], crop_pct=1.0, crop_mode="squash", interpolation="bilinear")
         for key in ("test_input_size", "test_crop_pct"):
             data.pop(key, None)
-    with open(path, "w", encoding="utf-8") as f:  # a plain write: inside a folder moved in once complete
-        json.dump(cfg, f, indent=2)
+    write_plain(path, json.dumps(cfg, indent=2))  # a plain write: inside a folder moved in once complete
