@@ -1,7 +1,7 @@
 """Block checkpoints: each finished block of a run kept as a safetensors file, named by what it depends on.
 
 A file is named by :func:`block_key`: a hash of the variant, the config's result settings
-(:meth:`CFTConfig.to_dict`: never the runtime settings such as the memory budget or progress bars), the block's
+(:meth:`CFTConfig.to_dict`: never the runtime settings, the device name and progress bars), the block's
 categories, a SHA-256 of the inputs (features, labels, masks, trained rows) and the kind of device the block runs on
 (see :func:`block_key`), so a run started again computes only the missing blocks and different inputs or settings
 never reuse a stale one. Files are written atomically; an unreadable one is recomputed.
@@ -33,10 +33,10 @@ BLOCK_FORMAT = 2  # what a block checkpoint holds; a new format never reads an o
 
 def block_key(config: CFTConfig, variant: str, block: list[int], inputs: str | None) -> str:
     """The key of a finished block: everything its rows depend on. The variant, the config's result settings
-    (:meth:`CFTConfig.to_dict`: the shared settings such as the rule, seed and metrics, and the options of the
-    chosen variants; without the runtime settings: progress bars and the memory budget change nothing in a block's
-    rows), the block's categories and ``inputs``: the inputs' :func:`fingerprint` and the kind of device the block
-    runs on."""
+    (:meth:`CFTConfig.to_dict`: the shared settings such as the rule, seed, metrics and the memory budget, which
+    decides the blocks, and the options of the chosen variants; never the runtime settings: the device name and
+    progress bars change nothing in a block's rows), the block's categories and ``inputs``: the inputs'
+    :func:`fingerprint` and the kind of device the block runs on."""
     return hashlib.sha256(json.dumps([BLOCK_FORMAT, variant, config.to_dict(), block, inputs],
                                      sort_keys=True).encode()).hexdigest()[:24]
 

@@ -65,36 +65,23 @@ class BPOptions:
             raise ValueError(f"`wmw_gamma` must be in (0, 1], got {self.wmw_gamma}")
 
 
-@dataclass
-class _Rows:
-    """What a trajectory of some rows reads besides the rows: the fit view, the judge, the tracker, the options,
-    the patience and the progress callback."""
-
-    fit: object
-    judge: Judge
-    tracker: BestTracker
-    options: BPOptions
-    patience: int | None
-    progress: object
-
-
 def run_bp(task: BlockTask) -> None:
     """Fit a block of rows (``weight`` B×d, ``bias`` B) with Adam on ``bp_loss``; the task's tracker keeps them."""
     weight, bias, fit = task.weight, task.bias, task.fit
-    rows = _Rows(fit, task.judge, task.tracker, task.options, task.config.patience, task.progress)
     n_cat = weight.shape[0]
     group = n_cat
     if getattr(fit, "kind", None) == "gathered" and n_cat > 1:
         group = bp_groups(n_cat, fit.length, fit.x.shape[-1], fit.x.element_size(), fit.x.device)
     if group >= n_cat:
-        _fit_rows(weight, bias, rows)
+        _fit_rows(task)
         return
     for start in range(0, n_cat, group):
         idx = torch.arange(start, min(n_cat, start + group), device=weight.device)
-        part = _slice_tracker(rows.tracker, idx, n_cat)
-        judge = Judge(_slice_view(rows.judge.view, idx), rows.judge.metric)
-        _fit_rows(weight[idx], bias[idx], dataclasses.replace(rows, fit=sub_view(fit, idx), judge=judge, tracker=part))
-        _merge_tracker(rows.tracker, part, idx, n_cat)
+        part = _slice_tracker(task.tracker, idx, n_cat)
+        judge = Judge(_slice_view(task.judge.view, idx), task.judge.metric)
+        _fit_rows(dataclasses.replace(task, weight=weight[idx], bias=bias[idx], fit=sub_view(fit, idx), judge=judge,
+                                      tracker=part))
+        _merge_tracker(task.tracker, part, idx, n_cat)
 
 
 JUDGE_EVERY = 8
@@ -118,22 +105,23 @@ def judge_span(n_rows: int, d: int, itemsize: int, patience: int | None) -> int:
     return int(max(JUDGE_EVERY, min(JUDGE_EVERY_MAX, span)))
 
 
-def _fit_rows(weight: torch.Tensor, bias: torch.Tensor, rows: _Rows) -> None:
-    """The trajectory of some rows: full-batch Adam (or gradient descent), each epoch's rows handed to ``tracker``.
+def _fit_rows(task: BlockTask) -> None:
+    """The trajectory of the task's rows (a whole block, or one group of it): full-batch Adam (or gradient
+    descent), each epoch's rows handed to its tracker.
 
     Weight and bias are one ``B × (d+1)`` leaf; Adam is written out with exactly the operations of
     ``torch.optim.Adam`` (defaults: β = (0.9, 0.999), ε = 1e-8), which are element-wise, so the steps are those
     of one Adam per row, without the optimizer's per-step bookkeeping.
     """
-    fit, judge, tracker, config, progress = rows.fit, rows.judge, rows.tracker, rows.options, rows.progress
-    n_cat, d = weight.shape
-    theta = torch.cat([weight.detach(), bias.detach().unsqueeze(1)], dim=1).requires_grad_(True)
+    fit, judge, tracker, config, progress = task.fit, task.judge, task.tracker, task.options, task.progress
+    n_cat, d = task.weight.shape
+    theta = torch.cat([task.weight.detach(), task.bias.detach().unsqueeze(1)], dim=1).requires_grad_(True)
     gd = config.bp_optimizer == "gd"
     exp_avg, exp_avg_sq = (None, None) if gd else (torch.zeros_like(theta), torch.zeros_like(theta))
     beta1, beta2, eps, lr = 0.9, 0.999, 1e-8, config.lr
     fit_labels = fit.labels.squeeze(1).to(theta.dtype)  # converted once, not every epoch
     fit_mask = fit.mask.squeeze(1).to(theta.dtype)
-    every = judge_span(n_cat, d, theta.element_size(), rows.patience)
+    every = judge_span(n_cat, d, theta.element_size(), task.config.patience)
     snaps = torch.empty(n_cat, every, d + 1, dtype=theta.dtype, device=theta.device)
     done, epoch = 0, 0
     while done < config.epochs:
