@@ -19,7 +19,7 @@ from .config import CFTConfig
 from .registry import BlockTask, Variant
 from .result import CategoryReport
 from .selection import BestTracker, BlockOutcome, GridTracker, Judge, SelectionFolds, grid_steps, record_block
-from .views import Split, ViewFactory
+from .views import ViewFactory
 
 __all__ = ["FitCall", "VariantPass", "block_seed", "category_reports", "deal_blocks", "make_blocks",
            "record_outcome", "run_block", "shard_blocks"]
@@ -90,10 +90,12 @@ def run_block(ps: VariantPass, block: list[int]) -> BlockOutcome:
     return out
 
 
-def category_reports(fit: Split, sel: Split, n_cat: int, call: FitCall) -> tuple[list[CategoryReport], list[int]]:
-    """One report per category with its counts, and the categories to fit (the others say why they are not)."""
-    fit_pos, fit_known = fit.positive_counts(), fit.known_counts()
-    sel_pos, sel_known = sel.positive_counts(), sel.known_counts()
+def category_reports(fit: ViewFactory, sel: ViewFactory, n_cat: int,
+                     call: FitCall) -> tuple[list[CategoryReport], list[int]]:
+    """One report per category with its counts (the known counts the view factories hold), and the categories to
+    fit (the others say why they are not)."""
+    fit_pos, fit_known = fit.split.positive_counts(), fit.known
+    sel_pos, sel_known = sel.split.positive_counts(), sel.known
     report, todo = [], []
     wanted = set(call.wanted)
     for c in range(n_cat):

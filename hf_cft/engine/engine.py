@@ -134,10 +134,10 @@ class CFTEngine:
         cfg = self.config
         weight0, bias0 = rows
         n_cat, d = weight0.shape
-        report, todo = category_reports(fit, sel, n_cat, call)
-        new_w, new_b = weight0.clone(), bias0.clone()
         fit_f = ViewFactory(fit, call.device, call.dtype, cfg.dense_threshold)
         sel_f = ViewFactory(sel, call.device, call.dtype, cfg.dense_threshold)
+        report, todo = category_reports(fit_f, sel_f, n_cat, call)
+        new_w, new_b = weight0.clone(), bias0.clone()
         population = variant.population(cfg.options[variant.name])
         blocks = make_blocks(todo, fit_f, sel_f, d, population, cfg.block_memory_mb * 2**20)
         if call.shard is not None:
