@@ -197,9 +197,7 @@ class CFTHead:
         label once; the in-memory model is not changed. ``extra_files`` maps file names to contents.
         """
         data = (self.card_data if card_data is None else card_data).updated(**card_fields)
-        directory = os.path.abspath(os.fspath(directory))
-        if os.path.exists(directory) and not os.path.isdir(directory):
-            raise NotADirectoryError(f"{directory} exists and is not a folder; cannot save a model into it")
+        directory = os.path.abspath(os.fspath(directory))  # a file there is refused by hf_cft.io.write_folder
         names = (self.label_names() if category_names is None
                  else heads.check_label_names(category_names, self.num_labels))
         files = dict(extra_files or {})

@@ -17,6 +17,7 @@ from huggingface_hub.utils import EntryNotFoundError, RevisionNotFoundError
 
 from .card import merge_cards
 from .constants import MODEL_CARD_NAME
+from .io import write_plain
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +51,7 @@ def push_folder(repo_id: str, write: Callable[[str], str], private: bool | None 
             if existing is not None:
                 with open(readme, encoding="utf-8") as f:
                     ours = f.read()
-                with open(readme, "w", encoding="utf-8") as f:
-                    f.write(merge_cards(existing, ours))
+                write_plain(readme, merge_cards(existing, ours))  # a temporary folder, uploaded once complete
         info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
                                  repo_type="model", revision=revision, create_pr=create_pr)
     pr_url = getattr(info, "pr_url", None)
