@@ -240,7 +240,7 @@ def _target(head, dataset, cache_dir: str, settings: ExtractionSettings, desc: s
 def _resume_point(target: _Target, settings: ExtractionSettings, accelerator) -> tuple[int, list[list[int]]]:
     """The rows already done (every process agrees) and their chunk records; the main process prepares the file."""
     done, chunks = 0, []
-    n, d, dtype = target.n, target.d, settings.dtype
+    n, d, dtype = target.n, target.d, target.dtype
     if accelerator.is_main_process:
         os.makedirs(target.folder, exist_ok=True)
         done, chunks = _usable_rows(target.path, target.progress_path, n, d, np.dtype(dtype), settings.verify)

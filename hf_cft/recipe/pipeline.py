@@ -50,8 +50,11 @@ def run(recipe: RecipeArguments, engine_args) -> dict:
     kept = final_variant(recipe, results)
     if on_eval:
         state_selection_on_eval(results[kept], recipe.eval_split)
-    table, scores = evaluate(recipe, job.ds, job.features_of, rows0, results, (z, labels, mask),
-                             engine_args.metric, accelerator)
+    ev = job.ds[recipe.eval_split]
+    # rows selected on the evaluation split: its features and labels are already read (``selection``)
+    eval_data = selection if on_eval else (job.features_of(ev), *label_arrays(ev, sparse=None))
+    table, scores = evaluate(recipe, job.ds, eval_data, rows0, results, (z, labels, mask), engine_args.metric,
+                             accelerator)
     if accelerator.is_main_process:
         logger.info("evaluation on %s:\n%s", recipe.eval_split, format_table(table, recipe.eval_split, kept))
         save_outputs(job, Outcome(results, kept, on_eval, table, scores))

@@ -63,12 +63,14 @@ def headroom_rows(train_features, labels, mask, eval_features, eval_labels, eval
     return rows
 
 
-def evaluate(recipe: RecipeArguments, ds, features_of, rows, results: dict, train, metric: str,
+def evaluate(recipe: RecipeArguments, ds, eval_data: tuple, rows, results: dict, train, metric: str,
              accelerator) -> tuple[list[dict], dict]:
-    """The before / after table on ``eval_split`` (with the headroom rows when asked or by default) and scores."""
-    ev = ds[recipe.eval_split]
-    ze, (ye, me) = features_of(ev), label_arrays(ev, sparse=None)
-    columns = eval_columns(recipe.dataset, partial_info(ev)["categories"], recipe.eval_categories)
+    """The before / after table on ``eval_split`` (with the headroom rows when asked or by default) and scores.
+
+    ``eval_data``: the evaluation split's ``(features, labels, mask)``, ``train`` the training split's."""
+    ze, ye, me = eval_data
+    columns = eval_columns(recipe.dataset, partial_info(ds[recipe.eval_split])["categories"],
+                           recipe.eval_categories)
     if columns is not None:  # the other categories' labels count as unknown here
         if is_sparse(me):
             raise ValueError("--eval_categories needs a dataset with dense labels")

@@ -20,7 +20,6 @@ __all__ = ["SplitDataset", "build_loaders", "dataset_options", "eval_columns",
            "load_training_data", "prepare_splits"]
 
 
-
 class SplitDataset(torch.utils.data.Dataset):
     """Images of a datasets split with their labels, masks and row index (for pseudo-labels)."""
 
