@@ -154,9 +154,7 @@ def known_labels(labels, label_mask, name: str = "labels") -> KnownLabels:
     if mask.nnz and not np.isin(mask.data, (0, 1)).all():
         raise ValueError(f"`{mask_name}` must be boolean (True = known); found values other than 0/1")
     mask = mask.astype(bool)
-    mask.sum_duplicates()  # a pair stored twice is one known label (True twice is True), as in mask.toarray()
     mask.eliminate_zeros()  # explicitly stored False entries are unknown, as in the dense mask
-    mask.sort_indices()
     if is_sparse(labels):
         y = _canonical(labels)
         if y.dtype == np.bool_:
