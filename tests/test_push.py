@@ -17,6 +17,15 @@ def _hub_env(hub: HubServer, tmp_path, logged_out: bool = False) -> dict:
     return env
 
 
+def _run(hub: HubServer, script: str, tmp_path, logged_out: bool = False) -> tuple[dict, str]:
+    """Run ``script`` in a subprocess against the local Hub server: the JSON of its last printed line, and
+    everything it printed (stderr, then stdout)."""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=_hub_env(hub, tmp_path, logged_out), cwd=str(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr + proc.stdout
+
+
 # a tiny ViT classifier in a CFTHead, the start of the scripts below
 TINY_VIT = r'''
 import json, numpy as np, torch, transformers
@@ -58,11 +67,7 @@ print(json.dumps({"max_diff": float((got - expected).abs().max()), "readme": rea
 
 def test_push_merge_and_reload(tmp_path):
     with HubServer() as hub:
-        env = _hub_env(hub, tmp_path, logged_out=True)
-        proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env,
-                              cwd=str(tmp_path), timeout=600)
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        out, printed = _run(hub, SCRIPT, tmp_path, logged_out=True)
         files = hub.state.repos["user/cft-test"]
     assert out["max_diff"] < 1e-5 and out["problem_type"] == "multi_label_classification"
     assert {"config.json", "model.safetensors", "cft_config.json", "cft_report.json", "cft_gains.png",
@@ -75,7 +80,7 @@ def test_push_merge_and_reload(tmp_path):
     assert len([c for c in hub.state.log if "/commit/" in c]) == 3  # one commit per push (plus the user's)
     leaked = [p for p, _, fs in os.walk(tmp_path) for f in fs
               if b"hf_secret_token_123" in open(os.path.join(p, f), "rb").read()]
-    assert not leaked and "hf_secret_token_123" not in proc.stderr + proc.stdout
+    assert not leaked and "hf_secret_token_123" not in printed
 
 
 TIMM_SCRIPT = r'''
@@ -103,11 +108,7 @@ print(json.dumps({"library": head.library, "paths": list(head.spec.paths), "diff
 
 def test_a_timm_model_on_the_hub_loads_as_timm(tmp_path):
     with HubServer() as hub:
-        env = _hub_env(hub, tmp_path)
-        proc = subprocess.run([sys.executable, "-c", TIMM_SCRIPT], capture_output=True, text=True, env=env,
-                              cwd=str(tmp_path), timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+        out, _ = _run(hub, TIMM_SCRIPT, tmp_path)
     assert out["library"] == "timm" and out["paths"] == ["fc"] and out["diff"] < 1e-5
     assert out["pinned"][0] == "timm" and out["pinned"][1] < 1e-5
 
@@ -144,11 +145,7 @@ def test_push_with_create_pr_leaves_main_and_load_reads_the_revision(tmp_path):
     """The local server keeps refs: a create_pr push opens refs/pr/1 and main stays as it was; loading with
     revision= and token= reads every file (the CFT JSON files included) at that revision, with the token."""
     with HubServer() as hub:
-        env = _hub_env(hub, tmp_path, logged_out=True)
-        proc = subprocess.run([sys.executable, "-c", PR_SCRIPT], capture_output=True, text=True, env=env,
-                              cwd=str(tmp_path), timeout=600)
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        out, _ = _run(hub, PR_SCRIPT, tmp_path, logged_out=True)
         main, refs, commits = hub.state.repos["user/cft-pr"], hub.state.refs["user/cft-pr"], hub.state.commits
         auth = list(hub.state.auth)
         pr_commit = hub.state.ref_commits[("user/cft-pr", "refs/pr/1")]
