@@ -36,11 +36,15 @@ LAYERS = {
     "hf_cft.engine": 3,
     "hf_cft.evaluation": 4,
     "hf_cft.card": 4,
+    "hf_cft.decisions": 4,  # calibration folded into the rows, per-category thresholds, predict_labels
+    "hf_cft.tracking": 4,  # experiment trackers (accelerate's log_with) for the trainer and the recipe
     "hf_cft.hub": 4,
     "hf_cft.head": 5,
     "hf_cft.training": 5,
     "hf_cft.launch": 5,
     "hf_cft.recipe": 6,
+    "hf_cft.cli": 7,  # the hf-cft command
+    "hf_cft.app": 7,  # the Gradio page / Space
 }
 # heavy or optional third-party modules that may be imported inside a function (to keep `import hf_cft` light)
 LAZY_OK = {"torch", "transformers", "datasets", "timm", "matplotlib", "pygad", "sklearn", "scipy", "accelerate",
