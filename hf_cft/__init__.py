@@ -20,12 +20,15 @@ _LAZY = {
     "choose_per_category": ".engine",
     "fit_cft": ".engine",
     "CFTHead": ".head",
+    "DecisionConfig": ".decisions",
+    "make_decisions": ".decisions",
+    "predict_labels": ".predict",
     "load_partial_dataset": ".data",
     "partial_auroc": ".metrics",
     "partial_average_precision": ".metrics",
 }
-_SUBMODULES = ("card", "constants", "data", "engine", "evaluation", "features", "head", "hub", "io", "labels",
-               "losses", "metrics", "modeling", "recipe", "training")
+_SUBMODULES = ("card", "constants", "data", "decisions", "engine", "evaluation", "features", "head", "hub", "io",
+               "labels", "losses", "metrics", "modeling", "predict", "recipe", "training")
 
 __all__ = [
     "CFTConfig",
@@ -33,22 +36,27 @@ __all__ = [
     "CFTHead",
     "CFTResult",
     "CategoryReport",
+    "DecisionConfig",
     "__version__",
     "choose_per_category",
     "fit_cft",
     "labels",
     "load_partial_dataset",
+    "make_decisions",
     "metrics",
     "partial_auroc",
     "partial_average_precision",
+    "predict_labels",
 ]
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from . import labels, metrics
     from .data import load_partial_dataset
+    from .decisions import DecisionConfig, make_decisions
     from .engine import CategoryReport, CFTConfig, CFTEngine, CFTResult, choose_per_category, fit_cft
     from .head import CFTHead
     from .metrics import partial_auroc, partial_average_precision
+    from .predict import predict_labels
 
 
 def __getattr__(name: str) -> Any:

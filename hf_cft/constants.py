@@ -9,6 +9,8 @@ __all__ = [
     "CFT_CONFIG_NAME",
     "CFT_REPORT_NAME",
     "CFT_RESULTS_NAME",
+    "CALIBRATION_PLOT_NAME",
+    "PER_CATEGORY_CSV_NAME",
     "GAINS_PLOT_NAME",
     "IN_ANOTHER_SHARD",
     "MODEL_CARD_NAME",
@@ -24,6 +26,8 @@ CFT_REPORT_NAME = "cft_report.json"  # CFTResult.to_json: the per-category repor
 GAINS_PLOT_NAME = "cft_gains.png"  # per-category gains
 MODEL_CARD_NAME = "README.md"  # the model card
 CFT_RESULTS_NAME = "cft_results.json"  # the recipe's before / after table
+CALIBRATION_PLOT_NAME = "cft_calibration.png"  # reliability diagram before / after, on the evaluation split
+PER_CATEGORY_CSV_NAME = "per_category.csv"  # every category: counts, scores, gain, calibration, threshold
 
 # -- files of the baseline trainer ------------------------------------------------------------------------------
 TRAIN_REPORT_NAME = "train_report.json"  # beside the best model: validation rows, history, report split

@@ -22,14 +22,23 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .metrics.decision import (
+    ECE_BINS,
+    brier_per_category,
+    ece_per_category,
+    f_beta_per_category,
+    micro_f_beta,
+    nan_mean,
+)
 from .metrics.pairs import known_pairs_metric, pair_scores, scores_at_known
 from .metrics.partial import METRIC_KEYS, ReportOptions, dense_inputs, dense_metric, is_sparse_input, metric_output
-from .metrics.ranking import MacroScore, macro_score
+from .metrics.ranking import MacroScore, counted_metric, macro_score
 from .sparse import KnownLabels, known_labels
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SplitScores", "evaluate_rows", "row_scores", "score_rows", "score_split"]
+__all__ = ["SplitScores", "evaluate_rows", "gain_intervals", "pair_probabilities", "reliability", "row_scores",
+           "score_decisions", "score_rows", "score_split"]
 
 KINDS = ("ap", "auroc")
 """The metrics every scoring computes: average precision and the area under the ROC curve."""
@@ -170,3 +179,56 @@ def evaluate_rows(features, rows: Mapping[str, tuple], labels, label_mask=None, 
     """
     scored = score_rows(features, rows, labels, label_mask)
     return {tag: s.report(categories, category_names, groups) for tag, s in scored.items()}
+
+
+def pair_probabilities(features, weight, bias, labels, label_mask=None) -> tuple[np.ndarray, KnownLabels]:
+    """``σ(features @ weight.T + bias)`` at a split's known pairs (float64), and the pairs."""
+    known = _known(labels, label_mask) or known_labels(labels, label_mask if label_mask is not None
+                                                       else np.ones(np.shape(labels), dtype=bool))
+    logits = row_scores(features, weight, bias, known).astype(np.float64)
+    return 1.0 / (1.0 + np.exp(-logits)), known
+
+
+def score_decisions(probs: np.ndarray, known: KnownLabels, thresholds=None) -> dict:
+    """Macro and micro F1 at ``thresholds`` (one per category; default 0.5), macro ECE and Brier score of pair
+    probabilities (:func:`pair_probabilities`), with their per-category values (None where undefined)."""
+    t = np.full(known.c, 0.5) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    per = {"f1": f_beta_per_category(probs, known, t), "ece": ece_per_category(probs, known),
+           "brier": brier_per_category(probs, known)}
+    out = {"f1_macro": nan_mean(per["f1"]), "f1_micro": micro_f_beta(probs, known, t),
+           "ece": nan_mean(per["ece"]), "brier": nan_mean(per["brier"])}
+    out.update({f"per_category_{k}": [None if np.isnan(x) else float(x) for x in v] for k, v in per.items()})
+    return out
+
+
+def reliability(probs: np.ndarray, known: KnownLabels, bins: int = ECE_BINS) -> dict:
+    """Pooled over every known pair: per equal-width probability bin its count, mean probability and share of
+    positives (None for an empty bin), for a reliability diagram."""
+    b = np.minimum((probs * bins).astype(np.int64), bins - 1)
+    count = np.bincount(b, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.bincount(b, weights=probs, minlength=bins) / count
+        rate = np.bincount(b, weights=known.values, minlength=bins) / count
+    clean = lambda v: [None if c == 0 else float(x) for x, c in zip(v, count)]  # noqa: E731
+    return {"count": count.tolist(), "mean_probability": clean(mean_p), "positive_rate": clean(rate)}
+
+
+def gain_intervals(before: np.ndarray, after: np.ndarray, known: KnownLabels, categories: Sequence[int],
+                   kind: str = "ap", resamples: int = 200, seed: int = 0) -> dict[int, tuple[float, float]]:
+    """95% paired-bootstrap intervals of each category's gain in ``kind`` from ``before`` to ``after`` scores (at
+    known pairs): the category's known images resampled with replacement, both scores on the same resample."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for c in categories:
+        a, b = known.indptr[c], known.indptr[c + 1]
+        y = known.values[a:b]
+        if b - a < 2 or y.min() == y.max():
+            continue
+        counts = torch.from_numpy(rng.multinomial(b - a, np.full(b - a, 1.0 / (b - a)), size=resamples))[None]
+        pos = torch.from_numpy(y.astype(np.float64))[None]
+        diff = (counted_metric(kind, torch.from_numpy(after[a:b])[None], pos, counts.double())
+                - counted_metric(kind, torch.from_numpy(before[a:b])[None], pos, counts.double()))[0].numpy()
+        diff = diff[~np.isnan(diff)]
+        if diff.size:
+            out[int(c)] = (float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975)))
+    return out

@@ -18,6 +18,7 @@ from torch import nn
 
 from .card import CFTModelCardData, calibration_files
 from .data import label_arrays
+from .decisions import THRESHOLDS_ATTRIBUTE, DecisionConfig, heldout_split, make_decisions, result_thresholds
 from .engine import CFTConfig, CFTResult, fit_cft
 from .evaluation import evaluate_rows
 from .features import extract_features
@@ -139,13 +140,16 @@ class CFTHead:
         return extract_features(self, dataset, cache_dir, **kwargs)
 
     def fit(self, train, config=None, selection=None, cache_dir: str | None = None, category_names=None,
-            **extract_kwargs):
+            decisions: DecisionConfig | bool = True, **extract_kwargs):
         """Extract features and run the CFT engine on a partially labeled split.
 
         Args:
             train: the training split (``image``, ``labels``, ``label_mask``; ``uncertain_mask`` is used when
                 ``config.uncertain_policies`` is set).
             selection: a validation split to choose rows on, or None for the config's seeded hold-out.
+            decisions: calibrate the rows and choose per-category thresholds on the held-out known labels
+                (:func:`hf_cft.decisions.make_decisions`): True (the defaults), a
+                :class:`~hf_cft.decisions.DecisionConfig`, or False (the rows as the engine chose them).
         Returns:
             the :class:`~hf_cft.engine.CFTResult` (not yet applied: call :meth:`apply`).
         """
@@ -159,8 +163,12 @@ class CFTHead:
         kwargs = {}
         if config is not None and config.uncertain_policies:
             kwargs["uncertain_mask"] = label_arrays(train, ("uncertain_mask",))[0]
-        return fit_cft(z, labels, mask, self.weight, self.bias, config, selection=sel,
-                       category_names=category_names or self.label_names(), **kwargs)
+        result = fit_cft(z, labels, mask, self.weight, self.bias, config, selection=sel,
+                         category_names=category_names or self.label_names(), **kwargs)
+        if decisions is False or decisions is None:
+            return result
+        heldout = heldout_split(config or CFTConfig(), z, labels, mask, sel)
+        return make_decisions(result, heldout, None if decisions is True else decisions)
 
     def evaluate(self, dataset, result=None, cache_dir: str | None = None, groups: int | None = None,
                  categories=None, split: str | None = None, **extract_kwargs) -> dict:
@@ -203,7 +211,9 @@ class CFTHead:
         files = dict(extra_files or {})
         if data.result is not None:
             files.update(calibration_files(data, os.path.basename(directory)))
-        options = SaveOptions(label_names=names, image_processor=self.image_processor, extra_files=files)
+        thresholds = result_thresholds(data.result)
+        options = SaveOptions(label_names=names, image_processor=self.image_processor, extra_files=files,
+                              config_attributes={} if thresholds is None else {THRESHOLDS_ATTRIBUTE: thresholds})
         return save_model(self.model, directory, options)
 
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,

@@ -21,7 +21,7 @@ from .io import write_plain
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_COMMIT_MESSAGE", "existing_card", "push_folder"]
+__all__ = ["base_model_license", "DEFAULT_COMMIT_MESSAGE", "existing_card", "push_folder"]
 
 DEFAULT_COMMIT_MESSAGE = "Calibrated with hf_cft (category-wise fine-tuning)"
 
@@ -66,3 +66,19 @@ def existing_card(api: HfApi, repo_id: str, revision: str | None = None) -> str 
         return None
     with open(path, encoding="utf-8") as f:
         return f.read()
+
+
+def base_model_license(name_or_path: str | None) -> str | None:
+    """The ``license`` of a base model's card: its folder's ``README.md``, or its Hub card when the Hub can be
+    reached; None when there is no card, no license in it, or no connection."""
+    if not name_or_path:
+        return None
+    from huggingface_hub import ModelCard
+
+    local = os.path.join(name_or_path, MODEL_CARD_NAME)
+    try:
+        card = ModelCard.load(local if os.path.isfile(local) else name_or_path)
+    except Exception as err:  # no card, offline, private: the card then says nothing about the license
+        logger.debug("no base model card for %s: %s", name_or_path, err)
+        return None
+    return getattr(card.data, "license", None)

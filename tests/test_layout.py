@@ -36,10 +36,11 @@ LAYERS = {
     "hf_cft.engine": 3,
     "hf_cft.evaluation": 4,
     "hf_cft.card": 4,
-    "hf_cft.decisions": 4,  # calibration folded into the rows, per-category thresholds, predict_labels
+    "hf_cft.decisions": 4,  # calibration folded into the rows, per-category thresholds
     "hf_cft.tracking": 4,  # experiment trackers (accelerate's log_with) for the trainer and the recipe
     "hf_cft.hub": 4,
     "hf_cft.head": 5,
+    "hf_cft.predict": 5,  # predict_labels: label sets at a model's saved thresholds
     "hf_cft.training": 5,
     "hf_cft.launch": 5,
     "hf_cft.recipe": 6,

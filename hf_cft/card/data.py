@@ -17,7 +17,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
 
-from ..constants import CFT_REPORT_NAME, GAINS_PLOT_NAME
+from ..constants import CALIBRATION_PLOT_NAME, CFT_REPORT_NAME, GAINS_PLOT_NAME, PER_CATEGORY_CSV_NAME
+from ..decisions import DECISIONS_KEY, result_thresholds
 from ..engine.variants import AUTO, VARIANTS
 from .plot import METRIC_LABELS, plotted_gains
 
@@ -30,7 +31,10 @@ __all__ = ["CARD_FIELDS", "CARD_ROWS_ALL", "CARD_ROWS_EACH_END", "CROSSFIT_CARD_
 CARD_FIELDS = ("variant", "metric", "seed", "selection_fraction", "patience", "selection_rule")
 CROSSFIT_CARD_FIELDS = ("selection_metric", "selection_alphas", "selection_bootstrap", "selection_confidence")
 _METRIC_NAMES = {"map": ("mAP", "mean average precision (known labels)"),
-                 "mauc": ("mAUC", "mean AUROC (known labels)")}
+                 "mauc": ("mAUC", "mean AUROC (known labels)"),
+                 "f1_macro": ("macro-F1", "macro F1 at the saved per-category thresholds (known labels)"),
+                 "ece": ("ECE", "macro expected calibration error, 15 bins (known labels; lower is better)"),
+                 "brier": ("Brier", "macro Brier score (known labels; lower is better)")}
 CARD_ROWS_ALL = 50  # up to this many categories the card's table lists them all
 CARD_ROWS_EACH_END = 20  # above: the largest gains and the largest losses, this many each
 _VERSIONED = ("hf_cft", "torch", "transformers", "timm", "datasets", "accelerate", "huggingface-hub")
@@ -51,7 +55,10 @@ class CFTModelCardData(ModelCardData):
         dataset_name: the dataset the rows were fitted on.
         tags: extra Hub tags.
         selection_on_eval: say plainly that rows were selected on the evaluation split.
-        evaluation: ``{split: {"before": {"map": …, "per_category_ap": …}, "after": {…}}}``.
+        evaluation: ``{split: {"before": {"map": …, "per_category_ap": …}, "after": {…}}}`` (with the
+            decisions' figures: ``f1_macro``, ``ece``, ``brier``, their per-category lists, ``reliability`` and
+            ``gain_intervals`` of the split, when the recipe computed them).
+        license: the model's license (default: the base model card's, when it has one).
         library: "transformers" or "timm".
         result: the applied :class:`~hf_cft.engine.CFTResult` (None: no card is written).
         folder_name: the name of the folder the card is saved in (names the model without ``repo_id``).
@@ -63,11 +70,12 @@ class CFTModelCardData(ModelCardData):
     tags: list[str] = field(default_factory=list)
     selection_on_eval: bool = False
     evaluation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    license: str | None = None
     library: str = "transformers"
     result: Any = None
     folder_name: str | None = None
 
-    USER_FIELDS = ("repo_id", "base_model", "dataset_name", "tags", "selection_on_eval", "evaluation")
+    USER_FIELDS = ("repo_id", "base_model", "dataset_name", "tags", "selection_on_eval", "evaluation", "license")
 
     def updated(self, **values) -> CFTModelCardData:
         """A copy with the user fields given (None values are ignored); an unknown name raises."""
@@ -81,7 +89,7 @@ class CFTModelCardData(ModelCardData):
         rows = []
         for split, scores in self.evaluation.items():
             for key, (short, _) in _METRIC_NAMES.items():
-                if key in scores.get("after", {}):
+                if scores.get("after", {}).get(key) is not None:
                     rows.append({"split": split, "metric": short, "key": key, "before": scores["before"][key],
                                  "after": scores["after"][key]})
         return rows
@@ -99,6 +107,10 @@ class CFTModelCardData(ModelCardData):
         """The Hub id the card names: ``repo_id``, else the folder's name, else "model"."""
         return self.repo_id or self.folder_name or "model"
 
+    def first_evaluation(self) -> dict:
+        """The first evaluated split's figures (empty without one)."""
+        return next(iter(self.evaluation.values()), {})
+
     def plot_caption(self) -> str:
         """What the gains plot shows: its metric and split, and the metric the rows were chosen by."""
         after, before = self.per_category_scores()
@@ -107,7 +119,10 @@ class CFTModelCardData(ModelCardData):
         chosen = self.result.config.judged_by
         return (f"Change in {METRIC_LABELS.get(metric, metric)} per category (points) on {where}, from before to "
                 f"after CFT, bars sorted by gain; the rows were chosen by "
-                f"{METRIC_LABELS.get(chosen, chosen)} on the selection split.")
+                f"{METRIC_LABELS.get(chosen, chosen)} on the selection split."
+                + (" Whiskers: 95% paired-bootstrap intervals over the split's images (the categories with the "
+                   "largest changes)." if self.first_evaluation().get("gain_intervals") and split == "evaluation"
+                   else ""))
 
     def metadata(self) -> ModelCardData:
         """The card's metadata block (the YAML front matter) as a plain ``ModelCardData``.
@@ -127,8 +142,8 @@ class CFTModelCardData(ModelCardData):
             model_name=self.card_repo_id.split("/")[-1],
             base_model=base if base and not os.path.exists(base) else None,  # a Hub id, not a folder
             datasets=[self.dataset_name] if self.dataset_name else None, library_name=self.library,
-            pipeline_tag="image-classification", tags=["hf_cft", "multi-label-classification", "partial-labels",
-                                                       *self.tags],
+            license=self.license, pipeline_tag="image-classification",
+            tags=["hf_cft", "multi-label-classification", "partial-labels", *self.tags],
             eval_results=eval_results or None,
         )
 
@@ -163,6 +178,10 @@ class CFTModelCardData(ModelCardData):
             "report_name": CFT_REPORT_NAME,
             "gains_plot": GAINS_PLOT_NAME,
             "plot_caption": self.plot_caption(),
+            "calibration_plot": CALIBRATION_PLOT_NAME if self.first_evaluation().get("reliability") else None,
+            "per_category_csv": PER_CATEGORY_CSV_NAME,
+            "thresholds": result_thresholds(result) is not None,
+            "decisions": (result.extra or {}).get(DECISIONS_KEY, {}),
             "hyperparameters": card_hyperparameters(result.config),
             "versions": _versions(),
         }

@@ -14,10 +14,18 @@ from importlib import resources
 
 from huggingface_hub import ModelCard
 
-from ..constants import CFT_CONFIG_NAME, CFT_REPORT_NAME, GAINS_PLOT_NAME, MODEL_CARD_NAME
+from ..constants import (
+    CALIBRATION_PLOT_NAME,
+    CFT_CONFIG_NAME,
+    CFT_REPORT_NAME,
+    GAINS_PLOT_NAME,
+    MODEL_CARD_NAME,
+    PER_CATEGORY_CSV_NAME,
+)
 from ..modeling.save import ExtraFile
 from .data import CFTModelCardData
-from .plot import gains_plot_png
+from .per_category import per_category_csv
+from .plot import gains_plot_png, reliability_plot_png
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +54,19 @@ def calibration_files(data: CFTModelCardData, model_name: str) -> dict[str, Extr
     """The files an applied result (``data.result``) adds to the model folder ``model_name``, by name.
 
     ``cft_config.json``, ``cft_report.json``, the gains plot (on the first evaluated split, else the selection
-    split) and the model card (``README.md``).
+    split), ``per_category.csv``, the reliability diagram (when the evaluation has its bins) and the model card
+    (``README.md``).
     """
     result = data.result
     after, before = data.per_category_scores()
-    return {
+    first = data.first_evaluation()
+    files = {
         CFT_CONFIG_NAME: lambda path: result.config.save_pretrained(os.path.dirname(path)),
         CFT_REPORT_NAME: result.to_json,
-        GAINS_PLOT_NAME: gains_plot_png(result, after, before),
+        GAINS_PLOT_NAME: gains_plot_png(result, after, before, first.get("gain_intervals")),
+        PER_CATEGORY_CSV_NAME: per_category_csv(data),
         MODEL_CARD_NAME: render_card(data, model_name).save,
     }
+    if first.get("reliability"):
+        files[CALIBRATION_PLOT_NAME] = reliability_plot_png(first["reliability"], next(iter(data.evaluation)))
+    return files

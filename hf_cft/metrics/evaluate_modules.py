@@ -12,9 +12,10 @@ from __future__ import annotations
 import datasets
 import evaluate
 
+from .decision import compute_decision_metric
 from .partial import METRIC_KEYS, compute_partial_metric
 
-__all__ = ["PartialMetric"]
+__all__ = ["DecisionMetric", "PartialMetric"]
 
 _DESCRIPTION = """
 Macro mean of per-category {what} computed on known labels only. References are label codes
@@ -83,3 +84,38 @@ class PartialMetric(evaluate.Metric):
     def _compute(self, predictions, references, pair_categories=None, num_categories=None, **options):
         return compute_partial_metric(self.KIND, predictions, references, pair_categories, num_categories,
                                       **options)
+
+
+_DECISION_DESCRIPTION = {
+    "f1": "Macro F1 over categories with a known positive, on known labels only, a label predicted positive when "
+          "its probability is at least its category's threshold (`thresholds`, default 0.5; `beta` for F-beta); "
+          "also the micro F1 over every known pair.",
+    "ece": "Macro expected calibration error over categories with known labels: per category, 15 equal-width "
+           "probability bins, the count-weighted mean of |mean label - mean probability| (`bins` to change).",
+    "brier": "Macro Brier score over categories with known labels: per category, the mean squared difference "
+             "between probability and known label.",
+}
+
+
+class DecisionMetric(evaluate.Metric):
+    """Macro F1 at thresholds (``KIND = "f1"``), ECE (``"ece"``) or Brier score (``"brier"``) of probabilities
+    on known labels; see :func:`~hf_cft.metrics.decision.compute_decision_metric`."""
+
+    KIND = "f1"
+
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DECISION_DESCRIPTION[self.KIND], citation=_CITATION,
+            inputs_description="predictions: N x C probabilities; references: N x C label codes (1, 0, -1 "
+                               "unknown); or the pair form with pair_categories and num_categories.",
+            features=[
+                datasets.Features({"predictions": datasets.Sequence(datasets.Value("float64")),
+                                   "references": datasets.Sequence(datasets.Value("int8"))}),
+                datasets.Features({"predictions": datasets.Value("float64"),
+                                   "references": datasets.Value("int8")}),
+            ],
+        )
+
+    def _compute(self, predictions, references, pair_categories=None, num_categories=None, **options):
+        return compute_decision_metric(self.KIND, predictions, references, pair_categories, num_categories,
+                                       **options)

@@ -46,6 +46,8 @@ class SaveOptions:
         extra_files: file name (relative, inside the folder) → :data:`ExtraFile`, written after the model.
         replace: True: the folder becomes exactly the new files (:func:`hf_cft.io.swap_in`); False: the folder's
             other files and subfolders stay (:func:`hf_cft.io.move_in`).
+        config_attributes: extra top-level entries of ``config.json`` (e.g. ``cft_thresholds``): plain
+            transformers users read them as ``model.config.<name>``.
     """
 
     label_names: Sequence[str] | None = None
@@ -54,6 +56,7 @@ class SaveOptions:
     preprocessing: tuple[int, Sequence[float], Sequence[float]] | None = None
     extra_files: Mapping[str, ExtraFile] = field(default_factory=dict)
     replace: bool = False
+    config_attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
 def save_model(model: nn.Module, directory: str | os.PathLike, options: SaveOptions | None = None) -> str:
@@ -72,6 +75,9 @@ def save_model(model: nn.Module, directory: str | os.PathLike, options: SaveOpti
             _save_transformers(model, folder, options)
         else:
             save_timm_model(model, folder, options.label_names, options.preprocessing, options.problem_type)
+            if options.config_attributes:
+                path = os.path.join(folder, "config.json")
+                write_plain(path, json.dumps({**read_json(path), **options.config_attributes}, indent=2))
         _write_extra_files(folder, options.extra_files)
 
     return write_folder(directory, fill, replace=options.replace)
@@ -80,8 +86,10 @@ def save_model(model: nn.Module, directory: str | os.PathLike, options: SaveOpti
 def _save_transformers(model: nn.Module, folder: str, options: SaveOptions) -> None:
     """``save_pretrained`` with the config of ``options`` (on a copy) and the image processor beside it."""
     original = model.config
-    if options.problem_type is not None or options.label_names is not None:
+    if options.problem_type is not None or options.label_names is not None or options.config_attributes:
         cfg = copy.deepcopy(original)
+        for key, value in options.config_attributes.items():
+            setattr(cfg, key, value)
         if options.problem_type is not None:
             cfg.problem_type = options.problem_type
         if options.label_names is not None:

@@ -7,12 +7,13 @@ import logging
 from dataclasses import dataclass, field
 
 from ..data import BUILDERS
+from ..decisions import DecisionConfig
 from ..engine.config import keyword_fields
 from ..engine.registry import AUTO, VARIANTS, variant_choices
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EngineArguments", "RecipeArguments", "requested_variants"]
+__all__ = ["EngineArguments", "RecipeArguments", "decision_config", "engine_settings", "requested_variants"]
 
 
 @dataclass
@@ -67,6 +68,8 @@ class RecipeArguments:
         "help": "Branch --push_to_hub commits to (default: main)."})
     hub_create_pr: bool = field(default=False, metadata={
         "help": "--push_to_hub opens a pull request with the commit instead of committing to the branch."})
+    license: str | None = field(default=None, metadata={
+        "help": "The calibrated model's license in its card (default: the base model card's, when it has one)."})
 
     def __post_init__(self):
         if self.dataset not in BUILDERS:
@@ -104,11 +107,29 @@ def _engine_fields():
         default = {"default_factory": f.default_factory} if f.default_factory is not dataclasses.MISSING \
             else {"default": f.default}
         out.append((f.name, hint, field(metadata=f.metadata, **default)))
+    hints = {"calibrate": bool, "calibration_prior": float, "calibration_center": str, "threshold_objective": str,
+             "threshold_shrinkage": float}
+    for f in dataclasses.fields(DecisionConfig):  # how the kept rows are calibrated and thresholded
+        out.append((f.name, hints[f.name], field(default=f.default, metadata=f.metadata)))
     return out
 
 
+_DECISION_FIELDS = tuple(f.name for f in dataclasses.fields(DecisionConfig))
+
+
 EngineArguments = dataclasses.make_dataclass("EngineArguments", _engine_fields())
-EngineArguments.__doc__ = "The CFTConfig fields (except `variant`) as command-line arguments."
+EngineArguments.__doc__ = ("The CFTConfig fields (except `variant`) and the DecisionConfig fields as command-line "
+                           "arguments.")
+
+
+def engine_settings(engine_args) -> dict:
+    """The CFTConfig keywords of the engine arguments (the decision settings left out)."""
+    return {k: v for k, v in dataclasses.asdict(engine_args).items() if k not in _DECISION_FIELDS}
+
+
+def decision_config(engine_args) -> DecisionConfig:
+    """How the kept rows are calibrated and thresholded (:class:`hf_cft.decisions.DecisionConfig`)."""
+    return DecisionConfig(**{k: getattr(engine_args, k) for k in _DECISION_FIELDS})
 
 
 def requested_variants(recipe: RecipeArguments, engine_args) -> list[str]:

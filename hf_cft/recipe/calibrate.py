@@ -3,19 +3,19 @@ block), the per-category ``auto`` choice, and the result the model keeps."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 
+from ..decisions import heldout_split, make_decisions
 from ..engine import CFTConfig, CFTEngine, choose_per_category
 from ..engine.decide import merge_shards
 from ..engine.registry import AUTO
-from .arguments import RecipeArguments, requested_variants
+from .arguments import RecipeArguments, decision_config, engine_settings, requested_variants
 from .job import Job
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["final_variant", "run_variants", "state_selection_on_eval"]
+__all__ = ["final_variant", "make_kept_decisions", "run_variants", "state_selection_on_eval"]
 
 
 def _shard_categories(accelerator):
@@ -29,7 +29,7 @@ def run_variants(job: Job, engine_args, fit, selection, rows0: tuple) -> dict:
 
     recipe, accelerator = job.recipe, job.accelerator
     weight0, bias0 = rows0
-    base = dataclasses.asdict(engine_args)
+    base = engine_settings(engine_args)
     results = {}
     variants = requested_variants(recipe, engine_args)
     engine = CFTEngine()
@@ -59,3 +59,10 @@ def state_selection_on_eval(result, eval_split: str) -> None:
     """Say in the result's protocol, in capitals, that its rows were selected on the evaluation split."""
     result.selection += (f"; SELECTION WAS DONE ON THE EVALUATION SPLIT ({eval_split}), as in the paper's "
                          "COCO code: the evaluation figures are optimistic")
+
+
+def make_kept_decisions(engine_args, fit, selection, result):
+    """The kept result with its calibration folded in and its thresholds, both from the held-out known labels
+    its rows were chosen on (the selection split, or the seeded hold-out of the training images)."""
+    config = CFTConfig(**engine_settings(engine_args))  # its seed and selection fraction give the hold-out
+    return make_decisions(result, heldout_split(config, *fit, selection), decision_config(engine_args))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import tempfile
 
 from ..engine import CFTConfig
-from .arguments import RecipeArguments, requested_variants
+from .arguments import RecipeArguments, decision_config, engine_settings, requested_variants
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +37,8 @@ def preflight(recipe: RecipeArguments, engine_args=None) -> None:
     """Everything that would fail after hours of compute, checked first: writable outputs, a Hub token, the
     engine options (``engine_args``) of every variant."""
     if engine_args is not None:
-        base = dataclasses.asdict(engine_args)
+        base = engine_settings(engine_args)
+        decision_config(engine_args)  # a wrong threshold objective or prior fails here too
         for variant in requested_variants(recipe, engine_args):
             CFTConfig(variant=variant, **base)  # raises, naming the option, before anything is computed
     _writable_folder(recipe.output_dir, "--output_dir")

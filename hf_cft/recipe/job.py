@@ -36,3 +36,4 @@ class Outcome:
     selection_on_eval: bool  # rows were selected on the evaluation split (stated in the card)
     table: list[dict]  # the before / after rows
     scores: dict  # method -> its hf_cft.evaluation.SplitScores on the evaluation split
+    decisions: dict | None = None  # the decisions' figures for the card (recipe.scoring.decision_figures)

@@ -10,12 +10,12 @@ import torch
 from ..data import label_arrays
 from ..engine.views import Rows
 from .arguments import RecipeArguments
-from .calibrate import final_variant, run_variants, state_selection_on_eval
+from .calibrate import final_variant, make_kept_decisions, run_variants, state_selection_on_eval
 from .checks import preflight
 from .inputs import feature_extractor, load_data, load_head, load_or_train_model, resolve_selection
 from .job import Job, Outcome
 from .report import format_table, save_outputs
-from .scoring import evaluate
+from .scoring import decision_figures, evaluate, restrict_to_eval_categories, with_decisions
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +50,18 @@ def run(recipe: RecipeArguments, engine_args) -> dict:
     kept = final_variant(recipe, results)
     if on_eval:
         state_selection_on_eval(results[kept], recipe.eval_split)
+    uncalibrated = results[kept]
+    results[kept] = make_kept_decisions(engine_args, fit, selection, uncalibrated)
     ev = job.ds[recipe.eval_split]
     # rows selected on the evaluation split: its features and labels are already read (``selection``)
-    eval_data = selection if on_eval else (job.features_of(ev), *label_arrays(ev, sparse=None))
+    eval_data = restrict_to_eval_categories(
+        recipe, job.ds, selection if on_eval else (job.features_of(ev), *label_arrays(ev, sparse=None)))
     table, scores = evaluate(recipe, job.ds, eval_data, rows0, results, (z, labels, mask), engine_args.metric,
                              accelerator)
+    rows, decisions = decision_figures(eval_data, rows0, kept, results[kept], uncalibrated, engine_args.metric)
+    table = with_decisions(table, rows)
     if accelerator.is_main_process:
         logger.info("evaluation on %s:\n%s", recipe.eval_split, format_table(table, recipe.eval_split, kept))
-        save_outputs(job, Outcome(results, kept, on_eval, table, scores))
+        save_outputs(job, Outcome(results, kept, on_eval, table, scores, decisions))
     accelerator.wait_for_everyone()
     return {"eval_split": recipe.eval_split, "kept": kept, "table": table}
