@@ -13,7 +13,7 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
-from hf_cft.recipe import ORACLE, UPPER_BOUND
+from hf_cft.recipe import ORACLE, THRESHOLD_BOUND, UPPER_BOUND
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "recipes", "cft.py")
@@ -82,10 +82,23 @@ def test_two_processes_equal_one_and_selection_on_eval_is_stated(tmp_path, model
     assert [row["method"] for row in results["table"] if not row.get("reporting_only")] == [
         "baseline", "CFT-ga", "CFT-refit", "CFT-auto"]
     headroom = [row for row in results["table"] if row.get("reporting_only")]
-    assert [row["method"] for row in headroom] == [UPPER_BOUND, ORACLE]  # the labels of digits are simulated
-    assert all(0 < row["map"] <= 1 for row in headroom)
-    assert {"README.md", "cft_gains.png", "cft_config.json", "preprocessor_config.json"} <= set(
-        os.listdir(tmp_path / "one"))
+    assert [row["method"] for row in headroom] == [  # the labels of digits are simulated
+        "CFT-auto uncalibrated, at 0.5", UPPER_BOUND, ORACLE, THRESHOLD_BOUND]
+    assert all(0 < row["map"] <= 1 for row in headroom if row["method"] in (UPPER_BOUND, ORACLE))
+    assert {"README.md", "cft_gains.png", "cft_config.json", "preprocessor_config.json", "cft_calibration.png",
+            "per_category.csv"} <= set(os.listdir(tmp_path / "one"))
+    # the card's model-index holds this model's own results: the kept row's figures of cft_results.json
+    from huggingface_hub import ModelCard
+
+    kept = next(row for row in results["table"] if row["method"] == "CFT-auto")
+    index = {m["type"]: m["value"] for m in ModelCard.load(tmp_path / "one" / "README.md").data.to_dict()[
+        "model-index"][0]["results"][0]["metrics"]}
+    assert index == {k: pytest.approx(round(100 * kept[k], 4)) for k in ("map", "mauc", "f1_macro", "ece", "brier")}
+    card = (tmp_path / "one" / "README.md").read_text()
+    assert "![Per-category gains](cft_gains.png)" in card and "(cft_calibration.png)" in card
+    assert "model.config.cft_thresholds" in card
+    thresholds = json.loads((tmp_path / "one" / "config.json").read_text())["cft_thresholds"]
+    assert len(thresholds) == 10 and all(0 < t < 1 for t in thresholds)
     _run(["--model_name_or_path", model_dir, *DATA, "--variant", "refit", "--selection", "split:test",
           "--allow_selection_on_eval", "--output_dir", str(tmp_path / "eval"), "--cache_dir", str(tmp_path / "c1")],
          tmp_path)

@@ -22,14 +22,14 @@ from .inputs import feature_extractor, load_data, load_head, load_or_train_model
 from .job import Job, Outcome
 from .pipeline import load_job, run
 from .report import format_table, save_outputs
-from .scoring import HEADROOM_L2, ORACLE, UPPER_BOUND, evaluate, evaluate_results, headroom_rows
+from .scoring import HEADROOM_L2, ORACLE, THRESHOLD_BOUND, UPPER_BOUND, evaluate, evaluate_results, headroom_rows
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "HEADROOM_L2",
     "ORACLE",
-    "UPPER_BOUND",
+    "THRESHOLD_BOUND", "UPPER_BOUND",
     "EngineArguments",
     "Job",
     "Outcome",

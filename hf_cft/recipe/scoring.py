@@ -13,7 +13,7 @@ from ..data import label_arrays, partial_info
 from ..decisions import DECISIONS_KEY, choose_thresholds, result_thresholds
 from ..engine.variants.refit import fit_logistic_rows
 from ..evaluation import gain_intervals, pair_probabilities, reliability, score_decisions, score_rows, score_split
-from ..metrics.pairs import per_category_from_pairs
+from ..metrics.pairs import known_pairs_metric, per_category_from_pairs
 from ..sparse import is_sparse
 from ..training import eval_columns
 from .arguments import RecipeArguments
@@ -118,8 +118,9 @@ def decision_figures(eval_data: tuple, rows0: tuple, name: str, kept, uncalibrat
     objective = kept.extra[DECISIONS_KEY]["threshold_objective"]
     tuned, _ = choose_thresholds(p1, known.values, known.columns(), known.c, objective, shrinkage=0.0)
     before, after = score_decisions(p0, known), score_decisions(p1, known, thresholds)
-    figures = {"baseline": before, f"CFT-{name}": after,
-               f"CFT-{name} uncalibrated, at 0.5": score_decisions(pu, known),
+    uncal = {**score_decisions(pu, known), **{key: known_pairs_metric(k, pu, known).value
+                                              for k, key in (("ap", "map"), ("auroc", "mauc"))}}
+    figures = {"baseline": before, f"CFT-{name}": after, f"CFT-{name} uncalibrated, at 0.5": uncal,
                THRESHOLD_BOUND: score_decisions(p1, known, tuned)}
     gains = np.nan_to_num(per_category_from_pairs(kind, p1, known.values, known.columns(), known.c)
                           - per_category_from_pairs(kind, p0, known.values, known.columns(), known.c))
@@ -127,7 +128,8 @@ def decision_figures(eval_data: tuple, rows0: tuple, name: str, kept, uncalibrat
     card = {"before": before, "after": after,
             "reliability": {"before": reliability(p0, known), "after": reliability(p1, known)},
             "gain_intervals": {str(c): v for c, v in gain_intervals(p0, p1, known, largest, kind).items()}}
-    return [{"method": k, **{m: v[m] for m in DECISION_COLUMNS}} for k, v in figures.items()], card
+    return [{"method": k, **{m: v[m] for m in (*DECISION_COLUMNS, "map", "mauc") if m in v}}
+            for k, v in figures.items()], card
 
 
 def with_decisions(table: list[dict], rows: list[dict]) -> list[dict]:
