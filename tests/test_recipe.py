@@ -1,6 +1,5 @@
 """recipes/cft.py end to end: errors, two processes equal one, a killed run resumes to the same bytes."""
 
-import dataclasses
 import json
 import os
 import signal
@@ -183,6 +182,7 @@ def test_every_shipped_config_parses_with_its_recipe(tmp_path):
 
     from hf_cft import CFTConfig
     from hf_cft.recipe import EngineArguments, RecipeArguments
+    from hf_cft.recipe.arguments import decision_config, engine_settings
     from hf_cft.training import TrainArguments
 
     root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "configs")
@@ -191,7 +191,8 @@ def test_every_shipped_config_parses_with_its_recipe(tmp_path):
     for path in paths:
         if os.path.basename(path).startswith("cft_"):
             recipe, engine = HfArgumentParser((RecipeArguments, EngineArguments)).parse_yaml_file(path)
-            CFTConfig(variant="bp", **dataclasses.asdict(engine))
+            CFTConfig(variant="bp", **engine_settings(engine))
+            decision_config(engine)
         else:
             (args,) = HfArgumentParser((TrainArguments,)).parse_yaml_file(path)
             assert args.learning_rate <= 1e-3, f"{path}: the demo's learning rate, not a setup's"
