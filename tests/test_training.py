@@ -131,6 +131,13 @@ def test_methods_run(method, tmp_path):
     proc = _run([*SMALL, "--epochs", "1", "--method", method, "--output_dir", str(tmp_path / method), *extra],
                 tmp_path)
     assert "test (best epoch 1)" in proc.stdout
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(tmp_path / method / "best" / "README.md")
+    report = json.loads((tmp_path / method / "best" / "train_report.json").read_text())
+    metrics = card.data.to_dict()["model-index"][0]["results"][0]["metrics"]  # this model's results only
+    assert {m["type"]: m["value"] for m in metrics} == {k: round(100 * report["test"][k], 4) for k in ("map", "mauc")}
+    assert f"--method {method}" in card.text and "recipes/cft.py --model_name_or_path" in card.text
     if extra:
         events = [f for _, _, fs in os.walk(tmp_path / method) for f in fs if f.startswith("events.out.tfevents")]
         assert events

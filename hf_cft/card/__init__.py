@@ -5,6 +5,7 @@ the user gives it), its template variable in :meth:`CFTModelCardData.to_dict`, a
 ``model_cards/cft_model_card.md``; metadata for the Hub go into :meth:`CFTModelCardData.metadata`.
 """
 
+from .baseline import baseline_card
 from .data import (
     CARD_FIELDS,
     CARD_ROWS_ALL,
@@ -20,5 +21,6 @@ from .plot import gains_plot_png, plotted_gains
 from .render import TEMPLATE_NAME, calibration_files, render_card, template_path
 
 __all__ = ["CARD_END", "CARD_FIELDS", "CARD_ROWS_ALL", "CARD_ROWS_EACH_END", "CARD_START", "CROSSFIT_CARD_FIELDS",
-           "TEMPLATE_NAME", "CFTModelCardData", "calibration_files", "card_hyperparameters", "card_table_rows",
+           "TEMPLATE_NAME", "CFTModelCardData", "baseline_card", "calibration_files", "card_hyperparameters",
+           "card_table_rows",
            "gains_plot_png", "merge_cards", "plotted_gains", "render_card", "skip_reasons", "template_path"]

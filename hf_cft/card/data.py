@@ -183,7 +183,7 @@ class CFTModelCardData(ModelCardData):
             "thresholds": result_thresholds(result) is not None,
             "decisions": (result.extra or {}).get(DECISIONS_KEY, {}),
             "hyperparameters": card_hyperparameters(result.config),
-            "versions": _versions(),
+            "versions": framework_versions(),
         }
 
 
@@ -217,7 +217,7 @@ def skip_reasons(result) -> list[tuple[str, int]]:
     return Counter(str(r.skipped) for r in result.report if r.skipped is not None).most_common()
 
 
-def _versions() -> dict[str, str]:
+def framework_versions() -> dict[str, str]:
     out = {}
     for name in _VERSIONED:
         try:

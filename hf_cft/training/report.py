@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 
 import numpy as np
 import torch
 
-from ..constants import TRAIN_REPORT_NAME
+from ..card import baseline_card
+from ..constants import MODEL_CARD_NAME, TRAIN_REPORT_NAME
 from ..data import label_arrays
-from ..io import write_json
+from ..hub import push_folder
+from ..io import write_atomic, write_json
 from .arguments import TrainArguments
 from .evaluation_loop import evaluate_loader
 from .model import BEST, load_best
@@ -57,6 +60,9 @@ def final_report(run: Run, state: TrainState) -> dict:
     if accelerator.is_main_process:
         for folder in (args.output_dir, os.path.join(args.output_dir, BEST)):
             write_json(os.path.join(folder, TRAIN_REPORT_NAME), report, indent=2)
+        repo = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
+        card = baseline_card(report, args.method, repo, len(run.data.names))
+        write_atomic(os.path.join(args.output_dir, BEST, MODEL_CARD_NAME), str(card))
     return report
 
 
@@ -72,11 +78,10 @@ def score_best(run: Run, split) -> dict:
     return evaluate_loader(accelerator, loader, best, run.data.eval_columns)
 
 
-def push_best(args: TrainArguments) -> None:
-    """Upload the best model to ``hub_model_id`` (default: the output folder's name)."""
-    from huggingface_hub import HfApi
-
+def push_best(args: TrainArguments) -> str:
+    """Upload the best model with its card to ``hub_model_id`` (default: the output folder's name) in one commit,
+    an existing card merged (:func:`hf_cft.hub.push_folder`); returns the commit URL."""
     repo = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
-    HfApi().create_repo(repo, exist_ok=True)
-    HfApi().upload_folder(repo_id=repo, folder_path=os.path.join(args.output_dir, BEST),
-                          commit_message=f"{args.method} baseline trained with hf_cft")
+    best = os.path.join(args.output_dir, BEST)
+    return push_folder(repo, lambda folder: shutil.copytree(best, folder),
+                       commit_message=f"{args.method} baseline trained with hf_cft")
