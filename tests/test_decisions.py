@@ -79,6 +79,20 @@ def test_folding_keeps_every_ranking_and_gives_the_calibrated_logits(miscalibrat
     assert (fit.scale > 0).all()
 
 
+def test_cross_validation_leaves_a_calibrated_row_about_as_it_is_and_fixes_a_miscalibrated_one(miscalibrated):
+    from hf_cft.decisions.platt import choose_calibration
+
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(2000, 3)) * 2
+    y = (rng.random(z.shape) < 1 / (1 + np.exp(-z))).astype(np.int8)  # already calibrated
+    fit, name, losses = choose_calibration(*_pairs(z, y), 3)
+    assert np.allclose(fit.scale, 1.0, atol=0.15) and np.allclose(fit.shift, 0.0, atol=0.15)
+    assert set(losses) == {"none", "pooled only", "1", "5", "20", "100"} and losses[name] == min(losses.values())
+    z, y = miscalibrated
+    fit, name, losses = choose_calibration(*_pairs(z, y), 4)
+    assert name not in ("none", "pooled only") and losses[name] < losses["none"] - 0.05
+
+
 def test_a_reversed_row_is_flattened_not_reversed():
     z = np.linspace(-3, 3, 200)
     y = (z < 0).astype(np.int8)  # the row anti-ranks its labels
@@ -185,7 +199,7 @@ def test_calibration_skips_are_reported_not_silent(planted):
     cfg = CFTConfig(variant="refit", show_progress=False)
     result = fit_cft(x, y, m, w0, b0, cfg)
     sel = Split.from_arrays(x, y, m, "selection")
-    out = make_decisions(result, sel)
+    out = make_decisions(result, sel, DecisionConfig(calibration_prior=5.0))
     record = out.extra["decisions"]
     assert "no held-out known labels" in record["calibration_notes"][1]
     assert record["threshold_notes"][1] == "no held-out positive: pooled threshold"

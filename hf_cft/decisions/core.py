@@ -15,7 +15,7 @@ from ..engine.inputs import split_inputs
 from ..engine.views import Split
 from ..metrics.pairs import scores_at_known
 from ..sparse import KnownLabels, known_labels
-from .platt import PlattFit, fit_platt, fold
+from .platt import PlattFit, choose_calibration, fit_platt, fold
 from .thresholds import choose_thresholds, parse_objective
 
 logger = logging.getLogger(__name__)
@@ -38,8 +38,10 @@ class DecisionConfig:
     calibrate: bool = field(default=True, metadata={
         "help": "Fold a per-category Platt recalibration, fitted on the held-out known labels, into the rows "
                 "(ranking metrics unchanged)."})
-    calibration_prior: float = field(default=5.0, metadata={
-        "help": "Pull of each category's calibration toward --calibration_center, in labels (0: none)."})
+    calibration_prior: float | None = field(default=None, metadata={
+        "help": "Pull of each category's calibration toward --calibration_center, in labels (0: none); default: "
+                "chosen by 5-fold cross-validation of the held-out log-loss among no calibration, one pooled "
+                "calibration, and per-category ones with priors 1, 5, 20, 100."})
     calibration_center: str = field(default="pooled", metadata={
         "help": "What a category with few held-out labels is calibrated like: 'pooled' (one scale and offset "
                 "fitted on every category's held-out labels) or 'identity' (its row as it is)."})
@@ -55,6 +57,8 @@ class DecisionConfig:
             raise ValueError(f"`calibration_center` must be 'pooled' or 'identity', got {self.calibration_center!r}")
         for name in ("calibration_prior", "threshold_shrinkage"):
             value = getattr(self, name)
+            if value is None and name == "calibration_prior":
+                continue
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"`{name}` must be a number >= 0, got {value!r}")
 
@@ -83,10 +87,13 @@ def make_decisions(result, heldout: Split, config: DecisionConfig | None = None)
                          f"{result.weight.shape[0]} rows")
     cols = known.columns()
     logits = scores_at_known(heldout.features, result.weight, result.bias, known).astype(np.float64)
-    if config.calibrate:
-        platt = fit_platt(logits, known.values, cols, known.c, config.calibration_prior, config.calibration_center)
-    else:
+    chosen_by, losses = "given", None
+    if not config.calibrate:
         platt = PlattFit(np.ones(known.c), np.zeros(known.c), ["calibration off"] * known.c)
+    elif config.calibration_prior is None:
+        platt, chosen_by, losses = choose_calibration(logits, known.values, cols, known.c)
+    else:
+        platt = fit_platt(logits, known.values, cols, known.c, config.calibration_prior, config.calibration_center)
     weight, bias = fold(result.weight, result.bias, platt)
     thresholds, chosen = choose_thresholds(platt.probabilities(logits, cols), known.values, cols, known.c,
                                            config.threshold_objective, config.threshold_shrinkage)
@@ -94,7 +101,8 @@ def make_decisions(result, heldout: Split, config: DecisionConfig | None = None)
     if config.calibrate and skipped:
         logger.warning("calibration: %d of %d categories kept their rows' probabilities (no held-out positive or "
                        "negative to fit on); cft_report.json lists them", skipped, known.c)
-    record = {"settings": dataclasses.asdict(config), "heldout_images": heldout.n,
+    record = {"settings": dataclasses.asdict(config), "calibration": chosen_by, "calibration_cv_logloss": losses,
+              "heldout_images": heldout.n,
               "heldout_known": known.known_counts().tolist(), "heldout_positives": known.positive_counts().tolist(),
               "scale": platt.scale.tolist(), "shift": platt.shift.tolist(), "calibration_notes": platt.skipped,
               "thresholds": thresholds.tolist(), **{f"threshold_{k}": v for k, v in chosen.items()}}

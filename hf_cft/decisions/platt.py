@@ -15,6 +15,8 @@ import torch
 
 __all__ = ["MIN_SCALE", "PlattFit", "fit_platt", "fold"]
 
+POOLED_PRIOR = 1.0
+"""The pull of the pooled calibration (fitted on every category's labels) toward the identity, in labels."""
 MIN_SCALE = 1e-3
 """The smallest slope a calibration may take (a row that anti-ranks its held-out labels is flattened, not
 reversed: reversing would change its ranking)."""
@@ -80,8 +82,9 @@ def fit_platt(logits, labels, cols, n_categories: int, prior: float = 5.0, cente
 
     ``prior`` (λ ≥ 0) is the weight, in labels, of the pull toward ``center``: "identity" (``a = 1, c = 0``: the
     row as it is) or "pooled" (one ``a, c`` fitted on every category's pairs together, itself pulled toward the
-    identity): a category with few held-out labels then borrows the scale shared by all. A category without a
-    held-out positive and a held-out negative takes the center, and says so in :attr:`PlattFit.skipped`.
+    identity by :data:`POOLED_PRIOR`): a category with few held-out labels then borrows the scale shared by all.
+    A category without a held-out positive and a held-out negative takes the center, and says so in
+    :attr:`PlattFit.skipped`.
     """
     if prior < 0 or not np.isfinite(prior):
         raise ValueError(f"the calibration prior must be a number >= 0, got {prior}")
@@ -103,7 +106,7 @@ def fit_platt(logits, labels, cols, n_categories: int, prior: float = 5.0, cente
     if center == "pooled" and bool(fitted.any()):
         both = fitted[k]
         a0, c0 = _newton(z[both], y[both], torch.zeros(int(both.sum()), dtype=torch.long),
-                         torch.ones(1, dtype=torch.bool), prior, mid, max_iter)
+                         torch.ones(1, dtype=torch.bool), POOLED_PRIOR, mid, max_iter)
         mid = (float(a0[0]), float(c0[0]))
     keep = fitted[k]  # pairs of the fitted categories
     a, c = _newton(z[keep], y[keep], k[keep], fitted, prior, mid, max_iter)
@@ -117,3 +120,44 @@ def fold(weight: torch.Tensor, bias: torch.Tensor, fit: PlattFit) -> tuple[torch
     w = (weight.double() * a[:, None]).to(weight.dtype)
     b = (bias.double() * a + c).to(bias.dtype)
     return w, b
+
+
+PRIOR_GRID = (1.0, 5.0, 20.0, 100.0)
+"""The calibration priors :func:`choose_calibration` compares (with the pooled calibration alone and none)."""
+NONE, POOLED = "none", "pooled only"
+
+
+def _nll(logits: np.ndarray, labels: np.ndarray, cols: np.ndarray, fit: PlattFit) -> float:
+    u = fit.scale[cols] * logits + fit.shift[cols]
+    return float(np.sum(np.logaddexp(0.0, u) - labels * u))
+
+
+def _candidate(name, logits, labels, cols, n_cat: int) -> PlattFit:
+    if name == NONE:
+        return PlattFit(np.ones(n_cat), np.zeros(n_cat), ["calibration off"] * n_cat)
+    if name == POOLED:
+        one = fit_platt(logits, labels, np.zeros_like(cols), 1, prior=POOLED_PRIOR, center="identity")
+        return PlattFit(np.full(n_cat, one.scale[0]), np.full(n_cat, one.shift[0]), [None] * n_cat)
+    return fit_platt(logits, labels, cols, n_cat, prior=float(name))
+
+
+def choose_calibration(logits, labels, cols, n_categories: int, folds: int = 5, seed: int = 0
+                       ) -> tuple[PlattFit, str, dict[str, float]]:
+    """The calibration whose held-out log-loss is lowest under ``folds``-fold cross-validation over the known
+    pairs: none (the rows as they are), one pooled calibration for every category, or per-category ones pulled
+    toward the pooled one with each prior of :data:`PRIOR_GRID`. Returns the winner fitted on every pair, its
+    name, and each candidate's cross-validated log-loss per label."""
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    cols = np.asarray(cols, dtype=np.int64)
+    fold = np.random.default_rng(seed).integers(0, folds, size=logits.shape[0])
+    names = [NONE, POOLED, *(f"{p:g}" for p in PRIOR_GRID)]
+    losses = dict.fromkeys(names, 0.0)
+    for k in range(folds):
+        train, test = fold != k, fold == k
+        for name in names:
+            fit = _candidate(name, logits[train], labels[train], cols[train], n_categories)
+            losses[name] += _nll(logits[test], labels[test], cols[test], fit)
+    n = max(1, logits.shape[0])
+    losses = {k: v / n for k, v in losses.items()}
+    best = min(names, key=lambda k: (losses[k], names.index(k)))  # ties: the simpler candidate
+    return _candidate(best, logits, labels, cols, n_categories), best, losses

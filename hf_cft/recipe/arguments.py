@@ -107,8 +107,8 @@ def _engine_fields():
         default = {"default_factory": f.default_factory} if f.default_factory is not dataclasses.MISSING \
             else {"default": f.default}
         out.append((f.name, hint, field(metadata=f.metadata, **default)))
-    hints = {"calibrate": bool, "calibration_prior": float, "calibration_center": str, "threshold_objective": str,
-             "threshold_shrinkage": float}
+    hints = {"calibrate": bool, "calibration_prior": float | None, "calibration_center": str,
+             "threshold_objective": str, "threshold_shrinkage": float}
     for f in dataclasses.fields(DecisionConfig):  # how the kept rows are calibrated and thresholded
         out.append((f.name, hints[f.name], field(default=f.default, metadata=f.metadata)))
     return out
