@@ -258,3 +258,23 @@ def test_plain_transformers_and_predict_labels_give_the_same_label_sets(calibrat
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == got
     assert any(got) or all(t > 0 for t in cfg["cft_thresholds"])
+
+
+def test_a_timm_folder_keeps_its_thresholds_in_config_and_report(tmp_path):
+    timm = pytest.importorskip("timm")
+    from hf_cft.predict import model_thresholds
+
+    head = CFTHead(timm.create_model("test_resnet", num_classes=3, pretrained=False).eval())
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(400, head.hidden_size)).astype(np.float32)
+    y = (z @ rng.normal(size=(head.hidden_size, 3)) > 0).astype(np.int8)
+    m = rng.random((400, 3)) < 0.6
+    cfg = CFTConfig(variant="refit", show_progress=False)
+    result = make_decisions(fit_cft(z, y, m, head.weight, head.bias, cfg),
+                            Split.from_arrays(z, y, m, "selection"))
+    out = head.apply(result).save_pretrained(tmp_path / "t", category_names=["a", "b", "c"])
+    saved = json.loads(open(os.path.join(out, "config.json")).read())
+    assert saved["cft_thresholds"] == pytest.approx(result.extra["decisions"]["thresholds"])
+    back = CFTHead.from_pretrained(out)
+    assert back.library == "timm" and model_thresholds(back) == pytest.approx(saved["cft_thresholds"])
+    timm.create_model(f"local-dir:{out}", pretrained=True)  # timm still loads the folder
