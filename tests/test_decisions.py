@@ -278,3 +278,20 @@ def test_a_timm_folder_keeps_its_thresholds_in_config_and_report(tmp_path):
     back = CFTHead.from_pretrained(out)
     assert back.library == "timm" and model_thresholds(back) == pytest.approx(saved["cft_thresholds"])
     timm.create_model(f"local-dir:{out}", pretrained=True)  # timm still loads the folder
+
+
+def test_calibrate_false_keeps_the_rows_and_still_chooses_thresholds(planted):
+    x, y, m, w0, b0 = planted(n=400, c=3)
+    result = fit_cft(x, y, m, w0, b0, CFTConfig(variant="refit", show_progress=False))
+    out = make_decisions(result, Split.from_arrays(x, y, m, "selection"), DecisionConfig(calibrate=False))
+    assert torch.equal(out.weight, result.weight) and torch.equal(out.bias, result.bias)
+    assert len(out.extra["decisions"]["thresholds"]) == 3 and "decisions" not in result.extra
+
+
+def test_the_card_takes_the_base_models_license(tmp_path):
+    from hf_cft.hub import base_model_license
+
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "README.md").write_text("---\nlicense: apache-2.0\n---\n# a base model\n")
+    assert base_model_license(str(tmp_path / "base")) == "apache-2.0"
+    assert base_model_license(str(tmp_path / "nowhere")) is None  # no card, offline: nothing said

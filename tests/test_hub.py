@@ -338,7 +338,7 @@ def test_card_table_lists_every_category_up_to_50_else_the_extremes(tmp_path):
     rows = _table_rows(card)
     assert len(rows) == 40
     assert "The 20 largest gains and the 20 largest losses of the 60" in card
-    assert "full table of every category is in `cft_report.json`" in " ".join(card.split())
+    assert "every category is in `per_category.csv` (a table to open) and `cft_report.json`" in " ".join(card.split())
     gains = [r.gain or 0.0 for r in big.report]
     order = sorted(range(60), key=lambda i: (-gains[i], i))
     listed = [int(row.split("|")[1]) for row in rows]

@@ -99,9 +99,10 @@ def test_two_processes_equal_one_and_selection_on_eval_is_stated(tmp_path, model
     thresholds = json.loads((tmp_path / "one" / "config.json").read_text())["cft_thresholds"]
     assert len(thresholds) == 10 and all(0 < t < 1 for t in thresholds)
     _run(["--model_name_or_path", model_dir, *DATA, "--variant", "refit", "--selection", "split:test",
-          "--allow_selection_on_eval", "--output_dir", str(tmp_path / "eval"), "--cache_dir", str(tmp_path / "c1")],
-         tmp_path)
+          "--allow_selection_on_eval", "--output_dir", str(tmp_path / "eval"), "--cache_dir", str(tmp_path / "c1"),
+          "--license", "mit"], tmp_path)
     card = (tmp_path / "eval" / "README.md").read_text()
+    assert "\nlicense: mit\n" in card
     report = json.loads((tmp_path / "eval" / "cft_report.json").read_text())
     assert "SELECTION WAS DONE ON THE EVALUATION SPLIT" in report["selection"]
     assert "Selection was done on the evaluation split" in card
