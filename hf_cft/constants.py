@@ -15,6 +15,7 @@ __all__ = [
     "IN_ANOTHER_SHARD",
     "MODEL_CARD_NAME",
     "NOT_REQUESTED",
+    "ORIGINAL_HEAD_NAME",
     "PSEUDO_LABELS_NAME",
     "TRAINER_STATE_NAME",
     "TRAIN_REPORT_NAME",
@@ -26,6 +27,7 @@ CFT_REPORT_NAME = "cft_report.json"  # CFTResult.to_json: the per-category repor
 GAINS_PLOT_NAME = "cft_gains.png"  # per-category gains
 MODEL_CARD_NAME = "README.md"  # the model card
 CFT_RESULTS_NAME = "cft_results.json"  # the recipe's before / after table
+ORIGINAL_HEAD_NAME = "cft_original_head.safetensors"  # the trained rows CFT replaced: `weight` C×d, `bias` C
 CALIBRATION_PLOT_NAME = "cft_calibration.png"  # reliability diagram before / after, on the evaluation split
 PER_CATEGORY_CSV_NAME = "per_category.csv"  # every category: counts, scores, gain, calibration, threshold
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .card import CFTModelCardData, calibration_files
+from .constants import ORIGINAL_HEAD_NAME
 from .data import label_arrays
 from .decisions import THRESHOLDS_ATTRIBUTE, DecisionConfig, heldout_split, make_decisions, result_thresholds
 from .engine import CFTConfig, CFTResult, fit_cft
@@ -25,6 +26,7 @@ from .features import extract_features
 from .hub import DEFAULT_COMMIT_MESSAGE, push_folder
 from .modeling import heads
 from .modeling.load import load_classifier, read_calibration
+from .modeling.original import original_head_file, read_original_head
 from .modeling.preprocessing import has_timm_data_config, missing_preprocessing_message, processor_from_values
 from .modeling.save import SaveOptions, save_model
 
@@ -49,6 +51,7 @@ class CFTHead:
         self.name_or_path: str | None = None  # where from_pretrained loaded the model from
         self.cft_config = None  # the CFTConfig saved with a calibrated model (from_pretrained), else None
         self.cft_report = None  # the CFTResult saved with it (its rows: the model's), else None
+        self.original_rows = None  # (weight, bias) the first apply replaced, or a calibrated folder's; else None
         self.card_data = CFTModelCardData(library=self.library)  # what the card says; filled by apply / evaluate
         self.num_labels, self.hidden_size = self.weight.shape
         if category_names is not None:
@@ -74,7 +77,12 @@ class CFTHead:
         heads.write_rows(self.model, self.spec, weight, bias)
 
     def apply(self, result) -> CFTHead:
-        """Write a :class:`~hf_cft.engine.CFTResult`'s rows into the model; returns self."""
+        """Write a :class:`~hf_cft.engine.CFTResult`'s rows into the model; returns self.
+
+        The rows the first apply replaces are kept as :attr:`original_rows` (saved beside a calibrated model).
+        """
+        if self.original_rows is None:  # kept beside a calibrated save (cft_original_head.safetensors)
+            self.original_rows = (self.weight, self.bias)
         self.set_rows(result.weight, result.bias)
         self.card_data.result = result
         return self
@@ -196,10 +204,11 @@ class CFTHead:
                         extra_files: dict[str, str | bytes] | None = None, card_data=None, **card_fields) -> str:
         """Save the model in its native format, as a multi-label classifier, atomically (:func:`save_model`).
 
-        With an applied result, ``cft_config.json``, ``cft_report.json``, ``cft_gains.png`` and a model card
-        (``README.md``) are written beside it. The card says what :attr:`card_data` holds, updated by
-        ``card_fields`` (``repo_id``, ``base_model``, ``dataset_name``, ``tags``, ``evaluation`` as
-        ``{split: self.evaluate(...)}``, ``selection_on_eval``) or replaced by ``card_data``. Everything is
+        With an applied result, ``cft_config.json``, ``cft_report.json``, ``cft_gains.png``, a model card
+        (``README.md``) and the replaced rows (:attr:`original_rows`, as ``cft_original_head.safetensors``) are
+        written beside it. The card says what :attr:`card_data` holds, updated by ``card_fields`` (``repo_id``,
+        ``base_model``, ``dataset_name``, ``tags``, ``evaluation`` as ``{split: self.evaluate(...)}``,
+        ``selection_on_eval``) or replaced by ``card_data``. Everything is
         written to ``<directory>.tmp`` first, then each file is moved into ``directory``: its other files and
         subfolders are kept, and a crash never leaves a half-written file. ``category_names`` must name every
         label once; the in-memory model is not changed. ``extra_files`` maps file names to contents.
@@ -211,6 +220,8 @@ class CFTHead:
         files = dict(extra_files or {})
         if data.result is not None:
             files.update(calibration_files(data, os.path.basename(directory)))
+            if self.original_rows is not None:
+                files[ORIGINAL_HEAD_NAME] = original_head_file(*self.original_rows)
         thresholds = result_thresholds(data.result)
         options = SaveOptions(label_names=names, image_processor=self.image_processor, extra_files=files,
                               config_attributes={} if thresholds is None else {THRESHOLDS_ATTRIBUTE: thresholds})
@@ -242,7 +253,8 @@ class CFTHead:
         trained, and CFT would calibrate noise. A truncated or corrupt ``.safetensors`` file raises an
         ``OSError`` that names it. ``image_processor`` sets the preprocessing of :meth:`extract`; by default the
         one saved with a transformers model is loaded (timm models use their data config). A calibrated model
-        gives back how it was made: :attr:`cft_config` and :attr:`cft_report`. From the Hub, every file read (the
+        gives back how it was made: :attr:`cft_config`, :attr:`cft_report` and the rows it replaced
+        (:attr:`original_rows`, when saved). From the Hub, every file read (the
         weights, configs, image processor, ``cft_config.json``, ``cft_report.json``) is read at ``revision`` (a
         branch, tag, commit or ``refs/pr/<n>``; default: main) with ``token`` (default: the saved login).
         """
@@ -255,6 +267,9 @@ class CFTHead:
         config, report = read_calibration(name_or_path, revision, token)
         head.cft_config = None if config is None else CFTConfig.from_dict(config)
         head.cft_report = None if report is None else CFTResult.from_dict(report, head.weight, head.bias)
+        if report is not None:
+            shape = (head.num_labels, head.hidden_size)
+            head.original_rows = read_original_head(name_or_path, shape, revision, token)
         if image_processor is not None:
             head.image_processor = image_processor
         elif head.library != "timm":

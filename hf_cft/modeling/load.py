@@ -21,7 +21,7 @@ from .heads import find_head
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["library_of", "load_classifier", "read_calibration"]
+__all__ = ["library_of", "load_classifier", "model_file", "read_calibration"]
 
 
 def load_classifier(name_or_path: str, library: str | None = None, revision: str | None = None,
@@ -71,21 +71,26 @@ def _hub_kwargs(revision: str | None, token: str | None) -> dict[str, str]:
     return {k: v for k, v in (("revision", revision), ("token", token)) if v is not None}
 
 
-def _read_json(name_or_path: str, filename: str, revision: str | None = None,
-               token: str | None = None) -> dict | None:
+def model_file(name_or_path: str, filename: str, revision: str | None = None,
+               token: str | None = None) -> str | None:
+    """The local path of ``filename`` in a model folder, or in a Hub repo through the Hub cache (at ``revision``,
+    with ``token``); None when the folder or repo lacks it (or the Hub cannot be reached, or it is not a repo id)."""
     if os.path.isdir(name_or_path):
         path = os.path.join(name_or_path, filename)
-        if not os.path.isfile(path):
-            return None
-    else:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.utils import HfHubHTTPError
+        return path if os.path.isfile(path) else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import HfHubHTTPError
 
-        try:
-            path = hf_hub_download(name_or_path, filename, **_hub_kwargs(revision, token))
-        except (OSError, ValueError, HfHubHTTPError):  # not in the repo, offline, or not a repo id
-            return None
-    return read_json(path)
+    try:
+        return hf_hub_download(name_or_path, filename, **_hub_kwargs(revision, token))
+    except (OSError, ValueError, HfHubHTTPError):  # not in the repo, offline, or not a repo id
+        return None
+
+
+def _read_json(name_or_path: str, filename: str, revision: str | None = None,
+               token: str | None = None) -> dict | None:
+    path = model_file(name_or_path, filename, revision, token)
+    return None if path is None else read_json(path)
 
 
 def _head_refused(name_or_path: str, details: str) -> ValueError:
