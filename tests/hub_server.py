@@ -1,11 +1,11 @@
 """A small Hub-compatible HTTP server on 127.0.0.1 for offline push / download tests.
 
-It implements the endpoints huggingface_hub and transformers use for model repos: create a repo,
-pre-upload (every file "regular", sent inline), commit (NDJSON), resolve a file (HEAD / GET with the
-headers the client checks), and repo info. Files are kept in memory per repo: ``repos`` holds "main", ``refs``
-the other revisions (a commit with ``create_pr=1`` opens the pull-request ref ``refs/pr/<n>``, a copy of the
-revision it was based on with the commit's files, and answers its ``pullRequestUrl``; a file or repo info is
-served from the revision asked for).
+It implements the endpoints huggingface_hub and transformers use for model repos (and Spaces, kept apart under
+``spaces/<repo>``): create a repo, pre-upload (every file "regular", sent inline), commit (NDJSON), resolve a
+file (HEAD / GET with the headers the client checks), repo info and its file list (``tree``). Files are kept in
+memory per repo: ``repos`` holds "main", ``refs`` the other revisions (a commit with ``create_pr=1`` opens the
+pull-request ref ``refs/pr/<n>``, a copy of the revision it was based on with the commit's files, and answers its
+``pullRequestUrl``; a file or repo info is served from the revision asked for).
 """
 
 from __future__ import annotations
@@ -16,6 +16,11 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlparse
+
+
+def _key(kind: str, repo: str) -> str:
+    """Where a repo of ``kind`` ("models" / "model", or "spaces" / "space") is kept: a model under its id."""
+    return repo if kind in ("models", "model") else f"spaces/{repo}"
 
 
 class _State:
@@ -81,6 +86,7 @@ def _handler(state: _State):
                 data = json.loads(body or b"{}")
                 repo = f"{data.get('organization') or 'user'}/{data['name']}" if "/" not in data["name"] \
                     else data["name"]
+                repo = _key(data.get("type") or "model", repo)
                 with state.lock:
                     if repo in state.repos:
                         return self._json(409, {"error": "You already created this model repo", "url":
@@ -91,12 +97,13 @@ def _handler(state: _State):
             if path == "/api/validate-yaml":
                 return self._json(200, {"errors": [], "warnings": []})
             parts = self._parts()
-            if len(parts) >= 6 and parts[0] == "api" and parts[1] == "models" and parts[4] == "preupload":
+            kinds = ("models", "spaces")
+            if len(parts) >= 6 and parts[0] == "api" and parts[1] in kinds and parts[4] == "preupload":
                 data = json.loads(body)
                 return self._json(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
                                                   for f in data.get("files", [])], "commitOid": "0" * 40})
-            if len(parts) >= 6 and parts[0] == "api" and parts[1] == "models" and parts[4] == "commit":
-                repo = f"{parts[2]}/{parts[3]}"
+            if len(parts) >= 6 and parts[0] == "api" and parts[1] in kinds and parts[4] == "commit":
+                repo = _key(parts[1], f"{parts[2]}/{parts[3]}")
                 if repo not in state.repos:
                     return self._json(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
                 files = {}
@@ -148,8 +155,9 @@ def _handler(state: _State):
             state.log.append(f"{'HEAD' if head else 'GET'} {path}")
             state.auth.append((f"{'HEAD' if head else 'GET'} {path}", self.headers.get("Authorization")))
             parts = self._parts()
+            kind = parts.pop(0) if parts[0] == "spaces" else "models"
             if len(parts) >= 5 and parts[2] == "resolve":
-                repo, revision, filename = f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:])
+                repo, revision, filename = _key(kind, f"{parts[0]}/{parts[1]}"), parts[3], "/".join(parts[4:])
                 if repo not in state.repos:
                     return self._send(404, b"", {"X-Error-Code": "RepoNotFound"}, head)
                 tree = self._files(repo, revision)
@@ -162,8 +170,10 @@ def _handler(state: _State):
                 etag = f'"{hashlib.sha1(data).hexdigest()}"'
                 return self._send(200, data, {"ETag": etag, "X-Repo-Commit": commit,
                                               "Content-Type": "application/octet-stream"}, head)
-            if len(parts) >= 3 and parts[0] == "api" and parts[1] == "models":
-                repo = f"{parts[2]}/{parts[3]}" if len(parts) >= 4 else parts[2]
+            if len(parts) >= 6 and parts[0] == "api" and parts[1] in ("models", "spaces") and parts[4] == "tree":
+                return self._tree(_key(parts[1], f"{parts[2]}/{parts[3]}"), parts[5], "/".join(parts[6:]))
+            if len(parts) >= 3 and parts[0] == "api" and parts[1] in ("models", "spaces"):
+                repo = _key(parts[1], f"{parts[2]}/{parts[3]}" if len(parts) >= 4 else parts[2])
                 if repo not in state.repos:
                     return self._json(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
                 revision = "/".join(parts[5:]) if len(parts) >= 6 and parts[4] == "revision" else "main"
@@ -175,6 +185,14 @@ def _handler(state: _State):
                                         "private": False,
                                         "siblings": [{"rfilename": f} for f in sorted(files)], "tags": []})
             return self._json(404, {"error": f"no route {path}"})
+
+        def _tree(self, repo: str, revision: str, folder: str):
+            """Every file of ``repo`` at ``revision`` under ``folder`` (one page, as ``recursive=True`` lists)."""
+            files = self._files(repo, revision) if repo in state.repos else None
+            if files is None:
+                return self._json(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+            return self._json(200, [{"type": "file", "path": p, "size": len(d), "oid": hashlib.sha1(d).hexdigest()}
+                                    for p, d in sorted(files.items()) if p.startswith(folder)])
 
         def do_GET(self):
             self._resolve(head=False)
