@@ -212,7 +212,9 @@ def test_the_report_table_holds_5000_categories(calibrated):
     data["categories"] = [{"index": i, "name": f"category {i}", "n_sel": 9, "n_sel_pos": 2,
                            "original_score": float(s), "best_score": float(s + g), "variant": "refit"}
                           for i, (s, g) in enumerate(zip(rng.random(5000), rng.normal(0, 0.01, 5000)))]
-    rows = category_rows(CFTResult.from_dict(data))
+    data["categories"][7]["name"] = None  # unnamed in the report: the model's label names it
+    rows = category_rows(CFTResult.from_dict(data), names=[f"label {i}" for i in range(5000)])
+    assert {r[0]: r[1] for r in rows}[7] == "label 7" and {r[0]: r[1] for r in rows}[8] == "category 8"
     headers = category_headers("auroc")
     assert len(rows) == 5000 and len(headers) == len(rows[0]) and headers[5] == "selection AUROC gain"
     assert [r[5] for r in rows] == sorted((r[5] for r in rows), reverse=True)

@@ -169,10 +169,15 @@ def test_the_page_shows_before_and_after_as_python_computes_them(browser, model_
         heads, rows = _cells(browser, "cft-categories")
         assert {"n_sel", "n_sel_pos", "oof_gain", "p_gain", "reason"} <= set(heads)
         assert browser.find_elements(By.CSS_SELECTOR, "img[src*='cft_gains']")  # the plot
-        browser.find_element(By.CSS_SELECTOR, "#cft-categories input[type=text]").send_keys(names[3])
-        _wait(browser, lambda d: len(_cells(d, "cft-categories")[1]) < len(rows) or len(rows) == 1)
-        assert any(r[1] == names[3] for r in _cells(browser, "cft-categories")[1])
+        search = browser.find_element(By.CSS_SELECTOR, "#cft-categories input[type=text]")
+        search.send_keys("no such category")  # the search filters the rows ...
+        _wait(browser, lambda d: not _cells(d, "cft-categories")[1])
+        search.clear()
+        search.send_keys(names[3])  # ... and finds a category by name
+        _wait(browser, lambda d: any(r[1] == names[3] for r in _cells(d, "cft-categories")[1]))
+        assert all(any(names[3] in c for c in r) for r in _cells(browser, "cft-categories")[1])
         browser.set_window_size(1400, 1800)
+        browser.execute_script("window.scrollTo(0, 0)")
         shot = os.path.join(artifacts, "app_report_tab.png")
         browser.save_screenshot(shot)
         print(f"report screenshot: {shot}")

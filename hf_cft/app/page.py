@@ -89,6 +89,15 @@ def score_files(model: AppModel, paths: Sequence[str] | None) -> tuple[list[str]
     return list(paths), {"headers": table_headers(model, several), "data": rows}, status
 
 
+def _warm_up(model: AppModel) -> None:
+    """What the first upload would otherwise wait for: the model's first forward pass, and matplotlib's backend,
+    which Gradio reads around every event (resolving it imports pyplot: about a second on 2 CPU cores)."""
+    import matplotlib
+
+    matplotlib.get_backend()
+    probabilities(model, [Image.new("RGB", (32, 32))])
+
+
 def _images_tab(gr, model: AppModel) -> None:
     files = gr.File(label="Images", file_count="multiple", file_types=["image"], type="filepath",
                     elem_id="cft-images")
@@ -136,6 +145,7 @@ def build_app(model: str | os.PathLike | AppModel, revision: str | None = None, 
         gr.Markdown("Per category, the probability the model gave before CFT (its trained rows) and after (the "
                     "calibrated rows), for images of yours." + (" The answer is at the category's saved threshold."
                                                                   if model.thresholds is not None else ""))
+        _warm_up(model)
         with gr.Tabs():
             with gr.Tab("Your images", id="images"):
                 _images_tab(gr, model)

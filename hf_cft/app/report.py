@@ -84,12 +84,15 @@ def category_headers(selection_metric: str, split: str | None = None, metric: st
 
 
 def category_rows(result: CFTResult, thresholds: list[float] | None = None,
-                  eval_scores: dict[int, tuple[float, float]] | None = None) -> list[list]:
+                  eval_scores: dict[int, tuple[float, float]] | None = None,
+                  names: list[str] | None = None) -> list[list]:
     """One row per category (the columns of :func:`category_headers`; scores and gains in points), sorted by the
-    evaluation gain when ``eval_scores`` are given, else by the selection gain, largest first (unknown last)."""
+    evaluation gain when ``eval_scores`` are given, else by the selection gain, largest first (unknown last). A
+    category the report does not name is named by ``names`` (the model's labels), else by its index."""
     rows = []
     for r in result.report:
-        row = [r.index, r.name or str(r.index), r.variant]
+        name = r.name or (names[r.index] if names is not None else str(r.index))
+        row = [r.index, name, r.variant]
         if eval_scores:
             before, after = eval_scores.get(r.index, (None, None))
             row += [_points(before), _points(after), None if before is None else _points(after - before)]
@@ -130,5 +133,5 @@ def read_run_report(model: AppModel) -> RunReport:
     metric = result.config.metric
     split, scores = _eval_scores(fetch(PER_CATEGORY_CSV_NAME), metric)
     out.headers = category_headers(result.config.judged_by, split, metric)
-    out.rows = category_rows(result, model.thresholds, scores)
+    out.rows = category_rows(result, model.thresholds, scores, model.names)
     return out
