@@ -1,4 +1,4 @@
-"""recipes/cft.py end to end: errors, two processes equal one, a killed run resumes to the same bytes."""
+"""recipes/cft.py (hf-cft cft) end to end: errors, two processes equal one, a killed run resumes to the same bytes."""
 
 import dataclasses
 import json
@@ -163,7 +163,7 @@ def test_a_failure_on_one_process_ends_all_with_its_message(tmp_path):
 
 
 def test_every_shipped_config_parses_with_its_recipe(tmp_path):
-    """recipes/configs/*.yaml: every key is an argument of its recipe and every value passes its checks."""
+    """hf_cft/configs/<command>/*.yaml: every key is an argument of its command and every value passes its checks."""
     import glob
 
     from transformers import HfArgumentParser
@@ -172,13 +172,12 @@ def test_every_shipped_config_parses_with_its_recipe(tmp_path):
     from hf_cft.recipe import EngineArguments, RecipeArguments
     from hf_cft.training import TrainArguments
 
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "configs")
-    paths = sorted(glob.glob(os.path.join(root, "*.yaml")))
-    assert len(paths) >= 7
-    for path in paths:
-        if os.path.basename(path).startswith("cft_"):
-            recipe, engine = HfArgumentParser((RecipeArguments, EngineArguments)).parse_yaml_file(path)
-            CFTConfig(variant="bp", **dataclasses.asdict(engine))
-        else:
-            (args,) = HfArgumentParser((TrainArguments,)).parse_yaml_file(path)
-            assert args.learning_rate <= 1e-3, f"{path}: the demo's learning rate, not a setup's"
+    root = os.path.join(ROOT, "hf_cft", "configs")
+    cft, train = (sorted(glob.glob(os.path.join(root, command, "*.yaml"))) for command in ("cft", "train"))
+    assert len(cft) >= 1 and len(train) >= 7
+    for path in cft:
+        recipe, engine = HfArgumentParser((RecipeArguments, EngineArguments)).parse_yaml_file(path)
+        CFTConfig(variant="bp", **dataclasses.asdict(engine))
+    for path in train:
+        (args,) = HfArgumentParser((TrainArguments,)).parse_yaml_file(path)
+        assert args.learning_rate <= 1e-3, f"{path}: the demo's learning rate, not a setup's"
