@@ -28,7 +28,7 @@ class RecipeArguments:
 
     model_name_or_path: str | None = field(default=None, metadata={
         "help": "Hub id or folder of the trained classifier; None: train an Assume-Negative baseline on the "
-                "dataset first (recipes/train.py defaults), or reuse it from --baseline_dir."})
+                "dataset first (hf-cft train's defaults), or reuse it from --baseline_dir."})
     library: Library | None = field(default=None, metadata={
         "help": "'transformers' or 'timm'; default: read from the model's config.json (timm when it names an "
                 "`architecture` without a `model_type`)."})

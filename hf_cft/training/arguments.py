@@ -28,7 +28,7 @@ UncertainPolicy = Literal["u_ignore", "u_ones", "u_zeros", "u_lsr"]
 
 @dataclass
 class TrainArguments:
-    """Everything a baseline run needs (also the command line of ``recipes/train.py``)."""
+    """Everything a baseline run needs (also the command line of ``hf-cft train``)."""
 
     model_name_or_path: str | None = field(default=None, metadata={
         "help": "Hub id or folder of a transformers or timm image classifier (pretrained weights used when "
