@@ -15,7 +15,7 @@ from conftest import PROC, tiny_vit_head
 from PIL import Image
 from sklearn.metrics import average_precision_score
 
-from hf_cft.cli import COMMANDS, main, resolve_config, shipped_configs
+from hf_cft.cli import COMMANDS, main, resolve_config, run_command, shipped_configs
 from hf_cft.data import BUILDERS, label_arrays, load_partial_dataset
 from hf_cft.data.simulate import PROTOCOLS
 from hf_cft.recipe import EngineArguments, RecipeArguments
@@ -164,7 +164,9 @@ def _logits(model_dir, images):
 
 def test_evaluate_scores_the_model_as_sklearn_does(tmp_path, model_dir, capsys):
     results = tmp_path / "r.json"
-    out = main(["evaluate", "--model_name_or_path", model_dir, *DATA, "--cache_dir", str(tmp_path / "c"),
+    assert main(["evaluate", "--model_name_or_path", model_dir, *DATA, "--cache_dir", str(tmp_path / "c")]) is None
+    capsys.readouterr()
+    out = run_command(["evaluate", "--model_name_or_path", model_dir, *DATA, "--cache_dir", str(tmp_path / "c"),
                 "--results_file", str(results)])
     printed = capsys.readouterr().out
     assert f"| {model_dir} |" in printed and "| test | mAP | mAUC |" in printed
@@ -304,3 +306,15 @@ def test_trackio_logs_locally_offline(tmp_path):
     (logs,) = [json.loads(line[5:]) for line in proc.stdout.splitlines() if line.startswith("LOGS ")]
     assert [(row["step"], row["val/map"]) for row in logs if "val/map" in row] == [(1, 0.625), (2, 0.75)]
     assert any("per_category" in row for row in logs)
+
+
+def test_the_console_script_exits_0_after_a_command(tmp_path, model_dir):
+    """The installed `hf-cft` runs `sys.exit(main())`: main returns None, so a command that worked exits 0."""
+    image = tmp_path / "x.png"
+    Image.fromarray(np.full((24, 24, 3), 100, dtype=np.uint8)).save(image)
+    script = "import sys; from hf_cft.cli import main; sys.exit(main())"
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", script, "predict", "--model_name_or_path", model_dir, "--images",
+                           str(image)], capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["image"] == str(image)

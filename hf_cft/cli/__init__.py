@@ -15,6 +15,6 @@ from __future__ import annotations
 
 from .command import Command
 from .configs import resolve_config, shipped_configs
-from .main import COMMANDS, main
+from .main import COMMANDS, main, run_command
 
-__all__ = ["COMMANDS", "Command", "main", "resolve_config", "shipped_configs"]
+__all__ = ["COMMANDS", "Command", "main", "resolve_config", "run_command", "shipped_configs"]

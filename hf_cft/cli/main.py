@@ -15,7 +15,7 @@ from .recipes import CFT, TRAIN
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "main", "run_command"]
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (TRAIN, CFT, EVALUATE, PREDICT)}
 
@@ -46,11 +46,17 @@ def _logging(command: str) -> None:
     logging.getLogger("hf_cft").setLevel(logging.WARNING if command == "predict" else logging.INFO)
 
 
-def main(argv: Sequence[str] | None = None):
-    """Run ``hf-cft`` on ``argv`` (default: the command line); returns what the command returns."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def run_command(argv: Sequence[str]):
+    """Run ``hf-cft`` on ``argv`` (without the program name); returns what the command returns."""
+    argv = list(argv)
     _top_parser().parse_known_args(argv[:1])  # --help, no command or an unknown one: the list of commands, exit
     command = COMMANDS[argv[0]]
     _logging(command.name)
     arguments = command.parse(argv[1:])
     return entrypoint(command.run)(*arguments)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The ``hf-cft`` console script: run the command line (or ``argv``). Returns None, so that the script's
+    ``sys.exit(main())`` exits 0 after a command that succeeded (a failure raises)."""
+    run_command(sys.argv[1:] if argv is None else argv)
