@@ -93,3 +93,51 @@ def test_unknown_attribute_is_an_attribute_error():
         assert "not_a_name" in str(err)
     else:
         raise AssertionError("expected AttributeError")
+
+
+def _project() -> dict:
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)
+
+
+def test_pyproject_declares_the_command_every_package_and_the_configurations():
+    import fnmatch
+
+    data = _project()
+    assert data["project"]["scripts"]["hf-cft"] == "hf_cft.cli:main"
+    packages = set(data["tool"]["setuptools"]["packages"])
+    found = {os.path.relpath(d, ROOT).replace(os.sep, ".") for d, _, files in os.walk(os.path.join(ROOT, "hf_cft"))
+             if "__init__.py" in files}
+    assert found <= packages, f"packages missing from [tool.setuptools] packages: {sorted(found - packages)}"
+    globs = data["tool"]["setuptools"]["package-data"]["hf_cft"]
+    configs = [os.path.relpath(os.path.join(d, f), os.path.join(ROOT, "hf_cft")).replace(os.sep, "/")
+               for d, _, files in os.walk(os.path.join(ROOT, "hf_cft", "configs")) for f in files]
+    assert len(configs) >= 8 and all(any(fnmatch.fnmatch(c, g) for g in globs) for c in configs), configs
+    extras = data["project"]["optional-dependencies"]
+    assert all(name in extras for name in ("tracking", "tensorboard", "trackio", "wandb", "mlflow"))
+
+
+def test_the_wheel_holds_the_command_and_the_configurations(tmp_path):
+    """A wheel built from a copy of the tree (setuptools of this environment, no network): the cli package, every
+    shipped configuration and the console script."""
+    import shutil
+    import zipfile
+
+    pytest.importorskip("setuptools", reason="builds the wheel with this environment's setuptools")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), src / name)
+    for folder in ("hf_cft", "model_cards"):
+        shutil.copytree(os.path.join(ROOT, folder), src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
+                           "--no-index", "-w", str(tmp_path / "wheel")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (wheel,) = (tmp_path / "wheel").glob("hf_cft-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = sorted(os.path.relpath(os.path.join(d, f), ROOT).replace(os.sep, "/")
+                     for d, _, files in os.walk(os.path.join(ROOT, "hf_cft", "configs")) for f in files)
+    assert shipped and set(shipped) <= set(names)
+    assert {"hf_cft/cli/__main__.py", "hf_cft/tracking.py", "hf_cft/model_cards/cft_model_card.md"} <= set(names)
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "hf-cft = hf_cft.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()

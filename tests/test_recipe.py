@@ -1,4 +1,4 @@
-"""recipes/cft.py end to end: errors, two processes equal one, a killed run resumes to the same bytes."""
+"""recipes/cft.py (hf-cft cft) end to end: errors, two processes equal one, a killed run resumes to the same bytes."""
 
 import json
 import os
@@ -32,12 +32,14 @@ def model_dir(tmp_path_factory):
     return str(path)
 
 
-def _cmd(args, launcher=("--num_processes", "1")):
-    return [sys.executable, "-m", "accelerate.commands.launch", *launcher, RECIPE, *args]
+def _cmd(args, launcher=("--num_processes", "1"), script=(RECIPE,)):
+    return [sys.executable, "-m", "accelerate.commands.launch", *launcher, *script, *args]
 
 
-def _run(args, cwd, launcher=("--num_processes", "1")):
-    proc = subprocess.run(_cmd(args, launcher), capture_output=True, text=True, cwd=str(cwd), timeout=900)
+def _run(args, cwd, launcher=("--num_processes", "1"), script=(RECIPE,)):
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}  # for -m hf_cft.cli
+    proc = subprocess.run(_cmd(args, launcher, script), capture_output=True, text=True, cwd=str(cwd), timeout=900,
+                          env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -133,12 +135,17 @@ def test_killed_run_resumes_to_identical_bytes(tmp_path, model_dir):
 
 
 def test_auroc_end_to_end(tmp_path, model_dir):
-    """--metric auroc (the CheXpert setting): selection, report, card and plot all on AUROC."""
-    _run(["--model_name_or_path", model_dir, *DATA, "--metric", "auroc", "--variant", "refit",
-          "--output_dir", str(tmp_path / "o"), "--cache_dir", str(tmp_path / "c")], tmp_path)
+    """--metric auroc (the CheXpert setting): selection, report, card and plot all on AUROC; run as
+    `accelerate launch -m hf_cft.cli cft CONFIG --flags`, the file's values under the flags."""
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model_name_or_path: {model_dir}\nmetric: auroc\nvariant: [bp, ga]\nseed: 4\n")
+    proc = _run([str(config), *DATA, "--variant", "refit", "--output_dir", str(tmp_path / "o"), "--cache_dir",
+                 str(tmp_path / "c")], tmp_path, script=("-m", "hf_cft.cli", "cft"))
+    assert "| CFT-refit (kept) |" in proc.stdout  # the flag's variant, not the file's
     out = tmp_path / "o"
     report = json.loads((out / "cft_report.json").read_text())
     assert report["config"]["metric"] == "auroc" and "AUROC" in report["selection"]
+    assert report["config"]["seed"] == 4  # the resolved configuration is saved with the outputs
     card = (out / "README.md").read_text()
     assert "mAUC" in card and (out / "cft_gains.png").stat().st_size > 1000
 
@@ -176,7 +183,7 @@ def test_a_failure_on_one_process_ends_all_with_its_message(tmp_path):
 
 
 def test_every_shipped_config_parses_with_its_recipe(tmp_path):
-    """recipes/configs/*.yaml: every key is an argument of its recipe and every value passes its checks."""
+    """hf_cft/configs/<command>/*.yaml: every key is an argument of its command and every value passes its checks."""
     import glob
 
     from transformers import HfArgumentParser
@@ -186,14 +193,13 @@ def test_every_shipped_config_parses_with_its_recipe(tmp_path):
     from hf_cft.recipe.arguments import decision_config, engine_settings
     from hf_cft.training import TrainArguments
 
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "configs")
-    paths = sorted(glob.glob(os.path.join(root, "*.yaml")))
-    assert len(paths) >= 7
-    for path in paths:
-        if os.path.basename(path).startswith("cft_"):
-            recipe, engine = HfArgumentParser((RecipeArguments, EngineArguments)).parse_yaml_file(path)
-            CFTConfig(variant="bp", **engine_settings(engine))
-            decision_config(engine)
-        else:
-            (args,) = HfArgumentParser((TrainArguments,)).parse_yaml_file(path)
-            assert args.learning_rate <= 1e-3, f"{path}: the demo's learning rate, not a setup's"
+    root = os.path.join(ROOT, "hf_cft", "configs")
+    cft, train = (sorted(glob.glob(os.path.join(root, command, "*.yaml"))) for command in ("cft", "train"))
+    assert len(cft) >= 1 and len(train) >= 7
+    for path in cft:
+        recipe, engine = HfArgumentParser((RecipeArguments, EngineArguments)).parse_yaml_file(path)
+        CFTConfig(variant="bp", **engine_settings(engine))
+        decision_config(engine)
+    for path in train:
+        (args,) = HfArgumentParser((TrainArguments,)).parse_yaml_file(path)
+        assert args.learning_rate <= 1e-3, f"{path}: the demo's learning rate, not a setup's"

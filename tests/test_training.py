@@ -127,7 +127,9 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
 
 @pytest.mark.parametrize("method", ["selective", "cl", "ignore"])
 def test_methods_run(method, tmp_path):
-    extra = ["--with_tracking"] if method == "ignore" else []
+    """Each method trains; the epoch's loss and validation metrics reach the tracker (read back from tensorboard's
+    event file: --report_to tensorboard, and its deprecated alias --with_tracking)."""
+    extra = {"cl": ["--report_to", "tensorboard"], "ignore": ["--with_tracking"]}.get(method, [])
     proc = _run([*SMALL, "--epochs", "1", "--method", method, "--output_dir", str(tmp_path / method), *extra],
                 tmp_path)
     assert "test (best epoch 1)" in proc.stdout
@@ -139,8 +141,15 @@ def test_methods_run(method, tmp_path):
     assert {m["type"]: m["value"] for m in metrics} == {k: round(100 * report["test"][k], 4) for k in ("map", "mauc")}
     assert f"--method {method}" in card.text and "recipes/cft.py --model_name_or_path" in card.text
     if extra:
-        events = [f for _, _, fs in os.walk(tmp_path / method) for f in fs if f.startswith("events.out.tfevents")]
-        assert events
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        report = json.loads((tmp_path / method / "train_report.json").read_text())
+        acc = EventAccumulator(str(tmp_path / method / "hf_cft_train"))
+        acc.Reload()
+        (val,) = acc.Scalars("val/map")
+        assert val.step == 1 and val.value == pytest.approx(report["history"][0]["map"], abs=1e-6)
+        assert acc.Scalars("train/loss")[0].value == pytest.approx(report["history"][0]["loss"], abs=1e-6)
+        assert acc.Scalars("test/map")[0].value == pytest.approx(report["test"]["map"], abs=1e-6)
 
 
 def test_two_cpu_processes(tmp_path):

@@ -19,21 +19,24 @@ import logging
 import os
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from ..constants import CFT_CONFIG_NAME
 from ..io import read_json, write_atomic
-from .registry import AUTO, SHARED_NAMES, VARIANTS, check_fraction, option_owner, variant_choices
+from .registry import AUTO, SHARED_NAMES, VARIANTS, LiveChoices, check_fraction, option_owner, variant_choices
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CFT_CONFIG_NAME", "COMMON_FIELDS", "RUNTIME_FIELDS", "CFTConfig", "SharedSettings", "keyword_fields"]
+__all__ = ["CFT_CONFIG_NAME", "COMMON_FIELDS", "RUNTIME_FIELDS", "CFTConfig", "Metric", "SelectionRule",
+           "SharedSettings", "keyword_fields"]
 
+Metric = Literal["ap", "auroc"]
+SelectionRule = Literal["crossfit", "strict"]
 POLICIES = ("u_ignore", "u_ones", "u_zeros")
-METRICS = ("ap", "auroc")
-SELECTION_RULES = ("crossfit", "strict")
+METRICS = typing.get_args(Metric)
+SELECTION_RULES = typing.get_args(SelectionRule)
 RUNTIME_FIELDS = ("device", "show_progress")
 """Settings that say how a run ran: not saved, not compared. A block checkpoint's key holds the kind of device its
 rows were computed on (a GPU rounds differently), not the setting."""
@@ -48,12 +51,13 @@ class SharedSettings:
 
     variant: str = field(
         default="bp",
-        metadata={"help": "How each row is re-fitted: 'bp' (Adam on the asymmetric loss or an AUC surrogate), 'ga' "
+        metadata={"choices": LiveChoices(variant_choices),
+                  "help": "How each row is re-fitted: 'bp' (Adam on the asymmetric loss or an AUC surrogate), 'ga' "
                   "(batched genetic algorithm maximizing `metric`), 'pygad' (the same GA problem through PyGAD), "
                   "'refit' (L2 logistic regression solved to convergence, strength chosen on the selection split) "
                   "or 'auto' (run every variant of `auto_variants`; keep per category the best on selection)."},
     )
-    metric: str = field(
+    metric: Metric = field(
         default="ap",
         metadata={"help": "Per-category score used for selection and as GA fitness: 'ap' (mAP datasets such as "
                   "COCO, OpenImages) or 'auroc' (mAUC datasets such as CheXpert)."},
@@ -64,7 +68,7 @@ class SharedSettings:
         metadata={"help": "Share of the training images held out (with `seed`) to choose each row's best version "
                   "when no selection split is given. Must be in (0, 1)."},
     )
-    selection_rule: str = field(
+    selection_rule: SelectionRule = field(
         default="crossfit",
         metadata={"help": "How a row is chosen: 'crossfit' (default: one step and shrinkage per variant, each "
                   "category's chosen on the other categories' selection labels and its gain scored on its own, "
@@ -72,7 +76,7 @@ class SharedSettings:
                   "`selection_confidence`) or 'strict' (the paper's: the best selection score if strictly higher "
                   "than the trained row's)."},
     )
-    selection_metric: str | None = field(
+    selection_metric: Metric | None = field(
         default=None,
         metadata={"help": "Per-category score rows are selected by (early stopping, the crossfit rule's choice and "
                   "gains): 'ap' or 'auroc'; None: 'auroc' under the crossfit rule (a pairwise statistic over "
@@ -100,13 +104,15 @@ class SharedSettings:
     )
     auto_variants: list[str] = field(
         default_factory=lambda: ["refit", "bp"],
-        metadata={"help": "auto: the variants to run; each category keeps the original row or the candidate the "
+        metadata={"choices": LiveChoices(lambda: tuple(VARIANTS)),
+                  "help": "auto: the variants to run; each category keeps the original row or the candidate the "
                   "selection rule prefers (crossfit: one joint choice over every variant's candidates; strict: "
                   "the best selection score)."},
     )
     uncertain_policies: list[str] | None = field(
         default=None,
-        metadata={"help": "CheXpert greedy: uncertain-label policies to try per category ('u_ignore', 'u_ones', "
+        metadata={"choices": POLICIES,
+                  "help": "CheXpert greedy: uncertain-label policies to try per category ('u_ignore', 'u_ones', "
                   "'u_zeros'), chosen on the selection split together with the variant. Needs `uncertain_mask`."},
     )
     dense_threshold: float = field(
@@ -238,7 +244,7 @@ class CFTConfig(SharedSettings):
         return dataclasses.replace(self)
 
     @property
-    def judged_by(self) -> str:
+    def judged_by(self) -> Metric:
         """The metric rows are selected by: ``selection_metric``, or its rule's default."""
         if self.selection_metric is not None:
             return self.selection_metric

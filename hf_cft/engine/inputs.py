@@ -115,7 +115,7 @@ def warn_thin_evidence(sel: Split, wanted: list[int], cfg: CFTConfig, explicit: 
     effect = ("the crossfit rule replaces a row only where its gain is credible, so it may keep rows that more "
               "labels would show worth replacing" if cfg.selection_rule == "crossfit"
               else "the strict rule keeps whatever scored best on these few labels, noise included")
-    more = ("a larger validation split (`selection`; with recipes/cft.py, `--selection split:<name>` or a "
+    more = ("a larger validation split (`selection`; with hf-cft cft, `--selection split:<name>` or a "
             "baseline trained with a larger `--val_fraction`)" if explicit else
             f"a larger `selection_fraction` (now {cfg.selection_fraction:g}), or an explicit validation split with "
             "its labels")

@@ -28,8 +28,8 @@ if TYPE_CHECKING:  # annotations only
 
     from .selection import BestTracker, Judge
 
-__all__ = ["AUTO", "SHARED_NAMES", "VARIANTS", "BlockTask", "NoOptions", "Runner", "Variant", "check_fraction",
-           "check_minimum", "get_variant", "option_owner", "register_variant", "variant_choices"]
+__all__ = ["AUTO", "SHARED_NAMES", "VARIANTS", "BlockTask", "LiveChoices", "NoOptions", "Runner", "Variant",
+           "check_fraction", "check_minimum", "get_variant", "option_owner", "register_variant", "variant_choices"]
 
 AUTO = "auto"  # the per-category choice among several variants (CFTConfig.auto_variants)
 
@@ -161,6 +161,27 @@ def get_variant(name: str) -> Variant:
 def variant_choices() -> tuple[str, ...]:
     """Every registered variant and ``auto``: the values ``CFTConfig.variant`` accepts."""
     return (*VARIANTS, AUTO)
+
+
+class LiveChoices:
+    """The names a registry holds now, as argparse ``choices`` (``in``, iteration): a field's ``metadata={"choices":
+    LiveChoices(...)}`` makes ``--help`` list them and the parser refuse any other value, and names registered after
+    the dataclass was defined (a variant, a dataset builder of yours) are accepted too."""
+
+    def __init__(self, names: Callable[[], Sequence[str]]) -> None:
+        self._names = names
+
+    def __contains__(self, value: object) -> bool:
+        return value in tuple(self._names())
+
+    def __iter__(self):
+        return iter(tuple(self._names()))
+
+    def __len__(self) -> int:
+        return len(tuple(self._names()))
+
+    def __repr__(self) -> str:
+        return repr(tuple(self._names()))
 
 
 def option_owner(name: str) -> Variant | None:

@@ -1,4 +1,4 @@
-"""The end-to-end CFT job behind ``accelerate launch recipes/cft.py``.
+"""The end-to-end CFT job behind ``hf-cft cft`` (``accelerate launch -m hf_cft.cli cft``, ``recipes/cft.py``).
 
 Model (or a freshly trained Assume-Negative baseline) → features (cached, data parallel) → every requested
 variant, categories sharded across processes and checkpointed per block → per-category ``auto`` choice

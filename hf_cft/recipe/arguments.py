@@ -1,15 +1,22 @@
-"""The recipe's command line: what to calibrate, on which data, where the results go, and the engine options."""
+"""The recipe's command line: what to calibrate, on which data, where the results go, and the engine options.
+
+An option with a fixed set of values is a ``Literal`` (a registry's names: ``choices`` in its metadata), so that
+``--help`` lists the values and the parser refuses any other before anything loads.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..data import BUILDERS
 from ..decisions import DecisionConfig
 from ..engine.config import keyword_fields
-from ..engine.registry import AUTO, VARIANTS, variant_choices
+from ..engine.registry import AUTO, VARIANTS, LiveChoices, variant_choices
+from ..tracking import REPORT_TO_CHOICES, REPORT_TO_HELP, check_report_to
+from ..training.arguments import Library, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +29,8 @@ class RecipeArguments:
 
     model_name_or_path: str | None = field(default=None, metadata={
         "help": "Hub id or folder of the trained classifier; None: train an Assume-Negative baseline on the "
-                "dataset first (recipes/train.py defaults), or reuse it from --baseline_dir."})
-    library: str | None = field(default=None, metadata={
+                "dataset first (hf-cft train's defaults), or reuse it from --baseline_dir."})
+    library: Library | None = field(default=None, metadata={
         "help": "'transformers' or 'timm'; default: read from the model's config.json (timm when it names an "
                 "`architecture` without a `model_type`)."})
     baseline_dir: str = field(default="outputs/train-digits-mosaic", metadata={
@@ -31,12 +38,14 @@ class RecipeArguments:
     baseline_epochs: int = field(default=10, metadata={
         "help": "Epochs of that baseline (Assume Negative; on digits_mosaic fine-tuned from a backbone pretrained "
                 "on single digits, long enough to fit its pseudo-labels)."})
-    dataset: str = field(default="digits_mosaic", metadata={"help": "A builder of hf_cft.data."})
+    dataset: str = field(default="digits_mosaic", metadata={"choices": BUILDERS.keys(),
+                                                            "help": "A builder of hf_cft.data."})
     data_dir: str | None = field(default=None, metadata={"help": "The folder with the dataset's files."})
     known_ratio: float | None = field(default=0.1, metadata={"help": "Simulated known share (COCO, digits)."})
-    protocol: str | None = field(default="uniform", metadata={"help": "Simulation protocol (COCO, digits)."})
+    protocol: Protocol | None = field(default="uniform", metadata={"help": "Simulation protocol (COCO, digits)."})
     dataset_config: str | None = field(default=None, metadata={"help": "Other builder options as JSON."})
     variant: list[str] = field(default_factory=lambda: ["bp", "ga", "refit", "auto"], metadata={
+        "choices": LiveChoices(variant_choices),
         "help": f"Variants to run ({', '.join(VARIANTS)}; several allowed); 'auto' adds the per-category choice "
                 "among them (alone: among --auto_variants)."})
     selection: str = field(default="auto", metadata={
@@ -47,8 +56,13 @@ class RecipeArguments:
         "help": "Allow --selection split:<eval_split> (the paper's COCO code did this); the report says so."})
     output_dir: str = field(default="outputs/cft-digits-mosaic", metadata={"help": "Where the results go."})
     cache_dir: str = field(default="outputs/cache", metadata={"help": "Feature cache and finished blocks."})
+    report_to: list[str] = field(default_factory=lambda: ["none"], metadata={
+        "choices": REPORT_TO_CHOICES, "metavar": "TRACKER",
+        "help": "Log the before / after metrics of every variant, the per-category table and the gains plot to these "
+                "trackers (their local files under output_dir). " + REPORT_TO_HELP})
     batch_size: int = field(default=64, metadata={"help": "Extraction batch size per process."})
-    feature_dtype: str = field(default="float32", metadata={"help": "float32 or float16 feature cache."})
+    feature_dtype: Literal["float32", "float16"] = field(default="float32", metadata={
+        "help": "float32 or float16 feature cache."})
     image_size: int | None = field(default=None, metadata={
         "help": "Preprocessing of a model saved without an image processor: input side in pixels (with "
                 "--image_mean and --image_std). Ignored when the model has its own processor."})
@@ -74,6 +88,7 @@ class RecipeArguments:
     def __post_init__(self):
         if self.dataset not in BUILDERS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {sorted(BUILDERS)}")
+        self.report_to = check_report_to(self.report_to)
         if self.library not in (None, "transformers", "timm"):
             raise ValueError(f"--library must be 'transformers' or 'timm', got {self.library!r}")
         bad = [v for v in self.variant if v not in variant_choices()]

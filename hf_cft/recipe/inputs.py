@@ -36,7 +36,7 @@ def load_or_train_model(recipe: RecipeArguments, seed: int, accelerator) -> str:
         train(TrainArguments(dataset=recipe.dataset, data_dir=recipe.data_dir, known_ratio=recipe.known_ratio,
                              protocol=recipe.protocol, dataset_config=recipe.dataset_config, init_from=pretrained,
                              epochs=recipe.baseline_epochs, output_dir=recipe.baseline_dir, seed=seed,
-                             report_split=None))
+                             report_split=None, report_to=recipe.report_to))
     return model_path
 
 

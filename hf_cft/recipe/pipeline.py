@@ -16,6 +16,7 @@ from .inputs import feature_extractor, load_data, load_head, load_or_train_model
 from .job import Job, Outcome
 from .report import format_table, save_outputs
 from .scoring import decision_figures, evaluate, restrict_to_eval_categories, with_decisions
+from .tracking import log_outcome
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ def run(recipe: RecipeArguments, engine_args) -> dict:
     table = with_decisions(table, rows)
     if accelerator.is_main_process:
         logger.info("evaluation on %s:\n%s", recipe.eval_split, format_table(table, recipe.eval_split, kept))
-        save_outputs(job, Outcome(results, kept, on_eval, table, scores, decisions))
+        outcome = Outcome(results, kept, on_eval, table, scores, decisions)
+        save_outputs(job, outcome)
+        log_outcome(job, outcome)  # the trackers of --report_to (none by default)
     accelerator.wait_for_everyone()
     return {"eval_split": recipe.eval_split, "kept": kept, "table": table}

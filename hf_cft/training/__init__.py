@@ -1,6 +1,6 @@
 """The accelerate trainer that produces the baselines CFT is applied to (AN, ignore, LL-R, Selective, CL).
 
-``accelerate launch recipes/train.py [--args | config.yaml]``; every argument is a field of
+``hf-cft train [config.yaml] [--args]`` (``accelerate launch -m hf_cft.cli train``); every argument is a field of
 :class:`TrainArguments`. A validation split is held out from the training images (seeded, with its partial
 labels) and chooses the best epoch; the test split is only evaluated at the end, for the report.
 

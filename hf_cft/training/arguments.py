@@ -1,37 +1,52 @@
-"""The arguments of a baseline run: every field is a flag of ``recipes/train.py``."""
+"""The arguments of a baseline run: every field is a flag of ``hf-cft train`` (and ``recipes/train.py``).
+
+An option with a fixed set of values is a ``Literal`` (or, for a registry's names, has ``choices`` in its
+metadata), so that ``--help`` lists the values and the parser refuses any other before anything loads.
+"""
 
 from __future__ import annotations
 
 import logging
+import typing
 from dataclasses import dataclass, field
+from typing import Literal
 
+from ..data import BUILDERS
+from ..engine.config import Metric
+from ..tracking import REPORT_TO_CHOICES, REPORT_TO_HELP, check_report_to
 from .methods import METHOD_REGISTRY, METHODS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "TrainArguments"]
+__all__ = ["METHODS", "Library", "Protocol", "TrainArguments"]
+
+Library = Literal["transformers", "timm"]
+Protocol = Literal["uniform", "per_image_fixed", "positives_only", "salient"]
+"""The simulation protocols of the builders whose partial labels are simulated (``salient``: digits_mosaic only)."""
+UncertainPolicy = Literal["u_ignore", "u_ones", "u_zeros", "u_lsr"]
 
 
 @dataclass
 class TrainArguments:
-    """Everything a baseline run needs (also the command line of ``recipes/train.py``)."""
+    """Everything a baseline run needs (also the command line of ``hf-cft train``)."""
 
     model_name_or_path: str | None = field(default=None, metadata={
         "help": "Hub id or folder of a transformers or timm image classifier (pretrained weights used when "
                 "present); None: a small ResNet built from a config, randomly initialized."})
-    model_type: str = field(default="transformers", metadata={"help": "'transformers' or 'timm' (a timm name)."})
+    model_type: Library = field(default="transformers", metadata={"help": "'transformers' or 'timm' (a timm name)."})
     init_from: str | None = field(default=None, metadata={
         "help": "A model (folder or Hub id) pretrained on another task whose backbone starts the training; its "
                 "classifier is initialized afresh, as ImageNet weights are used for COCO. 'digits' pretrains the "
                 "small ResNet on single-digit classification of the embedded data's training pool first."})
-    dataset: str = field(default="digits_mosaic", metadata={"help": "A builder name of hf_cft.data."})
+    dataset: str = field(default="digits_mosaic", metadata={"choices": BUILDERS.keys(),
+                                                            "help": "A builder name of hf_cft.data."})
     data_dir: str | None = field(default=None, metadata={"help": "The folder with the dataset's files."})
     known_ratio: float | None = field(default=0.1, metadata={"help": "Simulated known share (COCO, digits)."})
-    protocol: str | None = field(default="uniform", metadata={"help": "Simulation protocol (COCO, digits)."})
+    protocol: Protocol | None = field(default="uniform", metadata={"help": "Simulation protocol (COCO, digits)."})
     dataset_config: str | None = field(default=None, metadata={
         "help": "Other builder options as JSON, e.g. '{\"frontal_only\": true}'."})
-    method: str = field(default="an", metadata={"help": f"One of {METHODS}."})
-    loss: str = field(default="asl", metadata={"help": "'asl' or 'bce' (ASL with γ=0, clip=0)."})
+    method: str = field(default="an", metadata={"choices": METHOD_REGISTRY.keys(), "help": "The training method."})
+    loss: Literal["asl", "bce"] = field(default="asl", metadata={"help": "'asl' or 'bce' (ASL with γ=0, clip=0)."})
     gamma_neg: float = field(default=4.0, metadata={"help": "ASL γ− (the paper's trainer: 4)."})
     gamma_pos: float = field(default=0.0, metadata={"help": "ASL γ+."})
     clip: float = field(default=0.05, metadata={"help": "ASL clip."})
@@ -41,16 +56,16 @@ class TrainArguments:
     likelihood_topk: int = field(default=5, metadata={
         "help": "Selective: K; the K × batch size unknown entries of rare classes with the highest probability in "
                 "the batch (over all its images and classes) are ignored as likely positives."})
-    cl_mode: str = field(default="score", metadata={
+    cl_mode: Literal["score", "positive"] = field(default="score", metadata={
         "help": "CL: 'score' (thresholds) or 'positive'. Pseudo-labels accumulate: each epoch adds labels for "
                 "entries still unknown, earlier ones are kept."})
     cl_threshold_pos: float = field(default=0.95, metadata={"help": "CL: probability for a positive pseudo-label."})
     cl_threshold_neg: float = field(default=0.05, metadata={"help": "CL: probability for a negative pseudo-label."})
-    uncertain_policy: str = field(default="u_ignore", metadata={
+    uncertain_policy: UncertainPolicy = field(default="u_ignore", metadata={
         "help": "CheXpert uncertain labels: u_ignore, u_ones, u_zeros or u_lsr."})
     lsr_low: float = field(default=0.55, metadata={"help": "U-LSR lower bound."})
     lsr_high: float = field(default=0.85, metadata={"help": "U-LSR upper bound."})
-    optimizer: str = field(default="adamw", metadata={"help": "'adam' or 'adamw'."})
+    optimizer: Literal["adam", "adamw"] = field(default="adamw", metadata={"help": "'adam' or 'adamw'."})
     learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate."})
     weight_decay: float = field(default=1e-4, metadata={"help": "Not applied to biases and norm parameters."})
     one_cycle: bool = field(default=True, metadata={"help": "OneCycle schedule (else constant)."})
@@ -69,7 +84,7 @@ class TrainArguments:
     val_fraction: float = field(default=0.1, metadata={"help": "Share of training images held out for validation."})
     report_split: str | None = field(default="test", metadata={
         "help": "Split evaluated once at the end for the report (never for choosing the epoch); None: none."})
-    metric: str = field(default="ap", metadata={"help": "'ap' or 'auroc': picks the best epoch on validation."})
+    metric: Metric = field(default="ap", metadata={"help": "'ap' or 'auroc': picks the best epoch on validation."})
     eval_categories: list[str] | None = field(default=None, metadata={
         "help": "Categories the validation and report metrics average over (names); default: all of them, and on "
                 "CheXpert the five competition categories, as the paper reports."})
@@ -77,7 +92,12 @@ class TrainArguments:
     seed: int = field(default=0, metadata={"help": "Seed of everything."})
     resume_from_checkpoint: str | None = field(default=None, metadata={
         "help": "A checkpoint folder, or 'latest' for the newest in output_dir/checkpoints."})
-    with_tracking: bool = field(default=False, metadata={"help": "Log to tensorboard in output_dir."})
+    report_to: list[str] = field(default_factory=lambda: ["none"], metadata={
+        "choices": REPORT_TO_CHOICES, "metavar": "TRACKER",
+        "help": "Log each epoch's loss and validation metrics, and the report split's, to these trackers (their local "
+                "files under output_dir). " + REPORT_TO_HELP})
+    with_tracking: bool = field(default=False, metadata={
+        "help": "Deprecated: use --report_to tensorboard (which it means)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training images."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader workers."})
     stop_after_epochs: int | None = field(default=None, metadata={
@@ -87,11 +107,18 @@ class TrainArguments:
     cpu: bool | None = field(default=None, metadata={"help": "Force the CPU (default: when no GPU)."})
 
     def __post_init__(self):
+        if self.dataset not in BUILDERS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {sorted(BUILDERS)}")
+        if self.with_tracking:
+            logger.warning("--with_tracking is deprecated: use --report_to tensorboard (which it means)")
+            self.report_to = [*(r for r in self.report_to if r != "none"), "tensorboard"]
+            self.with_tracking = False  # folded into report_to (a copy made with dataclasses.replace warns no more)
+        self.report_to = check_report_to(self.report_to)
         if self.method not in METHOD_REGISTRY:  # the built-in METHODS and any registered later
             raise ValueError(f"`method` must be one of {tuple(METHOD_REGISTRY)}, got {self.method!r}")
         if self.loss not in ("asl", "bce"):
             raise ValueError(f"`loss` must be 'asl' or 'bce', got {self.loss!r}")
-        if self.uncertain_policy not in ("u_ignore", "u_ones", "u_zeros", "u_lsr"):
+        if self.uncertain_policy not in typing.get_args(UncertainPolicy):
             raise ValueError(f"`uncertain_policy` must be u_ignore, u_ones, u_zeros or u_lsr, got "
                              f"{self.uncertain_policy!r}")
         if not 0 < self.val_fraction < 1:

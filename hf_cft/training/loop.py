@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..tracking import open_trackers
 from .arguments import TrainArguments
 from .checkpoints import CHECKPOINTS, checkpoint, resume
 from .methods import METHOD_REGISTRY, method_loss
@@ -24,7 +25,10 @@ from .state import Run, TrainState, initial_state
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainParts", "build_optimizer", "build_schedule", "make_accelerator", "train", "train_epoch"]
+__all__ = ["TRACKING_PROJECT", "TrainParts", "build_optimizer", "build_schedule", "make_accelerator", "train",
+           "train_epoch"]
+
+TRACKING_PROJECT = "hf_cft_train"  # the trackers' project (tensorboard: output_dir/hf_cft_train)
 
 
 @dataclass
@@ -54,15 +58,23 @@ def train(args: TrainArguments) -> dict:
     args = pretrain_backbone(args, accelerator, data)
     model, size, mean, std = build_model(args, data.names)
     run = Run(args, accelerator, data, (size, mean, std))
+    try:
+        return _train_run(run, model)
+    finally:
+        if run.trackers:
+            run.trackers.finish()
+
+
+def _train_run(run: Run, model) -> dict:
+    """The loaders, optimizer and schedule of a run, its resume point, its epochs and its report."""
+    args, accelerator, data = run.args, run.accelerator, run.data
     gen = torch.Generator().manual_seed(args.seed)
     train_loader, val_loader = build_loaders(args, data, run.preprocessing, gen)
     optimizer = build_optimizer(args, model)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     parts = TrainParts(model, optimizer, *build_schedule(args, accelerator, model, optimizer, len(train_loader)))
     state = resume(args, accelerator, initial_state(data))
-    if args.with_tracking:
-        accelerator.init_trackers("hf_cft_train", config={k: v for k, v in asdict(args).items()
-                                                          if isinstance(v, (int, float, str, bool))})
+    run.trackers = open_trackers(args.report_to, TRACKING_PROJECT, args.output_dir, config=asdict(args))
     lsr_gen = torch.Generator(device=accelerator.device)
     ran = 0
     for epoch in range(state.epoch + 1, args.epochs + 1):
@@ -80,23 +92,16 @@ def train(args: TrainArguments) -> dict:
     report = final_report(run, state)
     if args.push_to_hub and accelerator.is_main_process:
         push_best(args)
-    if args.with_tracking:
-        accelerator.end_training()
     return report
 
 
 def make_accelerator(args: TrainArguments):
-    """The Accelerator of a run (CPU when no GPU or when asked; tensorboard with ``--with_tracking``)."""
+    """The Accelerator of a run (CPU when no GPU or when asked)."""
     from accelerate import Accelerator
 
     cpu = (not torch.cuda.is_available()) if args.cpu is None else args.cpu
-    if args.with_tracking:
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError as err:
-            raise ImportError("--with_tracking logs to tensorboard: pip install 'hf_cft[tracking]'") from err
     return Accelerator(cpu=cpu, gradient_accumulation_steps=args.gradient_accumulation_steps,
-                       log_with="tensorboard" if args.with_tracking else None, project_dir=args.output_dir)
+                       project_dir=args.output_dir)
 
 
 def _param_groups(model, weight_decay: float):

@@ -41,8 +41,8 @@ def validate(run: Run, model, loader, state: TrainState, epoch: int, loss: float
     state.epoch = epoch
     accelerator.print(f"epoch {epoch}: validation mAP {100 * val['map']:.2f} mAUC {100 * val['mauc']:.2f}"
                       + (" (best)" if improved else ""))
-    if args.with_tracking:
-        accelerator.log({"train/loss": loss, "val/map": val["map"], "val/mauc": val["mauc"]}, step=epoch)
+    if run.trackers:
+        run.trackers.log({"train/loss": loss, "val/map": val["map"], "val/mauc": val["mauc"]}, step=epoch)
 
 
 def final_report(run: Run, state: TrainState) -> dict:
@@ -57,6 +57,9 @@ def final_report(run: Run, state: TrainState) -> dict:
         report[split] = score_best(run, data.ds[split])
         accelerator.print(f"{split} (best epoch {state.best_epoch}): mAP {100 * report[split]['map']:.2f} mAUC "
                           f"{100 * report[split]['mauc']:.2f}")
+        if run.trackers:
+            run.trackers.log({f"{split}/map": report[split]["map"], f"{split}/mauc": report[split]["mauc"]},
+                             step=state.best_epoch)
     if accelerator.is_main_process:
         for folder in (args.output_dir, os.path.join(args.output_dir, BEST)):
             write_json(os.path.join(folder, TRAIN_REPORT_NAME), report, indent=2)

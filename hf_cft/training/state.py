@@ -55,13 +55,14 @@ class TrainState:
 
 @dataclass
 class Run:
-    """The fixed context of a run that the steps of an epoch read: its arguments, accelerator, data and the
-    evaluation preprocessing ``(size, mean, std)`` of its model."""
+    """The fixed context of a run that the steps of an epoch read: its arguments, accelerator, data, the
+    evaluation preprocessing ``(size, mean, std)`` of its model and its trackers (``--report_to``; None: none)."""
 
     args: TrainArguments
     accelerator: Any
     data: TrainData
     preprocessing: tuple
+    trackers: Any = None  # hf_cft.tracking.Trackers
 
 
 def initial_state(data: TrainData) -> TrainState:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import typing
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -26,9 +28,12 @@ from ..registry import BlockTask, Variant, check_minimum, register_variant
 from ..selection import BestTracker, Judge
 from ..views import DenseView
 
-__all__ = ["BP_LOSSES", "BPOptions", "run_bp"]
+__all__ = ["BP_LOSSES", "BP_OPTIMIZERS", "BPLoss", "BPOptimizer", "BPOptions", "run_bp"]
 
-BP_LOSSES = ("asl", "wmw", "aucm")
+BPLoss = Literal["asl", "wmw", "aucm"]
+BPOptimizer = Literal["adam", "gd"]
+BP_LOSSES = typing.get_args(BPLoss)
+BP_OPTIMIZERS = typing.get_args(BPOptimizer)
 
 
 @dataclass
@@ -37,7 +42,7 @@ class BPOptions:
 
     epochs: int = field(default=5000, metadata={"help": "bp: maximum full-batch Adam epochs."})
     lr: float = field(default=1e-4, metadata={"help": "bp: learning rate (of Adam, or of gradient descent)."})
-    bp_optimizer: str = field(
+    bp_optimizer: BPOptimizer = field(
         default="adam",
         metadata={"help": "bp: 'adam' (full-batch Adam, the paper's COCO setting) or 'gd' (full-batch gradient "
                   "descent, θ ← θ − lr·∇, the paper's CheXpert setting)."},
@@ -45,7 +50,7 @@ class BPOptions:
     gamma_neg: float = field(default=4.0, metadata={"help": "bp: ASL focusing parameter of negatives (γ−)."})
     gamma_pos: float = field(default=0.0, metadata={"help": "bp: ASL focusing parameter of positives (γ+)."})
     clip: float = field(default=0.05, metadata={"help": "bp: ASL probability margin of negatives (0: none)."})
-    bp_loss: str = field(
+    bp_loss: BPLoss = field(
         default="asl",
         metadata={"help": "bp: 'asl' (asymmetric loss; γ=0, clip=0 is BCE), 'wmw' (Wilcoxon–Mann–Whitney AUC "
                   "approximation, Yan et al. 2003, p=2) or 'aucm' (AUC-M square loss, Yuan et al. 2021)."},
@@ -57,7 +62,7 @@ class BPOptions:
         check_minimum(self, "epochs", 0)
         if self.lr <= 0:
             raise ValueError(f"`lr` must be > 0, got {self.lr}")
-        if self.bp_optimizer not in ("adam", "gd"):
+        if self.bp_optimizer not in BP_OPTIMIZERS:
             raise ValueError(f"`bp_optimizer` must be 'adam' or 'gd', got {self.bp_optimizer!r}")
         if self.bp_loss not in BP_LOSSES:
             raise ValueError(f"`bp_loss` must be one of {BP_LOSSES}, got {self.bp_loss!r}")

@@ -17,7 +17,9 @@ such as Open Images. The λ grid is the trajectory that the selection rule judge
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -26,7 +28,10 @@ import torch.nn.functional as F
 from ..registry import BlockTask, Variant, register_variant
 from ..views import GatheredView, Split, ViewFactory
 
-__all__ = ["RefitOptions", "Solver", "fit_logistic_rows", "run_refit", "solve_in_row_span", "solve_logistic"]
+__all__ = ["RefitOptions", "RefitToward", "Solver", "fit_logistic_rows", "run_refit", "solve_in_row_span",
+           "solve_logistic"]
+
+RefitToward = Literal["zero", "trained"]
 
 
 @dataclass
@@ -39,7 +44,7 @@ class RefitOptions:
                   "trajectory the selection rule chooses from. Wide by default: the right λ scales with the "
                   "features' squared norm."},
     )
-    refit_toward: str = field(
+    refit_toward: RefitToward = field(
         default="zero",
         metadata={"help": "refit: regularize toward 'zero' (a logistic regression on the known labels alone; "
                   "strong λ gives the robust difference-of-means direction) or 'trained' (the trained row)."},
@@ -49,7 +54,7 @@ class RefitOptions:
     refit_tol: float = field(default=1e-6, metadata={"help": "refit: stop when the largest gradient entry is below."})
 
     def __post_init__(self) -> None:
-        if self.refit_toward not in ("trained", "zero"):
+        if self.refit_toward not in typing.get_args(RefitToward):
             raise ValueError(f"`refit_toward` must be 'trained' or 'zero', got {self.refit_toward!r}")
         self.refit_l2 = [float(v) for v in self.refit_l2]
         if not self.refit_l2 or not all(math.isfinite(v) and v >= 0 for v in self.refit_l2):
