@@ -79,7 +79,8 @@ class TrainArguments:
         "help": "A checkpoint folder, or 'latest' for the newest in output_dir/checkpoints."})
     with_tracking: bool = field(default=False, metadata={"help": "Log to tensorboard in output_dir."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training images."})
-    num_workers: int = field(default=0, metadata={"help": "DataLoader workers."})
+    num_workers: int | None = field(default=None, metadata={
+        "help": "DataLoader workers decoding images (default: the cores available, at most 8; 0: none)."})
     stop_after_epochs: int | None = field(default=None, metadata={
         "help": "Stop (as if killed) after this many epochs of this run; for resume tests."})
     push_to_hub: bool = field(default=False, metadata={"help": "Push the best model to the Hub."})

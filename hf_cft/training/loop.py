@@ -55,7 +55,7 @@ def train(args: TrainArguments) -> dict:
     model, size, mean, std = build_model(args, data.names)
     run = Run(args, accelerator, data, (size, mean, std))
     gen = torch.Generator().manual_seed(args.seed)
-    train_loader, val_loader = build_loaders(args, data, run.preprocessing, gen)
+    train_loader, val_loader = build_loaders(args, data, run.preprocessing, gen, accelerator.device)
     optimizer = build_optimizer(args, model)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     parts = TrainParts(model, optimizer, *build_schedule(args, accelerator, model, optimizer, len(train_loader)))

@@ -10,6 +10,7 @@ import torch
 
 from ..constants import TRAIN_REPORT_NAME
 from ..data import label_arrays
+from ..data.loading import loader_options
 from ..io import write_json
 from .arguments import TrainArguments
 from .evaluation_loop import evaluate_loader
@@ -68,7 +69,8 @@ def score_best(run: Run, split) -> dict:
     labels, mask = label_arrays(split)
     data = SplitDataset(split, np.arange(len(split)), image_transforms(size, mean, std, False, False),
                         labels.astype(np.float32), mask, np.zeros_like(mask))
-    loader = accelerator.prepare(torch.utils.data.DataLoader(data, batch_size=args.batch_size))
+    loader = accelerator.prepare(torch.utils.data.DataLoader(
+        data, batch_size=args.batch_size, **loader_options(args.num_workers, accelerator.device)))
     return evaluate_loader(accelerator, loader, best, run.data.eval_columns)
 
 
