@@ -23,7 +23,10 @@ def save_outputs(job: Job, outcome: Outcome) -> None:
     evaluation = {recipe.eval_split: {"before": scores["baseline"].to_dict(),
                                       "after": scores[kept].to_dict()}}
     head.apply(outcome.results[kept])
-    results_json = json.dumps({"eval_split": recipe.eval_split, "kept": kept, "table": outcome.table}, indent=2)
+    skipped = getattr(job.features_of, "skipped", dict)()  # images --skip_bad_images left out, by split
+    results_json = json.dumps({"eval_split": recipe.eval_split, "kept": kept, "table": outcome.table,
+                               "skipped_images": {"count": sum(map(len, skipped.values())), "by_split": skipped}},
+                              indent=2)
     head.save_pretrained(recipe.output_dir, category_names=job.names, repo_id=recipe.hub_model_id,
                          base_model=base_model, dataset_name=recipe.dataset,
                          evaluation=evaluation, selection_on_eval=outcome.selection_on_eval,
