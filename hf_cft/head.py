@@ -161,16 +161,19 @@ class CFTHead:
         Returns:
             the :class:`~hf_cft.engine.CFTResult` (not yet applied: call :meth:`apply`).
         """
-        z = self.extract(train, cache_dir, **extract_kwargs).features
+        cache = self.extract(train, cache_dir, **extract_kwargs)  # images skipped (skip_bad_images): labels unknown
+        z = cache.features
         sparse = False if config is not None and config.uncertain_policies else None  # None: as the split stores them
         labels, mask = label_arrays(train, sparse=sparse)
+        mask = cache.known(mask)
         sel = None
         if selection is not None:
-            sel = (self.extract(selection, cache_dir, **extract_kwargs).features,
-                   *label_arrays(selection, sparse=sparse))
+            sel_cache = self.extract(selection, cache_dir, **extract_kwargs)
+            sel_labels, sel_mask = label_arrays(selection, sparse=sparse)
+            sel = (sel_cache.features, sel_labels, sel_cache.known(sel_mask))
         kwargs = {}
         if config is not None and config.uncertain_policies:
-            kwargs["uncertain_mask"] = label_arrays(train, ("uncertain_mask",))[0]
+            kwargs["uncertain_mask"] = cache.known(label_arrays(train, ("uncertain_mask",))[0])
         result = fit_cft(z, labels, mask, self.weight, self.bias, config, selection=sel,
                          category_names=category_names or self.label_names(), **kwargs)
         if decisions is False or decisions is None:
@@ -187,8 +190,10 @@ class CFTHead:
         figures also go to :attr:`card_data` under ``split`` (default: the dataset's own split name), so that
         the model card saved next shows them.
         """
-        features = self.extract(dataset, cache_dir, **extract_kwargs).features
+        cache = self.extract(dataset, cache_dir, **extract_kwargs)
+        features = cache.features
         labels, mask = label_arrays(dataset, sparse=None)  # sparse for pair-stored splits (Open Images)
+        mask = cache.known(mask)  # images skipped (skip_bad_images) are not scored
         rows = {"before": (self.weight, self.bias)}
         if result is not None:
             rows["after"] = (result.weight, result.bias)

@@ -10,6 +10,7 @@ from PIL import Image
 
 from hf_cft.data import (
     CHEXPERT_COMPETITION,
+    category_names,
     label_arrays,
     load_partial_dataset,
     partial_info,
@@ -380,3 +381,41 @@ def test_a_registered_builder_of_your_own_loads_like_the_shipped_ones(tmp_path):
         BUILDERS.pop("two_squares", None)
     with pytest.raises(ValueError, match="unknown dataset 'two_squares'"):
         load_partial_dataset("two_squares")
+
+
+def _without_description(split):
+    """The split as pushed to the Hub gives it back: features and rows, no info description."""
+    import datasets
+
+    return datasets.Dataset(split.data, info=datasets.DatasetInfo(features=split.features))
+
+
+def test_category_names_travel_in_the_features(tmp_path):
+    """Pair columns (partial_csv) and dense columns (digits_mosaic) keep their names through save_to_disk /
+    load_from_disk and through parquet (what push_to_hub writes and load_dataset reads), without the description."""
+    import datasets
+
+    root = tmp_path / "mine"
+    _csv_set(root, "image,cat,dog,bird\nimg/0.jpg,1,0,\nimg/1.jpg,,1,-1\n")
+    pairs = load_partial_dataset("partial_csv", data_dir=str(root), cache_dir=str(tmp_path / "c"))["train"]
+    dense = load_partial_dataset("digits_mosaic", cache_dir=str(tmp_path / "d"), n_train=12, n_test=4)["train"]
+    assert pairs.features["positive_categories"].feature.names == ["cat", "dog", "bird"]
+    assert dense.features["positive_categories"].feature.names == [str(i) for i in range(10)]
+    labels, mask = label_arrays(dense)
+    assert [sorted(p) for p in dense["positive_categories"]] == [list(np.flatnonzero(r)) for r in labels & mask]
+    for name, split in (("pairs", pairs), ("dense", dense)):
+        expected = partial_info(split)["categories"]
+        bare = _without_description(split)
+        assert bare.info.description in (None, "") and category_names(bare) == expected
+        bare.save_to_disk(str(tmp_path / name))
+        back = datasets.load_from_disk(str(tmp_path / name))
+        assert category_names(back) == partial_info(back)["categories"] == expected
+        bare.to_parquet(str(tmp_path / f"{name}.parquet"))
+        hub = datasets.load_dataset("parquet", data_files=str(tmp_path / f"{name}.parquet"), split="train",
+                                    cache_dir=str(tmp_path / "pq"))
+        assert category_names(hub) == expected
+        for a, b in zip(label_arrays(hub, sparse=False), label_arrays(split, sparse=False)):
+            np.testing.assert_array_equal(a, b)  # pair splits: C from the names in the features
+    old = datasets.Dataset.from_dict({"labels": [[1, 0]], "label_mask": [[True, True]]},
+                                     info=datasets.DatasetInfo(description=json.dumps({"categories": ["a", "b"]})))
+    assert category_names(old) == ["a", "b"]  # a split built before: from its description

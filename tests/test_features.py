@@ -174,3 +174,13 @@ def test_cache_key_follows_the_model_settings_not_its_labels(tmp_path):
     avg.set_rows(torch.randn_like(avg.weight), torch.randn_like(avg.bias))
     saved = CFTHead.from_pretrained(avg.save_pretrained(tmp_path / "cal", category_names=["x", "y", "z"]))
     assert saved.extract(ds, str(tmp_path / "c"), **kw).key == a.key
+
+
+def test_features_equal_with_and_without_workers(digits, tmp_path):
+    head = tiny_vit_head()
+    kw = dict(image_processor=PROC, batch_size=16, accelerator=Accelerator(cpu=True), show_progress=False)
+    none = extract_features(head, digits["train"], str(tmp_path / "a"), num_workers=0, chunk_size=32, **kw)
+    two = extract_features(head, digits["train"], str(tmp_path / "b"), num_workers=2, chunk_size=40, **kw)
+    np.testing.assert_array_equal(np.asarray(none.features), np.asarray(two.features))
+    assert none.key == two.key  # how images are read is not part of the cache key
+

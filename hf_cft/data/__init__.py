@@ -16,7 +16,15 @@ from .cache_key import code_hash
 from .chexpert import COMPETITION as CHEXPERT_COMPETITION
 from .chexpert import Chexpert
 from .coco import Coco2014
-from .columns import PAIR_COLUMNS, label_arrays, num_categories, partial_info, stores_pairs, with_dense_labels
+from .columns import (
+    PAIR_COLUMNS,
+    category_names,
+    label_arrays,
+    num_categories,
+    partial_info,
+    stores_pairs,
+    with_dense_labels,
+)
 from .digits import DigitsMosaic
 from .files import DataLayout
 from .load import load_partial_dataset
@@ -32,6 +40,7 @@ __all__ = [
     "CHEXPERT_COMPETITION",
     "Chexpert",
     "Coco2014",
+    "category_names",
     "PAIR_COLUMNS",
     "DataLayout",
     "DigitsMosaic",

@@ -2,13 +2,17 @@
 
 Every builder yields examples with ``image`` (decoded lazily from the local file) and its labels, dense
 (``labels``, ``label_mask``, optionally ``uncertain_mask`` and ``full_labels``) or by known pair
-(``PAIRS = True``); :mod:`hf_cft.data.columns` reads them back. The dataset info's ``description`` is a JSON
-object (:func:`~hf_cft.data.columns.partial_info`): the category names in canonical order, the protocol, the
-seed, and per split the counts of :mod:`hf_cft.data.stats`.
+(``PAIRS = True``); :mod:`hf_cft.data.columns` reads them back. The category names travel in the features, so
+that a split saved (``save_to_disk``) or pushed (``push_to_hub``) and loaded back keeps them: the pair columns
+are ``List(ClassLabel(names=categories))``, and a dense split also has ``positive_categories`` (its known
+positives, added to what the builder yields), whose ``ClassLabel`` carries the names. The dataset info's
+``description`` is a JSON object (:func:`~hf_cft.data.columns.partial_info`): the category names in canonical
+order, the protocol, the seed, and per split the counts of :mod:`hf_cft.data.stats`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -16,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import datasets
+import numpy as np
 
 from .cache_key import files_hash
 from .columns import PAIR_COLUMNS
@@ -43,6 +48,12 @@ class PartialBuilder(SplitStats, datasets.GeneratorBasedBuilder):
     FULL_LABELS_BEHIND_MASK = False
     HOMEPAGE = ""
     CITATION = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("_generate_examples")
+        if own is not None and not getattr(own, "_names_positives", False):
+            cls._generate_examples = _with_positive_categories(own)
 
     def categories(self) -> list[str]:
         return list(self.CATEGORIES)
@@ -74,17 +85,19 @@ class PartialBuilder(SplitStats, datasets.GeneratorBasedBuilder):
         }
 
     def _info(self) -> datasets.DatasetInfo:
-        c = len(self.categories())
+        names = self.categories()
+        c = len(names)
+        named = datasets.List(datasets.ClassLabel(names=names))  # category indices, with their names
         if self.PAIRS:
-            features = {"image": datasets.Image(), **{k: datasets.List(datasets.Value("int32"))
-                                                       for k in PAIR_COLUMNS[:2]}}
+            features = {"image": datasets.Image(), **{k: named for k in PAIR_COLUMNS[:2]}}
             if self.UNCERTAIN_MASK:
-                features[PAIR_COLUMNS[2]] = datasets.List(datasets.Value("int32"))
+                features[PAIR_COLUMNS[2]] = named
         else:
             features = {
                 "image": datasets.Image(),
                 "labels": datasets.List(datasets.Value("int8"), length=c),
                 "label_mask": datasets.List(datasets.Value("bool"), length=c),
+                PAIR_COLUMNS[0]: named,  # the known positives again, by name: the split's names travel with it
             }
             if self.UNCERTAIN_MASK:
                 features["uncertain_mask"] = datasets.List(datasets.Value("bool"), length=c)
@@ -160,3 +173,19 @@ class PartialBuilder(SplitStats, datasets.GeneratorBasedBuilder):
         """The checked data folder of this build (see :meth:`check_data_dir`)."""
         return self.check_data_dir(dl_manager.manual_dir or self.config.data_dir, vars(self.config),
                                    getattr(self, "dataset_name", None) or self.name)
+
+
+def _with_positive_categories(generate):
+    """A builder's ``_generate_examples`` that adds, to each dense example, ``positive_categories`` (the indices of
+    its known positives) when the builder did not yield it."""
+
+    @functools.wraps(generate)
+    def with_positives(self, *args, **kwargs):
+        for key, example in generate(self, *args, **kwargs):
+            if not self.PAIRS and PAIR_COLUMNS[0] not in example:
+                known = (np.asarray(example["labels"]) == 1) & np.asarray(example["label_mask"], dtype=bool)
+                example = {**example, PAIR_COLUMNS[0]: np.flatnonzero(known).astype(np.int32)}
+            yield key, example
+
+    with_positives._names_positives = True
+    return with_positives

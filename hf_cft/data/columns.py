@@ -4,9 +4,12 @@ Dense splits hold ``labels`` (``List(Value("int8"), length=C)``: 1 positive, 0 n
 unknown), ``label_mask`` (``List(Value("bool"), length=C)``: True where known) and, with uncertain labels,
 ``uncertain_mask``; builders that simulate partial labels add ``full_labels``. Pair-stored splits (Open Images,
 partial_csv) hold the category indices of each image's known labels: ``positive_categories``,
-``negative_categories`` (and ``uncertain_categories``). The split info's ``description`` is a JSON object (read
-it with :func:`partial_info`) holding the category names in canonical order, the protocol, the seed, and the
-split's achieved known-label ratio and other counts.
+``negative_categories`` (and ``uncertain_categories``). The category names are in the features: the pair columns
+are ``List(ClassLabel(names=...))`` (dense splits have ``positive_categories`` too, their known positives), so
+that they survive ``save_to_disk`` and ``push_to_hub``; :func:`category_names` reads them (from the split info
+for splits built before). The split info's ``description`` is a JSON object (read it with :func:`partial_info`)
+holding the category names in canonical order, the protocol, the seed, and the split's achieved known-label ratio
+and other counts.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ import json
 import logging
 from typing import Any
 
+import datasets
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PAIR_COLUMNS", "label_arrays", "num_categories", "partial_info", "stores_pairs", "with_dense_labels"]
+__all__ = ["PAIR_COLUMNS", "category_names", "label_arrays", "num_categories", "partial_info", "stores_pairs",
+           "with_dense_labels"]
 
 PAIR_COLUMNS = ("positive_categories", "negative_categories", "uncertain_categories")
 _PAIR_OF = {"labels": (PAIR_COLUMNS[0],), "label_mask": PAIR_COLUMNS[:2], "uncertain_mask": (PAIR_COLUMNS[2],)}
@@ -162,5 +167,28 @@ def with_dense_labels(dataset):
 
 
 def partial_info(dataset) -> dict[str, Any]:
-    """The hf_cft metadata of a split (categories, protocol, seed, achieved known ratio, counts)."""
-    return json.loads(dataset.info.description or "{}")
+    """The hf_cft metadata of a split (categories, protocol, seed, achieved known ratio, counts); ``categories``
+    from the features when they name them (:func:`category_names`), so that a split loaded from the Hub has them."""
+    info = json.loads(dataset.info.description or "{}")
+    names = _feature_names(dataset)
+    if names is not None:
+        info["categories"] = names
+    return info
+
+
+def category_names(dataset) -> list[str] | None:
+    """The split's category names in order: from its features (the ``ClassLabel`` of a pair column), else from
+    its info's description (splits built before the names were in the features); None when neither has them."""
+    names = _feature_names(dataset)
+    if names is not None:
+        return names
+    return json.loads(dataset.info.description or "{}").get("categories")
+
+
+def _feature_names(dataset) -> list[str] | None:
+    features = getattr(dataset, "features", None) or {}
+    for column in PAIR_COLUMNS:
+        inner = getattr(features.get(column), "feature", None)
+        if isinstance(inner, datasets.ClassLabel):
+            return list(inner.names)
+    return None

@@ -63,6 +63,12 @@ class RecipeArguments:
     batch_size: int = field(default=64, metadata={"help": "Extraction batch size per process."})
     feature_dtype: Literal["float32", "float16"] = field(default="float32", metadata={
         "help": "float32 or float16 feature cache."})
+    num_workers: int | None = field(default=None, metadata={
+        "help": "DataLoader workers decoding images per process (default: the cores available, at most 8; 0: in "
+                "the main process)."})
+    skip_bad_images: bool = field(default=False, metadata={
+        "help": "Go on past image files that cannot be read (missing, empty, truncated, not an image): their rows "
+                "are left out of fitting and scoring and listed in cft_results.json. Default: stop, naming them."})
     image_size: int | None = field(default=None, metadata={
         "help": "Preprocessing of a model saved without an image processor: input side in pixels (with "
                 "--image_mean and --image_std). Ignored when the model has its own processor."})

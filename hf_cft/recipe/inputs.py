@@ -10,6 +10,7 @@ import numpy as np
 
 from ..constants import TRAIN_REPORT_NAME
 from ..data import label_arrays, load_partial_dataset, partial_info
+from ..features import BadImagesError
 from ..head import CFTHead
 from ..io import read_json, recover_model_dir
 from ..training import TrainArguments, dataset_options, train
@@ -17,7 +18,8 @@ from .arguments import RecipeArguments
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["feature_extractor", "load_data", "load_head", "load_or_train_model", "resolve_selection"]
+__all__ = ["FeatureExtractor", "feature_extractor", "load_data", "load_head", "load_or_train_model",
+           "resolve_selection"]
 
 
 def load_or_train_model(recipe: RecipeArguments, seed: int, accelerator) -> str:
@@ -75,15 +77,64 @@ def load_data(recipe: RecipeArguments, seed: int, accelerator) -> tuple:
     return ds, partial_info(ds["train"])["categories"]
 
 
-def feature_extractor(recipe: RecipeArguments, head, accelerator):
-    """``split → features`` (numpy), extracted data parallel and cached under ``cache_dir/features``."""
-    ext = dict(cache_dir=os.path.join(recipe.cache_dir, "features"), batch_size=recipe.batch_size,
-               dtype=recipe.feature_dtype, accelerator=accelerator, show_progress=accelerator.is_main_process)
+class FeatureExtractor:
+    """``split → features`` (numpy), extracted data parallel and cached under ``cache_dir/features``.
 
-    def features_of(split):
-        return np.asarray(head.extract(split, **ext).features)
+    With the dataset given, the first call extracts every split the recipe reads (train, a ``split:`` selection,
+    the evaluation split), so that unreadable images of any of them are named together before anything is
+    fitted (:class:`~hf_cft.features.BadImagesError`). With ``--skip_bad_images``, :meth:`labels` gives a
+    split's labels with the skipped rows unknown and :meth:`skipped` lists them for the report.
+    """
 
-    return features_of
+    def __init__(self, recipe: RecipeArguments, head, accelerator, ds=None):
+        self.head, self.ds = head, ds
+        self.reads = [recipe.selection.split(":", 1)[1]] if recipe.selection.startswith("split:") else []
+        self.reads = list(dict.fromkeys(["train", *self.reads, recipe.eval_split]))
+        self.options = dict(cache_dir=os.path.join(recipe.cache_dir, "features"), batch_size=recipe.batch_size,
+                            dtype=recipe.feature_dtype, accelerator=accelerator, num_workers=recipe.num_workers,
+                            skip_bad_images=recipe.skip_bad_images, show_progress=accelerator.is_main_process)
+        self.caches: dict = {}
+
+    def __call__(self, split) -> np.ndarray:
+        return np.asarray(self.cache(split).features)
+
+    def cache(self, split):
+        """The split's :class:`~hf_cft.features.FeatureCache` (extracted once per run)."""
+        if self.ds is not None:
+            ds, self.ds = self.ds, None
+            self._extract_all(ds)
+        key = (str(getattr(split, "split", None)), getattr(split, "_fingerprint", id(split)))
+        if key not in self.caches:
+            self.caches[key] = self.head.extract(split, **self.options)
+        return self.caches[key]
+
+    def _extract_all(self, ds) -> None:
+        failed = None
+        for name in self.reads:
+            if name not in ds:
+                continue
+            try:
+                self.cache(ds[name])
+            except BadImagesError as err:
+                failed = err if failed is None else failed.merged(err)
+        if failed is not None:
+            raise failed
+
+    def labels(self, split) -> tuple:
+        """``label_arrays(split, sparse=None)`` with the rows whose image was skipped unknown."""
+        labels, mask = label_arrays(split, sparse=None)
+        return labels, self.cache(split).known(mask)
+
+    def skipped(self) -> dict[str, list[dict]]:
+        """Split name -> the skipped rows (``row``, ``file``, ``error``) of the splits read."""
+        return {split: [b.to_dict() for b in cache.skipped] for (split, _), cache in self.caches.items()
+                if cache.skipped}
+
+
+def feature_extractor(recipe: RecipeArguments, head, accelerator, ds=None) -> FeatureExtractor:
+    """``split → features`` (numpy): a :class:`FeatureExtractor`; with ``ds``, every split the recipe reads is
+    extracted at the first call (unreadable images of all of them named before anything is fitted)."""
+    return FeatureExtractor(recipe, head, accelerator, ds)
 
 
 def resolve_selection(recipe: RecipeArguments, model_path: str, ds, train_features, labels, mask, features_of):
@@ -107,4 +158,5 @@ def resolve_selection(recipe: RecipeArguments, model_path: str, ds, train_featur
     name = choice.split(":", 1)[1]
     if name not in ds:
         raise ValueError(f"--selection {choice}: {recipe.dataset} has no split {name!r} ({list(ds)})")
-    return np.arange(n), (features_of(ds[name]), *label_arrays(ds[name], sparse=None)), None, name == recipe.eval_split
+    labels_of = getattr(features_of, "labels", None) or (lambda split: label_arrays(split, sparse=None))
+    return np.arange(n), (features_of(ds[name]), *labels_of(ds[name])), None, name == recipe.eval_split

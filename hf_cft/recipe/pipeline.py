@@ -7,7 +7,6 @@ import logging
 
 import torch
 
-from ..data import label_arrays
 from ..engine.views import Rows
 from .arguments import RecipeArguments
 from .calibrate import final_variant, make_kept_decisions, run_variants, state_selection_on_eval
@@ -28,7 +27,7 @@ def load_job(recipe: RecipeArguments, seed: int, accelerator) -> Job:
     model_path = load_or_train_model(recipe, seed, accelerator)
     ds, names = load_data(recipe, seed, accelerator)
     head = load_head(recipe, model_path, names)
-    return Job(recipe, accelerator, model_path, ds, names, head, feature_extractor(recipe, head, accelerator))
+    return Job(recipe, accelerator, model_path, ds, names, head, feature_extractor(recipe, head, accelerator, ds))
 
 
 def run(recipe: RecipeArguments, engine_args) -> dict:
@@ -39,7 +38,7 @@ def run(recipe: RecipeArguments, engine_args) -> dict:
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     job = load_job(recipe, engine_args.seed, accelerator)
     z = job.features_of(job.ds["train"])
-    labels, mask = label_arrays(job.ds["train"], sparse=None)  # sparse for pair-stored splits (Open Images)
+    labels, mask = job.features_of.labels(job.ds["train"])  # sparse for pair-stored splits; skipped rows unknown
     fit_rows, selection, holdout, on_eval = resolve_selection(recipe, job.model_path, job.ds, z, labels, mask,
                                                               job.features_of)
     if holdout is not None:
@@ -56,7 +55,7 @@ def run(recipe: RecipeArguments, engine_args) -> dict:
     ev = job.ds[recipe.eval_split]
     # rows selected on the evaluation split: its features and labels are already read (``selection``)
     eval_data = restrict_to_eval_categories(
-        recipe, job.ds, selection if on_eval else (job.features_of(ev), *label_arrays(ev, sparse=None)))
+        recipe, job.ds, selection if on_eval else (job.features_of(ev), *job.features_of.labels(ev)))
     table, scores = evaluate(recipe, job.ds, eval_data, rows0, results, (z, labels, mask), engine_args.metric,
                              accelerator)
     rows, decisions = decision_figures(eval_data, rows0, kept, results[kept], uncalibrated, engine_args.metric)

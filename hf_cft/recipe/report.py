@@ -28,7 +28,10 @@ def save_outputs(job: Job, outcome: Outcome) -> None:
         **{k: v for k, v in decisions.items() if k not in ("before", "after")}}}
     head.apply(outcome.results[kept])
     license_ = recipe.license or base_model_license(base_model)
-    results_json = json.dumps({"eval_split": recipe.eval_split, "kept": kept, "table": outcome.table}, indent=2)
+    skipped = getattr(job.features_of, "skipped", dict)()  # images --skip_bad_images left out, by split
+    results_json = json.dumps({"eval_split": recipe.eval_split, "kept": kept, "table": outcome.table,
+                               "skipped_images": {"count": sum(map(len, skipped.values())), "by_split": skipped}},
+                              indent=2)
     head.save_pretrained(recipe.output_dir, category_names=job.names, repo_id=recipe.hub_model_id,
                          base_model=base_model, dataset_name=recipe.dataset, license=license_,
                          evaluation=evaluation, selection_on_eval=outcome.selection_on_eval,

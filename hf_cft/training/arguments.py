@@ -99,7 +99,8 @@ class TrainArguments:
     with_tracking: bool = field(default=False, metadata={
         "help": "Deprecated: use --report_to tensorboard (which it means)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training images."})
-    num_workers: int = field(default=0, metadata={"help": "DataLoader workers."})
+    num_workers: int | None = field(default=None, metadata={
+        "help": "DataLoader workers decoding images (default: the cores available, at most 8; 0: none)."})
     stop_after_epochs: int | None = field(default=None, metadata={
         "help": "Stop (as if killed) after this many epochs of this run; for resume tests."})
     push_to_hub: bool = field(default=False, metadata={"help": "Push the best model to the Hub."})

@@ -69,7 +69,7 @@ def _train_run(run: Run, model) -> dict:
     """The loaders, optimizer and schedule of a run, its resume point, its epochs and its report."""
     args, accelerator, data = run.args, run.accelerator, run.data
     gen = torch.Generator().manual_seed(args.seed)
-    train_loader, val_loader = build_loaders(args, data, run.preprocessing, gen)
+    train_loader, val_loader = build_loaders(args, data, run.preprocessing, gen, accelerator.device)
     optimizer = build_optimizer(args, model)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     parts = TrainParts(model, optimizer, *build_schedule(args, accelerator, model, optimizer, len(train_loader)))

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..data.digits import DigitsMosaicConfig, digit_pools
+from ..data.images import to_rgb
 from ..io import read_json
 from .arguments import TrainArguments
 from .model import IMAGE_SIZE, MEAN, STD, tiny_resnet
@@ -95,7 +96,7 @@ def _tensors(pixels: np.ndarray) -> torch.Tensor:
     from PIL import Image
 
     tf = image_transforms(IMAGE_SIZE, MEAN, STD, False, False)
-    return torch.stack([tf(Image.fromarray(p, mode="L").convert("RGB")) for p in pixels])
+    return torch.stack([tf(to_rgb(Image.fromarray(p, mode="L"))) for p in pixels])
 
 
 def pretrain_digits(output_dir: str, *, show_progress: bool = True, **settings: Any) -> dict:

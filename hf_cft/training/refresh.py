@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import torch
 
+from ..data.loading import loader_options
 from .methods import METHOD_REGISTRY
 from .model import model_logits
 from .splits import SplitDataset
@@ -27,7 +28,8 @@ def refresh_after_epoch(run: Run, model, state: TrainState) -> None:
     size, mean, std = run.preprocessing
     rows = SplitDataset(data.train, data.fit_rows, image_transforms(size, mean, std, False, False), data.labels,
                         data.mask, np.zeros_like(data.mask))
-    loader = accelerator.prepare(torch.utils.data.DataLoader(rows, batch_size=args.batch_size))
+    loader = accelerator.prepare(torch.utils.data.DataLoader(
+        rows, batch_size=args.batch_size, **loader_options(args.num_workers, accelerator.device)))
     model.eval()
     probs, idxs = [], []
     for batch in loader:

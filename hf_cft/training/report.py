@@ -12,6 +12,7 @@ import torch
 from ..card import baseline_card
 from ..constants import MODEL_CARD_NAME, TRAIN_REPORT_NAME
 from ..data import label_arrays
+from ..data.loading import loader_options
 from ..hub import push_folder
 from ..io import write_atomic, write_json
 from .arguments import TrainArguments
@@ -77,7 +78,8 @@ def score_best(run: Run, split) -> dict:
     labels, mask = label_arrays(split)
     data = SplitDataset(split, np.arange(len(split)), image_transforms(size, mean, std, False, False),
                         labels.astype(np.float32), mask, np.zeros_like(mask))
-    loader = accelerator.prepare(torch.utils.data.DataLoader(data, batch_size=args.batch_size))
+    loader = accelerator.prepare(torch.utils.data.DataLoader(
+        data, batch_size=args.batch_size, **loader_options(args.num_workers, accelerator.device)))
     return evaluate_loader(accelerator, loader, best, run.data.eval_columns)
 
 

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 
 from ..data import BUILDERS, CHEXPERT_COMPETITION, label_arrays, load_partial_dataset, partial_info
+from ..data.images import read_image
+from ..data.loading import loader_options
 from .arguments import TrainArguments
 from .state import TrainData
 from .transforms import image_transforms
@@ -32,7 +34,7 @@ class SplitDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         r = int(self.rows[i])
-        image = self.ds[r]["image"].convert("RGB")
+        image = read_image(self.ds, r)  # RGB as in feature extraction; a bad file is named
         return {"pixel_values": self.transform(image), "labels": torch.from_numpy(self.labels[r]),
                 "label_mask": torch.from_numpy(self.mask[r]), "uncertain": torch.from_numpy(self.uncertain[r]),
                 "index": torch.tensor(r)}
@@ -92,14 +94,18 @@ def eval_columns(dataset: str, names: list[str], chosen: list[str] | None) -> li
     return [names.index(c) for c in chosen]
 
 
-def build_loaders(args: TrainArguments, data: TrainData, preprocessing, gen: torch.Generator):
-    """The shuffled (by ``gen``) training loader and the validation loader."""
+def build_loaders(args: TrainArguments, data: TrainData, preprocessing, gen: torch.Generator, device=None):
+    """The shuffled (by ``gen``) training loader and the validation loader (``args.num_workers`` workers, default
+    the cores available; memory pinned for a CUDA ``device``). The training loader's workers start again each
+    epoch, seeded from ``gen`` (reseeded per epoch): a resumed run repeats the random augmentations."""
     size, mean, std = preprocessing
     augmented = image_transforms(size, mean, std, True, args.randaugment, args)
     fit_set = SplitDataset(data.train, data.fit_rows, augmented, data.labels, data.mask, data.uncertain)
     val_set = SplitDataset(data.train, data.val_rows, image_transforms(size, mean, std, False, False), data.labels,
                            data.mask, data.uncertain)
+    options = loader_options(args.num_workers, device)
     train_loader = torch.utils.data.DataLoader(fit_set, batch_size=args.batch_size, shuffle=True, generator=gen,
-                                               num_workers=args.num_workers, drop_last=False)
-    val_loader = torch.utils.data.DataLoader(val_set, batch_size=args.batch_size, num_workers=args.num_workers)
+                                               drop_last=False, **options)
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=args.batch_size,
+                                             **loader_options(args.num_workers, device, reused=True))
     return train_loader, val_loader
