@@ -36,7 +36,7 @@ import torch
 
 from ..registry import BlockTask, Variant, check_minimum, register_variant
 from ..views import GatheredView, ViewFactory
-from .refit import REDUCE_AT, RowSpanView, Solver, _sample_weight, solve_in_row_span, solve_logistic
+from .refit import REDUCE_AT, RowSpanView, Solver, _sample_weight, solve_logistic
 
 __all__ = ["EMBlock", "EMOptions", "em_view", "prior_shift", "run_em"]
 
@@ -49,11 +49,12 @@ class EMOptions:
     """CFT-em's options (``CFTConfig`` keywords)."""
 
     em_l2: list[float] = field(
-        default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0],
-        metadata={"help": "em: grid of L2 strengths λ (toward zero, as refit's default); every EM iteration's row "
-                  "at every λ is a candidate of the selection rule."},
+        default_factory=lambda: [1e-2, 1e-1, 1.0, 10.0, 100.0],
+        metadata={"help": "em: grid of L2 strengths λ (toward zero, as refit's default; without refit's weakest, "
+                  "never chosen in the measurements); every EM iteration's row at every λ is a candidate of the "
+                  "selection rule."},
     )
-    em_iterations: int = field(default=3, metadata={"help": "em: EM iterations (E-step, then M-step) after the "
+    em_iterations: int = field(default=2, metadata={"help": "em: EM iterations (E-step, then M-step) after the "
                                                             "known-label row."})
     em_temperature: float = field(
         default=0.5,
@@ -67,14 +68,14 @@ class EMOptions:
                   "positive rate: right when labels are missing at random)."},
     )
     em_unknowns: float = field(
-        default=2.0,
+        default=4.0,
         metadata={"help": "em: unknown images drawn per known label of a category in a gathered block (each stands "
                   "for its share of all the category's unknowns); dense blocks use every unknown."},
     )
     em_unknown_weight: float = field(default=1.0, metadata={"help": "em: weight ρ of an unknown image against a "
                                                                     "known one in the M-step."})
     em_max_iter: int = field(default=200, metadata={"help": "em: L-BFGS iterations at most of the known-label row."})
-    em_m_iter: int = field(default=30, metadata={"help": "em: L-BFGS iterations at most of each M-step."})
+    em_m_iter: int = field(default=5, metadata={"help": "em: L-BFGS iterations at most of each M-step."})
     em_tol: float = field(default=1e-6, metadata={"help": "em: stop a solve when the largest gradient entry is "
                                                           "below."})
 
@@ -109,22 +110,48 @@ class EMBlock:
     n_drawn: list[int]
 
 
+STATE_FLOATS = 24  # per candidate and feature: the solver's state (L-BFGS history of 10 pairs), as blocks count it
+
+
 @dataclass
 class EMSource:
-    """What :func:`em_view` hands the runner: the block's categories and its fit split's view factory; the unknown
-    rows are drawn in :func:`run_em`, which knows the options and the seed. Answers for the known-label view."""
+    """What :func:`em_view` hands the runner: the block's categories and its fit split's view factory. The runner
+    draws the unknown rows (it knows the options and the seed) and gathers them group by group (:meth:`groups`)."""
 
     factory: ViewFactory
     block: list[int]
 
-    def gather(self, per_known: float, seed: int) -> EMBlock:
+    def groups(self, per_known: float, n_lam: int, budget: float) -> list[list[int]]:
+        """The block's categories (positions) in consecutive groups whose gathered known and drawn rows, scores
+        and solver state fit ``budget`` bytes (the block's memory budget counts the known rows only); a dense
+        block, whose features are shared, is one group."""
         if self.factory.is_dense(self.block[0]):
-            view = self.factory.view(self.block)
+            return [list(range(len(self.block)))]
+        d, n = self.factory.split.features.shape[1], self.factory.split.n
+        out: list[list[int]] = []
+        longest = 0
+        for i, c in enumerate(self.block):
+            k = int(self.factory.known[c])
+            rows = k + min(n - k, math.ceil(per_known * k))
+            widest = max(longest, rows)
+            per_cat = 4 * (widest * d + 10 * n_lam * widest + STATE_FLOATS * n_lam * (d + 1))
+            if out and per_cat * (len(out[-1]) + 1) <= budget:
+                out[-1].append(i)
+                longest = widest
+            else:
+                out.append([i])
+                longest = rows
+        return out
+
+    def gather(self, positions: list[int], per_known: float, seed: int) -> EMBlock:
+        """The categories at ``positions`` of the block: their known rows and drawn unknowns."""
+        cats = [self.block[i] for i in positions]
+        if self.factory.is_dense(cats[0]):
+            view = self.factory.view(cats)
             unknown = ~view.mask
             n_unk = unknown.sum(-1).flatten().tolist()
-            scale = torch.ones(len(self.block), dtype=torch.float64)
-            return EMBlock(view, view, unknown, scale, n_unk, n_unk)
-        return _gathered(self.factory, self.block, per_known, seed)
+            return EMBlock(view, view, unknown, torch.ones(len(cats), dtype=torch.float64), n_unk, n_unk)
+        return _gathered(self.factory, cats, per_known, seed)
 
 
 def em_view(factory: ViewFactory, block: list[int]) -> EMSource:
@@ -179,38 +206,49 @@ def prior_shift(logits: torch.Tensor, unknown: torch.Tensor, prior: torch.Tensor
     return 0.5 * (lo + hi)
 
 
-class _Space:
-    """Where the EM solves run: the span of the block's known and drawn rows (a gathered block with few rows, as
-    refit) or the full feature space; converts rows to its coordinates and back."""
+EM_SPAN_AT = 0.125  # a gathered group with at most this share of d known and drawn rows runs its EM in their span
 
-    def __init__(self, both, d: int, dtype: torch.dtype):
-        self.span = isinstance(both, GatheredView) and both.length <= REDUCE_AT * d
-        self.both = both
+
+class _Space:
+    """The coordinates a view's rows are solved in: the span of its rows (``w = Q u``, refit's
+    :class:`RowSpanView`) for a gathered view of at most ``at · d`` rows, else the feature space. The known-label
+    rows are solved as refit does (``at = REDUCE_AT``); the EM iterations, over the known and drawn rows, in their
+    span only below ``EM_SPAN_AT · d``: a few capped solves in the feature space cost less than the
+    eigendecomposition of a larger span. Either way the EM problem is the same (every iterate lies in the span)."""
+
+    def __init__(self, view, d: int, dtype: torch.dtype, at: float):
+        n_cat, device = view.labels.shape[0], view.labels.device
+        self.span = isinstance(view, GatheredView) and view.length <= at * d
         if self.span:
-            zero = torch.zeros(both.x.shape[0], 1, d, dtype=dtype, device=both.x.device)
-            self.view = RowSpanView(both, zero)
+            self.x = view.x
+            self.view = RowSpanView(view, torch.zeros(n_cat, 1, d, dtype=dtype, device=device))
+            self.ref = torch.zeros(n_cat, 1, self.view.length, dtype=dtype, device=device)
         else:
-            self.view = both
-        length = self.view.length if self.span else d
-        self.ref = torch.zeros(both.x.shape[0] if self.span else 1, 1, length, dtype=dtype, device=both.x.device)
+            self.view = view
+            self.ref = torch.zeros(1, 1, d, dtype=dtype, device=device)
+
+    def start(self, n_cat: int, n_lam: int) -> torch.Tensor:
+        """The known-label solve's starting rows (the penalty's centre, zero) in these coordinates."""
+        return self.ref.expand(n_cat, n_lam, self.ref.shape[-1]).contiguous()
 
     def coordinates(self, w: torch.Tensor) -> torch.Tensor:
-        """Rows (B, P, d) in the span's coordinates ``u = Λ^{-1/2} Vᵀ X w`` (rows in the span: exact)."""
-        if not self.span:
-            return w
-        return torch.bmm(torch.bmm(w, self.both.x.transpose(1, 2)), self.view._to_rows)
+        """Rows (B, P, d) of the span in its coordinates, ``u = Λ^{-1/2} Vᵀ X w`` (``_to_rows`` is ``V Λ^{-1/2}``)."""
+        return torch.bmm(torch.bmm(w, self.x.transpose(1, 2)), self.view._to_rows) if self.span else w
 
     def rows(self, u: torch.Tensor) -> torch.Tensor:
+        """Rows (B, P, d) of coordinates ``u``."""
         return self.view.weights(u) if self.span else u
 
 
-def _prior(o: EMOptions, known_view, logits: torch.Tensor, unknown: torch.Tensor) -> torch.Tensor:
-    """``π̂`` per category and λ (B × P): the known-label row's mean posterior over the unknowns, or the known
-    positive rate."""
-    if o.em_prior == "known":
-        mask = known_view.mask.to(torch.float64)
-        rate = ((known_view.labels > 0).to(torch.float64) * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-        return rate.to(logits.dtype).expand(logits.shape[:2])
+def _known_rate(view) -> torch.Tensor:
+    """Each category's known positive rate ``n_pos / n_known`` (B)."""
+    mask = view.mask.to(torch.float64)
+    return (((view.labels > 0).to(torch.float64) * mask).sum(-1) / mask.sum(-1).clamp(min=1)).flatten()
+
+
+def _mean_posterior(logits: torch.Tensor, unknown: torch.Tensor) -> torch.Tensor:
+    """The mean posterior ``σ(z)`` over each category's unknowns, per λ (B × P): the prior under the known-label
+    row."""
     un = unknown.to(logits.dtype)
     return (torch.sigmoid(logits) * un).sum(-1) / un.sum(-1).clamp(min=1)
 
@@ -233,44 +271,63 @@ def _note(em: EMBlock, o: EMOptions, prior: torch.Tensor, i: int, rate: float) -
             f"{rate:.3f})")
 
 
-def run_em(task: BlockTask) -> None:
-    """The known-label rows at every λ, then ``em_iterations`` EM iterations over the unknowns; each iteration's
-    rows are handed to the tracker (step ``(k−1)·P + p``)."""
-    weight, o = task.weight, task.options
+def _fit_group(em: EMBlock, rows: tuple[torch.Tensor, torch.Tensor], lam: torch.Tensor, o: EMOptions):
+    """One group's known-label rows at every λ, then its EM iterations. Returns each iteration's rows (K × b × P ×
+    d, K × b × P), the solver iterations per (category, λ), the prior (b × P) and the known positive rates (b)."""
+    weight, bias = rows
     n_cat, d = weight.shape
-    dtype = weight.dtype
-    em = task.fit.gather(o.em_unknowns, task.config.seed)
-    lam = torch.tensor(o.em_l2, dtype=dtype, device=weight.device).view(1, -1)
-    n_lam = lam.shape[1]
-    b0 = task.bias.unsqueeze(1).expand(n_cat, n_lam).contiguous()
-    centre = torch.zeros_like(weight.unsqueeze(1))
-    w, b, iters = solve_in_row_span(em.known, centre, b0, lam, _sample_weight(em.known, False),
-                                    Solver(max_iter=o.em_max_iter, tol=o.em_tol))
-    space = _Space(em.both, d, dtype)
-    u = space.coordinates(w)
-    logits = space.view.scores(u, b)
-    prior = _prior(o, em.known, logits, em.unknown)
+    n_lam, dtype = lam.shape[1], weight.dtype
+    known = _Space(em.known, d, dtype, REDUCE_AT)
+    rate = _known_rate(em.known)
+    # the known-label rows: refit's problem, solver and starting point (zero), in refit's coordinates
+    u, b, iters = solve_logistic(known.view, known.start(n_cat, n_lam),
+                                 bias.unsqueeze(1).expand(n_cat, n_lam).contiguous(), lam, known.ref,
+                                 _sample_weight(em.known, False), Solver(max_iter=o.em_max_iter, tol=o.em_tol))
+    both = _Space(em.both, d, dtype, EM_SPAN_AT)
+    u = both.coordinates(known.rows(u))
+    logits = both.view.scores(u, b)
+    prior = rate.to(dtype).unsqueeze(1).expand(n_cat, n_lam) if o.em_prior == "known" else _mean_posterior(
+        logits, em.unknown)
     sw = _m_weights(em, o.em_unknown_weight, dtype)
     observed = (em.both.labels > 0).to(dtype) * (em.both.mask & ~em.unknown).to(dtype)
     solver = Solver(max_iter=o.em_m_iter, tol=o.em_tol)
-    total = iters.clone()
-    for k in range(o.em_iterations):
+    ws, bs = [], []
+    for _ in range(o.em_iterations):
         shift = prior_shift(logits, em.unknown, prior, o.em_temperature)
         q = torch.sigmoid((logits + shift.unsqueeze(-1)) / o.em_temperature) * em.unknown.to(dtype)
-        space.view.labels = observed + q  # soft targets: the known labels, the unknowns' probabilities
-        u, b, it = solve_logistic(space.view, u, b, lam, space.ref, sw, solver)
-        total += it
-        logits = space.view.scores(u, b)
-        rows = space.rows(u)
-        scores = task.judge(rows, b)
+        both.view.labels = observed + q  # soft targets: the known labels, the unknowns' probabilities
+        u, b, it = solve_logistic(both.view, u, b, lam, both.ref, sw, solver)
+        iters += it
+        logits = both.view.scores(u, b)
+        ws.append(both.rows(u))
+        bs.append(b)
+    return torch.stack(ws), torch.stack(bs), iters, prior, rate
+
+
+def run_em(task: BlockTask) -> None:
+    """Each group of the block's categories fitted (:func:`_fit_group`), then every EM iteration's rows handed to
+    the tracker (step ``(k−1)·P + p``: iteration k, λ_p) and each category's note written."""
+    weight, o = task.weight, task.options
+    n_cat, d = weight.shape
+    lam = torch.tensor(o.em_l2, dtype=weight.dtype, device=weight.device).view(1, -1)
+    n_lam = lam.shape[1]
+    ws = torch.empty(o.em_iterations, n_cat, n_lam, d, dtype=weight.dtype, device=weight.device)
+    bs = torch.empty(o.em_iterations, n_cat, n_lam, dtype=weight.dtype, device=weight.device)
+    steps = torch.zeros(n_cat, dtype=torch.long, device=weight.device)
+    for group in task.fit.groups(o.em_unknowns, n_lam, task.config.block_memory_mb * 2**20):
+        em = task.fit.gather(group, o.em_unknowns, task.config.seed)
+        idx = torch.as_tensor(group, device=weight.device)
+        w, b, iters, prior, rate = _fit_group(em, (weight[idx], task.bias[idx]), lam, o)
+        ws[:, idx], bs[:, idx] = w, b
+        steps[idx] = iters.max(1).values
+        for j, i in enumerate(group):
+            task.notes[int(task.categories[i])] = _note(em, o, prior.cpu(), j, float(rate[j]))
+        task.report(group[-1] + 1)
+    for k in range(o.em_iterations):
+        scores = task.judge(ws[k], bs[k])
         for p in range(n_lam):
-            task.tracker.update(k * n_lam + p + 1, rows[:, p], b[:, p], scores[:, p])
-        task.report(k + 1)
-    task.tracker.steps_run = total.max(1).values
-    mask = em.known.mask.to(torch.float64)
-    rate = (((em.known.labels > 0).to(torch.float64) * mask).sum(-1) / mask.sum(-1).clamp(min=1)).flatten()
-    for i, c in enumerate(task.categories):
-        task.notes[int(c)] = _note(em, o, prior.cpu(), i, float(rate[i]))
+            task.tracker.update(k * n_lam + p + 1, ws[k, :, p], bs[k, :, p], scores[:, p])
+    task.tracker.steps_run = steps
 
 
 def _detail(o: EMOptions, step: int) -> str:
