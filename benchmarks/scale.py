@@ -9,8 +9,8 @@ phase in its own process (so each peak RSS is its own):
 
 * build: ``load_partial_dataset("openimages_v3")`` (labels stored by known pair);
 * labels: ``label_arrays(train, sparse=True)`` (scipy.sparse CSR);
-* refit / bp: ``fit_cft`` over all categories on the memory-mapped features (15% selection hold-out,
-  crossfit rule, bp 100 epochs), on this machine's CPUs, or ``--device cuda``.
+* refit / bp (and em, with ``--phases ...,em``): ``fit_cft`` over all categories on the memory-mapped features
+  (15% selection hold-out, crossfit rule, bp 100 epochs), on this machine's CPUs, or ``--device cuda``.
 
 Peak RSS is reported twice: ``anon`` (the process's own memory: what "RSS besides the page cache of the
 memory-mapped features" means) and ``total`` (including the mapped feature pages it touched).
@@ -196,7 +196,7 @@ def engine(args, variant: str) -> dict:
 
 
 PHASES = {"write": write, "build": build, "labels": labels, "refit": lambda a: engine(a, "refit"),
-          "bp": lambda a: engine(a, "bp")}
+          "em": lambda a: engine(a, "em"), "bp": lambda a: engine(a, "bp")}
 
 
 # -- driver ---------------------------------------------------------------------------------------------
@@ -278,7 +278,9 @@ def main() -> None:
             print(f"  label_arrays(sparse=True)   {lab['seconds'] * scale / 60:8.1f} min   CSR in RAM "
                   f"{lab['held_mb'] * scale / 1024:.2f} GB")
         pair_mb = 4 * out["labels"]["held_mb"] if "labels" in out else 0.0  # CSR in, CSC, fit and selection parts
-        for v in ("refit", "bp"):
+        if "em" in out and "refit" in out:
+            print(f"  em / refit time: {out['em']['seconds'] / out['refit']['seconds']:.2f} (goal <= 3)")
+        for v in ("refit", "em", "bp"):
             if v in out:
                 e = out[v]
                 print(f"  {v:<27} {e['seconds'] * scale / 3600:8.2f} h     anon RSS ~"

@@ -80,13 +80,16 @@ def run_block(ps: VariantPass, block: list[int]) -> BlockOutcome:
         if step % 50 == 0:
             ps.bar.set_postfix_str(f"block of {len(block)}, step {step}", refresh=False)
 
-    variant.runner(BlockTask(w, b, fit_v, judge, tracker, options, cfg, seed=block_seed(cfg.seed, block),
-                             progress=progress, categories=block))
+    task = BlockTask(w, b, fit_v, judge, tracker, options, cfg, seed=block_seed(cfg.seed, block), progress=progress,
+                     categories=block)
+    variant.runner(task)
     if cfg.selection_rule == "crossfit":
-        return record_block(tracker, judge, SelectionFolds.build(sel_v, block, cfg.selection_folds, cfg.seed))
-    out = tracker.outcome()
-    if variant.detail is not None:
-        out.detail = [variant.describe(options, int(s)) for s in out.best_step]
+        out = record_block(tracker, judge, SelectionFolds.build(sel_v, block, cfg.selection_folds, cfg.seed))
+    else:
+        out = tracker.outcome()
+        if variant.detail is not None:
+            out.detail = [variant.describe(options, int(s)) for s in out.best_step]
+    out.notes = [task.notes.get(int(c)) for c in block] if task.notes else None
     return out
 
 
@@ -155,6 +158,8 @@ def record_outcome(variant: str, block: list[int], outcome: BlockOutcome, report
         r.variant = variant if r.best_step > 0 else "original"
         if outcome.detail is not None and r.best_step > 0:
             r.detail = outcome.detail[j]
+        if outcome.notes is not None:
+            r.note = outcome.notes[j]
         if outcome.listed is not None:
             n = int(outcome.n_known[j])
             records[c] = {"index": c, "weight": outcome.weight[j], "bias": outcome.bias[j],

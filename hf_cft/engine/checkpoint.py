@@ -78,7 +78,7 @@ def save_block(path: str, out: BlockOutcome) -> None:
     names = [k for k in (*BlockOutcome.TENSORS, *BlockOutcome.GRID) if getattr(out, k) is not None]
     tensors = {k: getattr(out, k).detach().cpu().clone().contiguous() for k in names}  # no shared storage
     with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata={"detail": json.dumps(out.detail)})
+        save_file(tensors, tmp, metadata={"detail": json.dumps(out.detail), "notes": json.dumps(out.notes)})
 
 
 def load_block(path: str, size: int) -> BlockOutcome | None:
@@ -86,9 +86,10 @@ def load_block(path: str, size: int) -> BlockOutcome | None:
     try:
         with safe_open(path, framework="pt") as f:
             t = {k: f.get_tensor(k) for k in f.keys()}
-            detail = json.loads((f.metadata() or {}).get("detail", "null"))
+            meta = f.metadata() or {}
+            detail, notes = (json.loads(meta.get(k, "null")) for k in ("detail", "notes"))
         out = BlockOutcome(**{k: t[k] for k in BlockOutcome.TENSORS},
-                           **{k: t.get(k) for k in BlockOutcome.GRID}, detail=detail)
+                           **{k: t.get(k) for k in BlockOutcome.GRID}, detail=detail, notes=notes)
         if any(t[k].shape[0] != size for k in BlockOutcome.TENSORS):
             raise ValueError(f"it holds rows for another block size than {size}")
     except Exception as err:  # truncated, corrupt or foreign: recompute, never trust it

@@ -138,6 +138,9 @@ def _joint(runs: dict[str, Run], config: CFTConfig) -> tuple[Run, dict, dict, tu
             r.variant, r.policy = _split_tag(tag)
             r.best_step = step
             r.detail = _describe(r.variant, config, step)
+            r.note = runs[tag].report[c].note
+        else:
+            r.note = None
     if summary.get("step"):
         tag, step = origin[summary["step"] - 1]
         summary["step"], summary["run"] = step, tag
@@ -337,6 +340,8 @@ def _keep(r: CategoryReport) -> CategoryReport:
 
 def _candidate_summary(r: CategoryReport, posterior) -> dict:
     out = {"selection_score": r.best_score if r.skipped is None else None, "step": r.best_step}
+    if r.note:
+        out["note"] = r.note
     if r.oof_gain is not None and r.skipped is None:
         out.update({"crossfit_gain": r.oof_gain, "gain_se": r.gain_se, "alpha": r.alpha})
     if posterior is not None:

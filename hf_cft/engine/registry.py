@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only
@@ -51,6 +51,8 @@ class BlockTask:
         seed: this block's seed: use it for any randomness, so that sharded runs equal one run.
         progress: ``progress(step)`` reports progress.
         categories: the block's category indices.
+        notes: the runner's words about a category's fit (category index → text), copied into its report
+            (``CategoryReport.note``; em: the unknowns used and the estimated prior).
     """
 
     weight: torch.Tensor
@@ -63,6 +65,7 @@ class BlockTask:
     seed: int = 0
     progress: Callable[[int], None] | None = None
     categories: Sequence[int] = ()
+    notes: dict[int, str] = field(default_factory=dict)
 
     def report(self, step: int) -> None:
         """``progress(step)`` when a progress callback was given."""

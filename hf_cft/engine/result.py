@@ -36,6 +36,8 @@ class CategoryReport:
         variant: the variant that produced the kept row ("original" when unchanged).
         policy: the uncertain-label policy of the kept row (CheXpert greedy), else None.
         detail: variant-specific detail of the kept row (refit: the L2 strength).
+        note: the variant's own words about this category's fit (em: the unknown labels it used and the prior it
+            estimated); under a joint choice, those of the chosen run.
         alpha: shrinkage of the candidate toward the trained row (``w0 + α·(w_new − w0)``; crossfit rule).
         oof_gain: cross-fitted gain of the candidate procedure over the trained row on the selection labels.
         gain_se: its stratified paired-bootstrap standard error.
@@ -59,6 +61,7 @@ class CategoryReport:
     variant: str = "original"
     policy: str | None = None
     detail: str | None = None
+    note: str | None = None
     alpha: float | None = None
     oof_gain: float | None = None
     gain_se: float | None = None

@@ -73,6 +73,7 @@ class BlockOutcome:
     n_known: torch.Tensor | None = None  # B
     folds: torch.Tensor | None = None  # B × Lk
     detail: list[str | None] | None = None
+    notes: list[str | None] | None = None  # the runner's words per category (BlockTask.notes)
 
     TENSORS = ("weight", "bias", "best_score", "best_step", "steps_run", "original")
     GRID = ("grid_weight", "grid_bias", "grid_step", "listed", "n_pos", "n_known", "folds")

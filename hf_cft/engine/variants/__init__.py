@@ -1,4 +1,5 @@
-"""The built-in variants, one module each, registered on import: ``bp``, ``ga``, ``pygad``, ``refit``.
+"""The built-in variants, one module each, registered on import: ``bp``, ``ga``, ``pygad``, ``refit``,
+``em``.
 
 A variant module holds its options dataclass, its runner and its :func:`~hf_cft.engine.registry.register_variant`
 call; adding a variant is adding such a module (and importing it here, or from user code). The registry's names
@@ -18,6 +19,9 @@ from ..registry import (
     variant_choices,
 )
 from . import bp, ga, pygad, refit  # noqa: F401 - registers them, in this order
+
+# isort: split
+from . import em  # noqa: F401 - after refit, whose solver it extends
 
 __all__ = ["AUTO", "COMMON_FIELDS", "VARIANTS", "BlockTask", "NoOptions", "Runner", "Variant", "get_variant",
            "register_variant", "variant_choices"]
