@@ -155,9 +155,8 @@ class CFTHead:
             train: the training split (``image``, ``labels``, ``label_mask``; ``uncertain_mask`` is used when
                 ``config.uncertain_policies`` is set).
             selection: a validation split to choose rows on, or None for the config's seeded hold-out.
-            decisions: calibrate the rows and choose per-category thresholds on the held-out known labels
-                (:func:`hf_cft.decisions.make_decisions`): True (the defaults), a
-                :class:`~hf_cft.decisions.DecisionConfig`, or False (the rows as the engine chose them).
+            decisions: calibrate the rows and choose thresholds on the held-out known labels (True: the defaults,
+                a :class:`~hf_cft.decisions.DecisionConfig`, or False: the engine's rows as they are).
         Returns:
             the :class:`~hf_cft.engine.CFTResult` (not yet applied: call :meth:`apply`).
         """
