@@ -4,7 +4,7 @@ decoding of a dataset's image cell with the file named when it cannot be read.
 :func:`to_rgb` maps every mode found in real image folders to 8-bit RGB:
 
 * ``RGB``: unchanged; ``L`` (grayscale) and ``1`` (1-bit: 0 or 255): the gray value in the three channels;
-* ``RGBA``, ``LA``, ``La``, ``RGBa``, ``PA`` and palette (``P``) images with a transparent colour: composited
+* ``RGBA``, ``LA``, ``RGBa``, ``PA`` and palette (``P``) images with a transparent colour: composited
   on **white** (a transparent pixel is white, a half-transparent one is blended with white; a fully opaque
   image is unchanged) — dropping the alpha channel instead would show whatever colour the transparent pixels
   happen to hold, often black;
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["BadImage", "BadImageError", "decode_image", "image_source", "read_image", "to_rgb"]
 
-_ALPHA_MODES = ("RGBA", "LA", "La", "RGBa", "PA")
+_ALPHA_MODES = ("RGBA", "LA", "RGBa", "PA")
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 

@@ -8,18 +8,22 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MAX_DEFAULT_WORKERS", "default_num_workers", "loader_options"]
+__all__ = ["MAX_DEFAULT_WORKERS", "available_cores", "default_num_workers", "loader_options"]
 
 MAX_DEFAULT_WORKERS = 8
 
 
-def default_num_workers() -> int:
-    """The cores this process may run on (``os.sched_getaffinity``, else ``os.cpu_count()``), at most 8."""
+def available_cores() -> int:
+    """The cores this process may run on (``os.sched_getaffinity``, else ``os.cpu_count()``)."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_DEFAULT_WORKERS, cores))
+        return os.cpu_count() or 1
+
+
+def default_num_workers() -> int:
+    """The cores this process may run on (:func:`available_cores`), at most 8."""
+    return min(MAX_DEFAULT_WORKERS, available_cores())
 
 
 def loader_options(num_workers: int | None, device=None, reused: bool = False) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.images import BadImage, BadImageError, decode_image
-from ..data.loading import loader_options
+from ..data.loading import available_cores, loader_options
 from .cache import BadImagesError, FeatureCache, Target, usable_rows
 from .fingerprint import config_fingerprint, model_fingerprint
 from .preprocess import Preprocess, preprocessing_of
@@ -177,17 +177,24 @@ def _extract_rest(job: _Extraction, done: int, chunks: list[list[int]], bad: lis
     """Rows ``done:`` through one loader; every finished chunk written (main process) with its checksum."""
     accelerator, settings, target = job.accelerator, job.settings, job.target
     rows = ImageRows(job.dataset, settings.image_column, start=done)
+    options = loader_options(settings.num_workers, accelerator.device)
     loader = torch.utils.data.DataLoader(rows, batch_size=settings.batch_size,
-                                         collate_fn=Collate(job.preprocess, rows.feature),
-                                         **loader_options(settings.num_workers, accelerator.device))
+                                         collate_fn=Collate(job.preprocess, rows.feature), **options)
     loader = accelerator.prepare(loader)
     writer = _ChunkWriter(job, done, chunks, bad)
     bar = tqdm(total=target.n, initial=done, desc="features", unit="img",
                disable=not (settings.show_progress and accelerator.is_main_process))
-    for batch in loader:
-        feats = accelerator.gather_for_metrics(_features(job, batch))
-        writer.add(feats, batch["bad"])
-        bar.update(len(feats))
+    threads = torch.get_num_threads()
+    if options["num_workers"] and accelerator.device.type == "cpu":
+        # the model on the CPU shares the cores with the workers: its threads take those the workers leave
+        torch.set_num_threads(max(1, available_cores() - options["num_workers"]))
+    try:
+        for batch in loader:
+            feats = accelerator.gather_for_metrics(_features(job, batch))
+            writer.add(feats, batch["bad"])
+            bar.update(len(feats))
+    finally:
+        torch.set_num_threads(threads)
     bar.close()
     if writer.start != target.n:
         raise RuntimeError(f"extracted rows {done}:{writer.start} of {target.n}; expected every row")
