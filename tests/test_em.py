@@ -47,7 +47,7 @@ def test_em_beats_refit_when_the_unknowns_carry_information():
     runs = {v: fit_cft(x[fit], y[fit], m[fit], w0, b0, CFTConfig(variant=v, **QUIET),
                        selection=(x[sel], y[sel], m[sel])) for v in ("refit", "em")}
     assert runs["refit"].n_changed == runs["em"].n_changed == 5
-    assert _test_map(runs["em"], xt, yt) > _test_map(runs["refit"], xt, yt) + 0.01  # measured: 92.83 against 90.87
+    assert _test_map(runs["em"], xt, yt) > _test_map(runs["refit"], xt, yt) + 0.01  # measured: 94.02 against 90.87
     for r in runs["em"].report:
         n_unknown = 1600 - r.n_fit
         assert f"of {n_unknown} unknown labels used" in r.note and "estimated prior" in r.note

@@ -20,9 +20,10 @@ unknown ones latent. For each L2 strength λ of the grid:
 
 Unknown rows: a dense block (categories mostly known) uses every unknown of its columns; a gathered block draws
 ``em_unknowns × n_known`` of each category's unknown images (seeded by the config's seed and the category alone,
-so shards and reruns draw the same) and gathers them after its known rows — memory grows with the block's rows,
-never with images × categories. A gathered block whose rows fit ``REDUCE_AT · d`` is solved in their span, as
-refit's.
+so shards and reruns draw the same) and gathers them after its known rows, group by group within the block's
+memory budget — memory grows with the rows of a group, never with images × categories. The known-label rows are
+solved where refit solves them; the EM iterations in the span of the known and drawn rows when they are few
+(``EM_SPAN_AT · d``), else in the feature space (see ``docs/engine.md``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ..registry import BlockTask, Variant, check_minimum, register_variant
 from ..views import GatheredView, ViewFactory
 from .refit import REDUCE_AT, RowSpanView, Solver, _sample_weight, solve_logistic
 
-__all__ = ["EMBlock", "EMOptions", "em_view", "prior_shift", "run_em"]
+__all__ = ["EMBlock", "EMOptions", "EMSource", "draw_unknowns", "em_view", "prior_shift", "run_em"]
 
 PRIORS = ("model", "known")
 BISECTIONS = 60  # halvings of the prior shift's bracket (float64 rounding below that)
@@ -337,6 +338,8 @@ def _detail(o: EMOptions, step: int) -> str:
 
 register_variant(Variant(
     name="em", runner=run_em, options=EMOptions,
+    # candidates held per category (every iteration's rows, the solver's) and, roughly, the drawn rows' scores; the
+    # drawn rows themselves are gathered group by group within the budget (EMSource.groups)
     population=lambda o: len(o.em_l2) * (o.em_iterations + 1 + math.ceil(o.em_unknowns)),
     max_steps=lambda o: len(o.em_l2) * o.em_iterations,
     grid=True, detail=_detail, fit_view=em_view,
