@@ -78,7 +78,9 @@ def save_block(path: str, out: BlockOutcome) -> None:
     names = [k for k in (*BlockOutcome.TENSORS, *BlockOutcome.GRID) if getattr(out, k) is not None]
     tensors = {k: getattr(out, k).detach().cpu().clone().contiguous() for k in names}  # no shared storage
     with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata={"detail": json.dumps(out.detail), "notes": json.dumps(out.notes)})
+        # one metadata entry: safetensors writes several in no fixed order, and a block's bytes must not vary
+        block = {"detail": out.detail} if out.notes is None else {"detail": out.detail, "notes": out.notes}
+        save_file(tensors, tmp, metadata={"block": json.dumps(block, sort_keys=True)})
 
 
 def load_block(path: str, size: int) -> BlockOutcome | None:
@@ -87,7 +89,9 @@ def load_block(path: str, size: int) -> BlockOutcome | None:
         with safe_open(path, framework="pt") as f:
             t = {k: f.get_tensor(k) for k in f.keys()}
             meta = f.metadata() or {}
-            detail, notes = (json.loads(meta.get(k, "null")) for k in ("detail", "notes"))
+            block = json.loads(meta["block"]) if "block" in meta else {k: json.loads(meta.get(k, "null"))
+                                                                         for k in ("detail", "notes")}
+            detail, notes = block.get("detail"), block.get("notes")
         out = BlockOutcome(**{k: t[k] for k in BlockOutcome.TENSORS},
                            **{k: t.get(k) for k in BlockOutcome.GRID}, detail=detail, notes=notes)
         if any(t[k].shape[0] != size for k in BlockOutcome.TENSORS):
