@@ -81,8 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m hf_cft.app MODEL [--host H] [--port P] [--revision R] [--token T]``; ``space ...`` runs
     :func:`space_main`."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("hf_cft").setLevel(logging.INFO)
     if argv[:1] == ["space"]:
-        print(space_main(argv[1:]))
+        logger.info("Space written: %s", space_main(argv[1:]))
         return 0
     args = _parser(AppArguments, "python -m hf_cft.app", ("model_name_or_path",)).parse_args(argv)
     return run_app(AppArguments(**vars(args)))

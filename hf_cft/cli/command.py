@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,21 @@ from .configs import add_config_arguments, config_defaults, resolve_config
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Command"]
+OUTPUT = logging.getLogger("hf_cft.cli.output")
+"""What a command shows its user (the before / after table): plain lines on the standard output."""
+
+
+def show_output() -> None:
+    """Send :data:`OUTPUT` to the current standard output, message only, not through the root logger."""
+    for handler in list(OUTPUT.handlers):
+        OUTPUT.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    OUTPUT.addHandler(handler)
+    OUTPUT.setLevel(logging.INFO)
+    OUTPUT.propagate = False
+
+__all__ = ["OUTPUT", "show_output", "Command"]
 
 USAGE = "%(prog)s [CONFIG] [--option value ...]   (--help lists every option and the values it accepts)"
 

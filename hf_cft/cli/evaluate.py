@@ -18,7 +18,7 @@ import torch
 from ..data import label_arrays
 from ..io import write_json
 from ..recipe import EngineArguments, RecipeArguments, evaluate, format_table, load_job
-from .command import Command
+from .command import OUTPUT, Command
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def run_evaluate(args) -> dict:
     out = {"model": args.model_name_or_path, "dataset": args.dataset, "eval_split": recipe.eval_split,
            "table": table, "scores": scores["baseline"].to_dict()}
     if accelerator.is_main_process:
-        print("\n" + format_table(table, recipe.eval_split, kept=""))
+        OUTPUT.info("\n%s", format_table(table, recipe.eval_split, kept=""))
         if args.results_file:
             write_json(args.results_file, out, indent=2)
     accelerator.wait_for_everyone()

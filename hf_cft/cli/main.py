@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from ..launch import entrypoint
-from .command import Command
+from .command import Command, show_output
 from .evaluate import EVALUATE
 from .predict import PREDICT
 from .recipes import CFT, TRAIN
@@ -44,6 +44,7 @@ def _top_parser() -> argparse.ArgumentParser:
 def _logging(command: str) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("hf_cft").setLevel(logging.WARNING if command == "predict" else logging.INFO)
+    show_output()
 
 
 def run_command(argv: Sequence[str]):

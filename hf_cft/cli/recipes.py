@@ -7,7 +7,7 @@ import logging
 
 from ..recipe import EngineArguments, RecipeArguments, format_table, run
 from ..training import TrainArguments, train
-from .command import Command
+from .command import OUTPUT, Command
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def run_cft(recipe: RecipeArguments, engine) -> dict:
     logging.getLogger("hf_cft.recipe").setLevel(logging.WARNING)  # the table is printed below
     result = run(recipe, engine)
     if PartialState().is_main_process:
-        print("\n" + format_table(result["table"], result["eval_split"], result["kept"]))
+        OUTPUT.info("\n%s", format_table(result["table"], result["eval_split"], result["kept"]))
     return result
 
 
