@@ -15,9 +15,9 @@ from dataclasses import field
 
 import torch
 
-from ..data import label_arrays
 from ..io import write_json
 from ..recipe import EngineArguments, RecipeArguments, evaluate, format_table, load_job
+from ..recipe.scoring import restrict_to_eval_categories
 from .command import OUTPUT, Command
 
 logger = logging.getLogger(__name__)
@@ -69,10 +69,12 @@ def run_evaluate(args) -> dict:
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     job = load_job(recipe, args.seed, accelerator)
     split = job.ds[recipe.eval_split]
-    eval_data = (job.features_of(split), *label_arrays(split, sparse=None))
+    # as the recipe scores: skipped images' labels unknown, CheXpert's five competition categories (or
+    # --eval_categories)
+    eval_data = restrict_to_eval_categories(recipe, job.ds, (job.features_of(split), *job.features_of.labels(split)))
     train = (None, None, None)  # the training split is read only for the headroom rows
     if args.headroom:
-        train = (job.features_of(job.ds["train"]), *label_arrays(job.ds["train"], sparse=None))
+        train = (job.features_of(job.ds["train"]), *job.features_of.labels(job.ds["train"]))
     table, scores = evaluate(recipe, job.ds, eval_data, (job.head.weight, job.head.bias), {}, train, args.metric,
                              accelerator)
     table[0]["method"] = args.model_name_or_path  # the model scored (the recipe calls it the baseline)
