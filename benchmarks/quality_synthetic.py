@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hf_cft import CFTConfig, choose_per_category, fit_cft  # noqa: E402
-from hf_cft.engine.variants.refit import Solver, _sample_weight, solve_logistic  # noqa: E402
+from hf_cft.engine.logistic import Solver, example_weights, solve_logistic  # noqa: E402
 from hf_cft.engine.views import Split, ViewFactory  # noqa: E402
 from hf_cft.evaluation import score_split  # noqa: E402
 
@@ -70,7 +70,7 @@ def fit_lr(x, y, mask, lam=1e-3):
     c, d = y.shape[1], x.shape[1]
     w, b, _ = solve_logistic(view, torch.zeros(c, 1, d, dtype=torch.float64), torch.zeros(c, 1, dtype=torch.float64),
                              torch.tensor([[lam]], dtype=torch.float64), torch.zeros(c, 1, d, dtype=torch.float64),
-                             _sample_weight(view, False), Solver(max_iter=300))
+                             example_weights(view, False), Solver(max_iter=300))
     return w[:, 0].float().numpy(), b[:, 0].float().numpy()
 
 

@@ -8,7 +8,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from hf_cft import CFTConfig, fit_cft
-from hf_cft.engine.variants.refit import Solver, _sample_weight, solve_logistic
+from hf_cft.engine.logistic import Solver, example_weights, solve_logistic
 from hf_cft.engine.views import Split, ViewFactory
 from hf_cft.losses import aucm_loss, wmw_loss
 
@@ -28,7 +28,7 @@ def test_batched_lbfgs_matches_sklearn_logistic_regression(dense_threshold, bala
     lams = [1e-3, 1e-1]
     w0 = torch.from_numpy(rng.normal(size=(c, 1, d))).expand(c, 2, d).contiguous()  # warm start anywhere
     w, b, _ = solve_logistic(view, w0, torch.zeros(c, 2, dtype=torch.float64), torch.tensor([lams]),
-                             torch.zeros(c, 1, d, dtype=torch.float64), _sample_weight(view, balanced),
+                             torch.zeros(c, 1, d, dtype=torch.float64), example_weights(view, balanced),
                              Solver(max_iter=500, tol=1e-10))
     for k, (j, lam) in itertools.product(range(c), enumerate(lams)):
         keep = m[:, k]
@@ -171,7 +171,7 @@ def test_choose_per_category_equals_auto(planted):
 @pytest.mark.parametrize("balanced", [False, True])
 def test_row_span_solve_equals_the_full_space_solve(balanced):
     """Few known rows per category (L ≤ d/2): solved in the span of the rows, the same optimum as in all d."""
-    from hf_cft.engine.variants.refit import RowSpanView, solve_in_row_span
+    from hf_cft.engine.logistic import RowSpanView, solve_in_row_span
 
     rng = np.random.default_rng(5)
     n, d, c = 120, 64, 4
@@ -186,7 +186,7 @@ def test_row_span_solve_equals_the_full_space_solve(balanced):
     lams = torch.tensor([[1e-3, 1e-1]], dtype=torch.float64)
     w_ref = torch.from_numpy(rng.normal(size=(c, 1, d)) * 0.1)
     b0 = torch.zeros(c, 2, dtype=torch.float64)
-    sw = _sample_weight(view, balanced)
+    sw = example_weights(view, balanced)
     solver = Solver(max_iter=1000, tol=1e-11)
     full = solve_logistic(view, w_ref.expand(c, 2, d).contiguous(), b0, lams, w_ref, sw, solver)
     span = solve_in_row_span(view, w_ref, b0, lams, sw, solver)

@@ -170,6 +170,14 @@ def test_imports_go_only_downward():
     assert not up, "\n".join(up)
 
 
+def test_variants_do_not_import_each_other():
+    """A variant is one module that plugs into the engine; what two variants share lives in the engine."""
+    prefix = "hf_cft.engine.variants."
+    crossed = [f"{m} imports {t}" for m, targets in _edges().items() if m.startswith(prefix)
+               for t in sorted(targets) if t.startswith(prefix)]
+    assert not crossed, "\n".join(crossed)
+
+
 def _functions() -> Iterator[tuple[str, ast.FunctionDef]]:
     for module, (path, _) in MODULES.items():
         for node in ast.walk(_tree(path)):

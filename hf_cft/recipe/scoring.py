@@ -11,7 +11,7 @@ import numpy as np
 
 from ..data import label_arrays, partial_info
 from ..decisions import DECISIONS_KEY, choose_thresholds, result_thresholds
-from ..engine.variants.refit import fit_logistic_rows
+from ..engine.logistic import fit_logistic_rows
 from ..evaluation import gain_intervals, pair_probabilities, reliability, score_decisions, score_rows, score_split
 from ..metrics.pairs import known_pairs_metric, per_category_from_pairs
 from ..sparse import is_sparse

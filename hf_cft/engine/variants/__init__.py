@@ -21,7 +21,7 @@ from ..registry import (
 from . import bp, ga, pygad, refit  # noqa: F401 - registers them, in this order
 
 # isort: split
-from . import em  # noqa: F401 - after refit, whose solver it extends
+from . import em  # noqa: F401 - after refit (registration order is the order --help lists them)
 
 __all__ = ["AUTO", "COMMON_FIELDS", "VARIANTS", "BlockTask", "NoOptions", "Runner", "Variant", "get_variant",
            "register_variant", "variant_choices"]

@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..logistic import REDUCE_AT, RowSpanView, Solver, example_weights, solve_logistic
 from ..registry import BlockTask, Variant, check_minimum, register_variant
 from ..views import GatheredView, ViewFactory
-from .refit import REDUCE_AT, RowSpanView, Solver, _sample_weight, solve_logistic
 
 __all__ = ["EMBlock", "EMOptions", "EMSource", "draw_unknowns", "em_view", "prior_shift", "run_em"]
 
@@ -283,7 +283,7 @@ def _fit_group(em: EMBlock, rows: tuple[torch.Tensor, torch.Tensor], lam: torch.
     # the known-label rows: refit's problem, solver and starting point (zero), in refit's coordinates
     u, b, iters = solve_logistic(known.view, known.start(n_cat, n_lam),
                                  bias.unsqueeze(1).expand(n_cat, n_lam).contiguous(), lam, known.ref,
-                                 _sample_weight(em.known, False), Solver(max_iter=o.em_max_iter, tol=o.em_tol))
+                                 example_weights(em.known, False), Solver(max_iter=o.em_max_iter, tol=o.em_tol))
     both = _Space(em.both, d, dtype, EM_SPAN_AT)
     u = both.coordinates(known.rows(u))
     logits = both.view.scores(u, b)
