@@ -70,12 +70,15 @@ def existing_card(api: HfApi, repo_id: str, revision: str | None = None) -> str 
 
 def base_model_license(name_or_path: str | None) -> str | None:
     """The ``license`` of a base model's card: its folder's ``README.md``, or its Hub card when the Hub can be
-    reached; None when there is no card, no license in it, or no connection."""
+    reached; None when there is no card, no license in it, or no connection. A local folder without a card, or
+    ``HF_HUB_OFFLINE=1``, never asks the Hub."""
     if not name_or_path:
         return None
-    from huggingface_hub import ModelCard
+    from huggingface_hub import ModelCard, constants
 
     local = os.path.join(name_or_path, MODEL_CARD_NAME)
+    if not os.path.isfile(local) and (os.path.isdir(name_or_path) or constants.HF_HUB_OFFLINE):
+        return None
     try:
         card = ModelCard.load(local if os.path.isfile(local) else name_or_path)
     except Exception as err:  # no card, offline, private: the card then says nothing about the license

@@ -288,10 +288,20 @@ def test_calibrate_false_keeps_the_rows_and_still_chooses_thresholds(planted):
     assert len(out.extra["decisions"]["thresholds"]) == 3 and "decisions" not in result.extra
 
 
-def test_the_card_takes_the_base_models_license(tmp_path):
+def test_the_card_takes_the_base_models_license(tmp_path, monkeypatch):
+    from huggingface_hub import ModelCard, constants
+
     from hf_cft.hub import base_model_license
 
     (tmp_path / "base").mkdir()
     (tmp_path / "base" / "README.md").write_text("---\nlicense: apache-2.0\n---\n# a base model\n")
     assert base_model_license(str(tmp_path / "base")) == "apache-2.0"
-    assert base_model_license(str(tmp_path / "nowhere")) is None  # no card, offline: nothing said
+    (tmp_path / "bare").mkdir()
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError(f"the Hub was asked for {args}")
+
+    monkeypatch.setattr(ModelCard, "load", no_hub)
+    assert base_model_license(str(tmp_path / "bare")) is None  # a folder without a card: nothing said, Hub not asked
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert base_model_license("org/model") is None  # offline: the Hub is not asked

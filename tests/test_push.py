@@ -180,7 +180,8 @@ class _Scores:
         return {"map": 0.5, "mauc": 0.5}
 
 
-def test_the_recipe_passes_hub_revision_and_create_pr_to_the_push(tmp_path):
+def test_the_recipe_passes_hub_revision_and_create_pr_to_the_push(tmp_path, monkeypatch):
+    from huggingface_hub import constants
     from transformers import HfArgumentParser
 
     from hf_cft.recipe.arguments import RecipeArguments
@@ -191,6 +192,7 @@ def test_the_recipe_passes_hub_revision_and_create_pr_to_the_push(tmp_path):
         ["--output_dir", str(tmp_path / "out"), "--push_to_hub", "--hub_model_id", "me/m", "--hub_revision", "dev",
          "--hub_create_pr"], look_for_args_file=False)
     head = _Recorder()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # "m" is no folder: its license is not asked of the Hub
     job = Job(recipe=recipe, accelerator=type("A", (), {"print": staticmethod(lambda *a: None)})(),
               model_path="m", ds=None, names=["a"], head=head, features_of=None)
     outcome = Outcome(results={"refit": None}, kept="refit", selection_on_eval=False, table=[],
