@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from .views import GatheredView, Split, ViewFactory
 
-__all__ = ["REDUCE_AT", "RowSpanView", "Solver", "example_weights", "fit_logistic_rows", "solve_in_row_span",
-           "solve_logistic"]
+__all__ = ["REDUCE_AT", "RowSpanView", "Solver", "example_weights", "fit_logistic_rows", "solve_from_logits",
+           "solve_in_row_span", "solve_logistic"]
 
 def _data_term(z: torch.Tensor, labels: torch.Tensor, sw: torch.Tensor) -> torch.Tensor:
     """Weighted BCE summed over each pair's entries: logits (B, P, L) → (B, P)."""
@@ -118,12 +118,28 @@ def solve_logistic(view, w0, b0, lam, w_ref, sample_weight, solver: Solver = Sol
     Returns:
         ``(w, b, iterations)`` with ``iterations`` (B, P) per pair.
     """
+    st = _solve(view, (w0, b0, None), lam, w_ref, sample_weight, solver)
+    return st.w, st.b, st.iters
+
+
+@torch.no_grad()
+def solve_from_logits(view, start: tuple, lam, w_ref, sample_weight, solver: Solver = Solver()):
+    """:func:`solve_logistic` from ``start = (w0, b0, logits)``, the logits of the start on the view's rows (the
+    caller has them: no feature pass), returning the solution's logits too: ``(w, b, iterations, logits)``. The
+    logits are the solver's own (updated along each accepted step), not a fresh pass over the features."""
+    st = _solve(view, start, lam, w_ref, sample_weight, solver)
+    return st.w, st.b, st.iters, st.z
+
+
+def _solve(view, start: tuple, lam, w_ref, sample_weight, solver: Solver) -> _State:
+    """The solver's loop from ``start = (w0, b0, logits or None)``; the final state (rows, logits, iterations)."""
+    w0, b0, z = start
     dtype = w0.dtype
     w, b = w0.clone(), b0.clone()
     sw = sample_weight.to(dtype)
     labels = view.labels
     lam = lam.to(dtype)
-    z = view.scores(w, b)
+    z = view.scores(w, b) if z is None else z.to(dtype)
     delta = w - w_ref
     f = _data_term(z, labels, sw) + 0.5 * lam * (delta * delta).sum(-1)
     gw, gb = _gradient(view, z, labels, sw, lam, delta)
@@ -137,7 +153,7 @@ def solve_logistic(view, w0, b0, lam, w_ref, sample_weight, solver: Solver = Sol
         if not bool(st.active.any()):
             break
         _iterate(view, st, g, gnorm, (labels, sw, lam, w_ref), solver.history)
-    return st.w, st.b, st.iters
+    return st
 
 
 def _direction(st: _State, g: torch.Tensor, gnorm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

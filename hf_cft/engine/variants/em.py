@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..logistic import REDUCE_AT, RowSpanView, Solver, example_weights, solve_logistic
+from ..logistic import REDUCE_AT, RowSpanView, Solver, example_weights, solve_from_logits, solve_logistic
 from ..registry import BlockTask, Variant, check_minimum, register_variant
 from ..views import GatheredView, ViewFactory
 
@@ -175,7 +175,8 @@ def _gathered(factory: ViewFactory, block: list[int], per_known: float, seed: in
     drawn = [draw_unknowns(rows.numpy(), n, math.ceil(per_known * rows.numel()),
                            np.random.default_rng([int(seed), int(c), 0xE3])) for c, (rows, _) in zip(block, columns)]
     lk, uk = max(r.numel() for r, _ in columns), max(max(d.size for d in drawn), 1)
-    x = torch.zeros(len(block), lk + uk, split.features.shape[1], dtype=factory.dtype)
+    # empty, not zeros: every entry is written once (the rows gathered, the padding zeroed), not twice
+    x = torch.empty(len(block), lk + uk, split.features.shape[1], dtype=factory.dtype)
     y = torch.zeros(len(block), lk + uk, dtype=torch.int8)
     known = torch.zeros(len(block), lk + uk, dtype=torch.bool)
     unknown = torch.zeros_like(known)
@@ -183,6 +184,8 @@ def _gathered(factory: ViewFactory, block: list[int], per_known: float, seed: in
         k = rows.numel()
         split.take_into(x[i, :k], rows)
         split.take_into(x[i, lk:lk + extra.size], torch.from_numpy(extra))
+        x[i, k:lk].zero_()
+        x[i, lk + extra.size:].zero_()
         y[i, :k], known[i, :k], unknown[i, lk:lk + extra.size] = values, True, True
     dev = factory.device
     x, y, known, unknown = x.to(dev), y.to(dev), known.to(dev), unknown.to(dev)
@@ -297,9 +300,8 @@ def _fit_group(em: EMBlock, rows: tuple[torch.Tensor, torch.Tensor], lam: torch.
         shift = prior_shift(logits, em.unknown, prior, o.em_temperature)
         q = torch.sigmoid((logits + shift.unsqueeze(-1)) / o.em_temperature) * em.unknown.to(dtype)
         both.view.labels = observed + q  # soft targets: the known labels, the unknowns' probabilities
-        u, b, it = solve_logistic(both.view, u, b, lam, both.ref, sw, solver)
+        u, b, it, logits = solve_from_logits(both.view, (u, b, logits), lam, both.ref, sw, solver)
         iters += it
-        logits = both.view.scores(u, b)
         ws.append(both.rows(u))
         bs.append(b)
     return torch.stack(ws), torch.stack(bs), iters, prior, rate
