@@ -263,6 +263,30 @@ print(json.dumps({{"url": url, "examples": [os.path.basename(p) for p in example
 '''
 
 
+def test_hf_cft_app_and_space_take_the_model_first(tmp_path, capsys):
+    from hf_cft.app import AppArguments, SpaceArguments
+    from hf_cft.cli import COMMANDS, run_command
+
+    (args,) = COMMANDS["app"].parse(["outputs/run", "--port", "7999"])
+    assert args == AppArguments(model_name_or_path="outputs/run", port=7999)
+    (args,) = COMMANDS["space"].parse(["me/m", "me/s", "--private", "true"])
+    assert (args.model_id, args.space_id, args.private) == ("me/m", "me/s", True)
+    config = tmp_path / "space.yaml"
+    config.write_text("revision: v2\nrequirement: hf_cft[app]==9.9\n")
+    (args,) = COMMANDS["space"].parse([str(config), "me/m", "--output_dir", "o"])  # a configuration file first
+    assert (args.model_id, args.space_id, args.revision, args.requirement) == ("me/m", None, "v2", "hf_cft[app]==9.9")
+    with pytest.raises(SystemExit):
+        COMMANDS["app"].parse([])
+    assert "--model_name_or_path" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        COMMANDS["app"].parse(["--help"])
+    assert "hf-cft app MODEL [--option value ...]" in capsys.readouterr().out
+    out = tmp_path / "space"
+    assert run_command(["space", "me/cft-digits", "--output_dir", str(out), "--revision", "v1"]) == str(out)
+    assert "REVISION = 'v1'" in (out / "app.py").read_text() and f"Space written: {out}" in capsys.readouterr().out
+    assert isinstance(COMMANDS["space"].dataclasses[0](model_id="a/b"), SpaceArguments)
+
+
 def test_a_space_is_pushed_and_its_app_loads_the_model_from_the_hub(calibrated, tmp_path):
     script = SPACE_SCRIPT.format(folder=calibrated[0])
     with HubServer() as hub:

@@ -1,5 +1,6 @@
 """The page and the Space from the command line: ``python -m hf_cft.app MODEL`` and
-``python -m hf_cft.app space MODEL SPACE`` (what ``hf-cft app`` / ``hf-cft space`` run).
+``python -m hf_cft.app space MODEL SPACE``; ``hf-cft app`` / ``hf-cft space`` (:mod:`hf_cft.cli.app`) parse the
+same dataclasses and run the same functions.
 
 :class:`AppArguments` / :class:`SpaceArguments` are the options as dataclasses (fields with help texts, for a
 parser built from them); :func:`run_app` / :func:`run_space` run them; :func:`main` / :func:`space_main` parse a

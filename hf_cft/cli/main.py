@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from ..launch import entrypoint
+from .app import APP, SPACE
 from .command import Command, show_output
 from .evaluate import EVALUATE
 from .predict import PREDICT
@@ -17,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["COMMANDS", "main", "run_command"]
 
-COMMANDS: dict[str, Command] = {c.name: c for c in (TRAIN, CFT, EVALUATE, PREDICT)}
+COMMANDS: dict[str, Command] = {c.name: c for c in (TRAIN, CFT, EVALUATE, PREDICT, APP, SPACE)}
 
 EPILOG = """examples:
   hf-cft cft                                      the offline demo: a baseline on digits_mosaic, CFT, the report
@@ -27,6 +28,8 @@ EPILOG = """examples:
   hf-cft train --method ll_r --epochs 20
   hf-cft evaluate --model_name_or_path outputs/cft-digits-mosaic
   hf-cft predict --model_name_or_path outputs/cft-digits-mosaic --images photos/
+  hf-cft app outputs/cft-digits-mosaic            the page: images before / after, the report (extra: app)
+  hf-cft space you/model-cft you/model-cft-demo   the same page as a Gradio Space
 
 `hf-cft <command> --help` lists a command's options and the values each accepts."""
 
