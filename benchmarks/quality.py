@@ -121,6 +121,41 @@ def print_calibration(rows: dict) -> None:
         print(f"| {t} | {100 * d.mean():+.2f} | {100 * d.min():+.2f} | {int((d < -0.001).sum())}/{len(d)} | {per} |")
 
 
+def print_em_summary(rows: dict) -> None:
+    """The issue's questions about em, one line per setting and method (test mAP, mean over seeds; em's share of
+    the gap between the known-label and the all-label rows; the worst seed's change), then over every cell."""
+    names = ("+ CFT-em", AUTO_WITH_EM, "+ CFT-auto (crossfit rule)")
+    if not any(k[3] == "+ CFT-em" for k in rows):
+        return
+    print("\n| protocol | known | method | seeds | baseline | + CFT-auto | + CFT-em | + CFT-auto with em | "
+          "known-label row (bound) | all-label row (oracle) | em: share of the gap | em: worst Δ | "
+          "auto with em: worst Δ |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for protocol, ratio, method in dict.fromkeys(k[:3] for k in rows if k[3] == "+ CFT-em"):
+        v = {name: 100 * np.array([r["map"] for r in rows[(protocol, ratio, method, name)]])
+             for name in ("baseline", *names, UPPER_BOUND, ORACLE)}
+        share = np.mean((v["+ CFT-em"] - v[UPPER_BOUND]) / (v[ORACLE] - v[UPPER_BOUND]))
+        print(f"| {protocol} | {ratio:.0%} | {method} | {len(v['baseline'])} | "
+              + " | ".join(f"{v[n].mean():.2f}" for n in ("baseline", names[2], names[0], names[1], UPPER_BOUND,
+                                                            ORACLE))
+              + f" | {100 * share:.0f}% | {(v[names[0]] - v['baseline']).min():+.2f} | "
+              f"{(v[names[1]] - v['baseline']).min():+.2f} |")
+    print()
+    for name in names:
+        d = np.concatenate([[r["delta"] for r in rs] for k, rs in rows.items() if k[3] == name])
+        print(f"{name}: {len(d)} cells, Δ test mAP mean {100 * d.mean():+.2f}, worst {100 * d.min():+.2f}, "
+              f"below −0.1: {int((d < -0.001).sum())}")
+    settings = sorted({k[:2] for k in rows if k[2] == "an"})
+    mean = {name: 100 * np.mean([np.mean([r["map"] for r in rows[(*s, "an", name)]]) for s in settings])
+            for name in ("baseline", *names, UPPER_BOUND, ORACLE) if all((*s, "an", name) in rows for s in settings)}
+    print(f"AN, mean over seeds and {len(settings)} setting(s): "
+          + ", ".join(f"{name} {v:.2f}" for name, v in mean.items()))
+    if UPPER_BOUND in mean and ORACLE in mean and mean[ORACLE] > mean[UPPER_BOUND]:
+        share = (mean["+ CFT-em"] - mean[UPPER_BOUND]) / (mean[ORACLE] - mean[UPPER_BOUND])
+        print(f"AN: em closes {100 * share:.0f}% of the mean gap between the known-label row and the all-label row "
+              "(negative: below the known-label row)")
+
+
 def load_cells(work: str, settings: dict) -> tuple[defaultdict, set]:
     """Rows and finished cells of an earlier run in ``work`` (empty when there is none)."""
     rows: defaultdict = defaultdict(list)
@@ -281,6 +316,7 @@ def main() -> None:
         counts = f"{sum(r['improved'] for r in rs)} / {sum(r['degraded'] for r in rs)}" if cft else "–"
         print(f"| {protocol} | {ratio:.0%} | {method} | {name} | {100 * mp.mean():.2f} ± {100 * mp.std():.2f} | "
               f"{delta} | {better} | {counts} |")
+    print_em_summary(rows)
     print_calibration(rows)
     print(f"\n{time.perf_counter() - t0:.0f} s on {os.cpu_count()} CPUs; rows: {ORACLE!r} and {UPPER_BOUND!r} are "
           "upper bounds (λ tuned on test), never used to choose anything")
