@@ -77,10 +77,11 @@ def base_model_license(name_or_path: str | None) -> str | None:
     from huggingface_hub import ModelCard, constants
 
     local = os.path.join(name_or_path, MODEL_CARD_NAME)
-    if not os.path.isfile(local) and (os.path.isdir(name_or_path) or constants.HF_HUB_OFFLINE):
+    has_card = os.path.isfile(local)
+    if not has_card and (os.path.isdir(name_or_path) or constants.HF_HUB_OFFLINE):
         return None
     try:
-        card = ModelCard.load(local if os.path.isfile(local) else name_or_path)
+        card = ModelCard.load(local if has_card else name_or_path)
     except Exception as err:  # no card, offline, private: the card then says nothing about the license
         logger.debug("no base model card for %s: %s", name_or_path, err)
         return None

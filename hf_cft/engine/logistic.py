@@ -26,6 +26,7 @@ from .views import GatheredView, Split, ViewFactory
 __all__ = ["REDUCE_AT", "RowSpanView", "Solver", "example_weights", "fit_logistic_rows", "solve_from_logits",
            "solve_in_row_span", "solve_logistic"]
 
+
 def _data_term(z: torch.Tensor, labels: torch.Tensor, sw: torch.Tensor) -> torch.Tensor:
     """Weighted BCE summed over each pair's entries: logits (B, P, L) → (B, P)."""
     bce = F.binary_cross_entropy_with_logits(z, labels.to(z.dtype).expand_as(z), reduction="none")
